@@ -1,0 +1,15 @@
+//! exogate: one binary between Exotel's Voicebot/Stream applets and voice bots.
+//! HTTP webhooks (dynamic URL, Passthru), the bidirectional media WebSocket, agents, and a durable
+//! call log.
+
+pub mod agent;
+pub mod app;
+pub mod config;
+mod http;
+mod ids;
+pub mod media;
+pub mod server;
+pub mod store;
+
+pub use config::{Config, ServeArgs};
+pub use server::{Gateway, start};

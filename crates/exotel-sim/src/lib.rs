@@ -1,0 +1,21 @@
+//! Plays Exotel's side of one Voicebot call against any bot WebSocket: `connected`, `start`,
+//! caller audio in real time, DTMF, mark echoes when the simulated playback reaches them, and
+//! `stop`. Everything the bot sends is checked against Exotel's rules (PROTOCOL.md §5) and
+//! lands in a [`CallReport`].
+
+mod audio;
+mod call;
+pub mod cli;
+mod config;
+mod error;
+pub mod playback;
+mod report;
+pub mod validate;
+
+pub use audio::{load_wav, tone, write_wav};
+pub use call::run_call;
+pub use cli::{CallArgs, SimCommand};
+pub use config::{AudioSource, CallConfig, Injected, Target, random_sid};
+pub use error::SimError;
+pub use report::CallReport;
+pub use validate::Violation;

@@ -1,0 +1,20 @@
+//! Exotel's classic echo bot: plays the caller's audio back. DTMF `#` clears queued playback
+//! (barge-in), `*` hangs up once what is already queued has played.
+
+use super::{Agent, CallControl};
+
+pub struct Echo;
+
+impl Agent for Echo {
+    fn on_audio(&mut self, pcm: &[u8], ctl: &CallControl) {
+        ctl.play(pcm.to_vec());
+    }
+
+    fn on_dtmf(&mut self, digit: &str, ctl: &CallControl) {
+        match digit {
+            "#" => ctl.clear(),
+            "*" => ctl.hang_up(),
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,212 @@
+//! Configuration: flags and env vars (clap), optionally a TOML file (`--config`); flag/env beats
+//! file beats default. Every value is checked at start-up so a bad one fails with a line naming it.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+
+/// `exogate serve` options. Each can also be set in the TOML file under its snake_case name.
+#[derive(clap::Args, Debug, Default, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServeArgs {
+    /// TOML file with any of the options below (snake_case keys)
+    #[arg(long, env = "EXOGATE_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+
+    /// HTTP port: webhooks, API, health, /media [default: 8080]
+    #[arg(long, env = "HTTP_PORT")]
+    pub http_port: Option<u16>,
+
+    /// Media WebSocket port, any path; /health answers 200 [default: 8765]
+    #[arg(long, env = "WS_PORT")]
+    pub ws_port: Option<u16>,
+
+    /// Address both servers bind to [default: 0.0.0.0]
+    #[arg(long, env = "BIND_ADDR")]
+    pub bind_addr: Option<IpAddr>,
+
+    /// Call-log database, created if missing [default: sqlite://exogate.db]
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+
+    /// ws:// or wss:// base handed to Exotel by the dynamic-URL endpoint [default: from WEBHOOK_BASE_URL or
+    /// RENDER_EXTERNAL_URL with http→ws, https→wss; else ws://<request host>:WS_PORT]
+    #[arg(long, env = "PUBLIC_WS_URL")]
+    pub public_ws_url: Option<String>,
+
+    /// Public http(s) base of this gateway (the seed deployment's name)
+    #[arg(long, env = "WEBHOOK_BASE_URL")]
+    pub webhook_base_url: Option<String>,
+
+    /// Public URL Render assigns; used like WEBHOOK_BASE_URL when that is unset
+    #[arg(long, env = "RENDER_EXTERNAL_URL")]
+    pub render_external_url: Option<String>,
+
+    /// Agent for calls whose `agentId` custom parameter is absent or unknown [default: echo]
+    #[arg(long, env = "DEFAULT_AGENT")]
+    pub default_agent: Option<String>,
+
+    /// Outbound audio per chunk in ms, rounded to Exotel's 320-byte grid, never under 3200 bytes [default: 100]
+    #[arg(long, env = "OUT_CHUNK_MS")]
+    pub out_chunk_ms: Option<u32>,
+
+    /// How far outbound audio may run ahead of real time, in ms [default: 300]
+    #[arg(long, env = "PLAYBACK_LEAD_MS")]
+    pub playback_lead_ms: Option<u32>,
+
+    /// Seconds a media socket may wait for `start` before it is closed with 1008 [default: 10]
+    #[arg(long, env = "START_TIMEOUT_SECS")]
+    pub start_timeout_secs: Option<f64>,
+}
+
+/// The resolved configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub http_port: u16,
+    pub ws_port: u16,
+    pub bind_addr: IpAddr,
+    pub database_url: String,
+    /// Without the trailing slash.
+    pub public_ws_url: Option<String>,
+    pub default_agent: String,
+    pub out_chunk_ms: u32,
+    pub playback_lead: Duration,
+    pub start_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            http_port: 8080,
+            ws_port: 8765,
+            bind_addr: IpAddr::from([0, 0, 0, 0]),
+            database_url: "sqlite://exogate.db".into(),
+            public_ws_url: None,
+            default_agent: "echo".into(),
+            out_chunk_ms: 100,
+            playback_lead: Duration::from_millis(300),
+            start_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Config {
+    pub fn from_args(args: ServeArgs) -> anyhow::Result<Self> {
+        let file = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).with_context(|| format!("cannot read --config {path:?}"))?;
+                toml::from_str::<ServeArgs>(&text)
+                    .map_err(|e| anyhow::anyhow!("invalid --config {path:?}: {}", e.message()))?
+            }
+            None => ServeArgs::default(),
+        };
+        macro_rules! pick {
+            ($f:ident) => {
+                args.$f.clone().or(file.$f.clone())
+            };
+        }
+        let d = Config::default();
+        let public_base = pick!(webhook_base_url).or(pick!(render_external_url));
+        let public_ws_url = match pick!(public_ws_url) {
+            Some(u) => Some(check_ws_url("PUBLIC_WS_URL", &u)?),
+            None => match public_base {
+                Some(base) => Some(http_to_ws(&base)?),
+                None => None,
+            },
+        };
+        let start_timeout = pick!(start_timeout_secs).unwrap_or(d.start_timeout.as_secs_f64());
+        if !(start_timeout > 0.0 && start_timeout <= 3600.0) {
+            bail!("START_TIMEOUT_SECS must be between 0 and 3600 seconds, got {start_timeout}");
+        }
+        let out_chunk_ms = pick!(out_chunk_ms).unwrap_or(d.out_chunk_ms);
+        if !(20..=6000).contains(&out_chunk_ms) {
+            bail!("OUT_CHUNK_MS must be between 20 and 6000, got {out_chunk_ms}");
+        }
+        let database_url = pick!(database_url).unwrap_or(d.database_url);
+        if !database_url.starts_with("sqlite:") {
+            bail!("DATABASE_URL must be a sqlite: URL (e.g. sqlite://exogate.db), got {database_url:?}");
+        }
+        let default_agent = pick!(default_agent).unwrap_or(d.default_agent);
+        if !crate::agent::Registry::builtin().contains(&default_agent) {
+            bail!("DEFAULT_AGENT {default_agent:?} is not a known agent (known: {})", crate::agent::Registry::builtin().ids().join(", "));
+        }
+        Ok(Self {
+            http_port: pick!(http_port).unwrap_or(d.http_port),
+            ws_port: pick!(ws_port).unwrap_or(d.ws_port),
+            bind_addr: pick!(bind_addr).unwrap_or(d.bind_addr),
+            database_url,
+            public_ws_url,
+            default_agent,
+            out_chunk_ms,
+            playback_lead: Duration::from_millis(pick!(playback_lead_ms).unwrap_or(300) as u64),
+            start_timeout: Duration::from_secs_f64(start_timeout),
+        })
+    }
+}
+
+fn check_ws_url(name: &str, url: &str) -> anyhow::Result<String> {
+    let u = url.trim().trim_end_matches('/');
+    if !(u.starts_with("ws://") || u.starts_with("wss://")) || u.len() <= "wss://".len() {
+        bail!("{name} must start with ws:// or wss://, got {:?}", exotel::redact::redact_url(url));
+    }
+    Ok(u.to_string())
+}
+
+/// `https://x.example.com` → `wss://x.example.com`; `http://` → `ws://`.
+fn http_to_ws(base: &str) -> anyhow::Result<String> {
+    let b = base.trim().trim_end_matches('/');
+    let ws = if let Some(rest) = b.strip_prefix("https://") {
+        format!("wss://{rest}")
+    } else if let Some(rest) = b.strip_prefix("http://") {
+        format!("ws://{rest}")
+    } else {
+        bail!("WEBHOOK_BASE_URL/RENDER_EXTERNAL_URL must start with http:// or https://, got {:?}", exotel::redact::redact_url(base));
+    };
+    check_ws_url("WEBHOOK_BASE_URL", &ws)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derives_ws_url() {
+        let c = Config::from_args(ServeArgs { webhook_base_url: Some("https://bot.example.com/".into()), ..Default::default() }).unwrap();
+        assert_eq!(c.public_ws_url.as_deref(), Some("wss://bot.example.com"));
+        let c = Config::from_args(ServeArgs { render_external_url: Some("http://a.onrender.com".into()), ..Default::default() }).unwrap();
+        assert_eq!(c.public_ws_url.as_deref(), Some("ws://a.onrender.com"));
+        let c = Config::from_args(ServeArgs {
+            public_ws_url: Some("wss://media.example.com/x/".into()),
+            webhook_base_url: Some("https://bot.example.com".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(c.public_ws_url.as_deref(), Some("wss://media.example.com/x"));
+    }
+
+    #[test]
+    fn bad_values_name_themselves() {
+        let e = Config::from_args(ServeArgs { public_ws_url: Some("http://x".into()), ..Default::default() }).unwrap_err();
+        assert!(e.to_string().contains("PUBLIC_WS_URL"), "{e}");
+        let e = Config::from_args(ServeArgs { default_agent: Some("nope".into()), ..Default::default() }).unwrap_err();
+        assert!(e.to_string().contains("DEFAULT_AGENT"), "{e}");
+        let e = Config::from_args(ServeArgs { database_url: Some("postgres://x".into()), ..Default::default() }).unwrap_err();
+        assert!(e.to_string().contains("DATABASE_URL"), "{e}");
+    }
+
+    #[test]
+    fn toml_file_and_precedence() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("exogate.toml");
+        std::fs::write(&path, "http_port = 9000\nws_port = 9001\ndefault_agent = \"echo\"\n").unwrap();
+        let c = Config::from_args(ServeArgs { config: Some(path.clone()), ws_port: Some(7000), ..Default::default() }).unwrap();
+        assert_eq!((c.http_port, c.ws_port), (9000, 7000));
+        std::fs::write(&path, "htp_port = 1\n").unwrap();
+        let e = Config::from_args(ServeArgs { config: Some(path), ..Default::default() }).unwrap_err();
+        assert!(e.to_string().contains("htp_port"), "{e}");
+    }
+}

@@ -1,0 +1,69 @@
+//! The Passthru applet: Exotel reports call (and, after a Voicebot applet, stream) details; we merge
+//! them into the call log and answer at once. 200 is branch A of the flow.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::Method;
+use exotel::redact::{mask_phone, redact_url};
+use serde_json::{Value, json};
+
+use super::error::ApiError;
+use super::webhook_input::WebhookInput;
+use crate::app::AppState;
+use crate::store::{CallKey, CallPatch, Status};
+
+pub(crate) async fn passthru(State(app): State<Arc<AppState>>, input: WebhookInput) -> Result<Json<Value>, ApiError> {
+    let d = input.details;
+    let Some(call_sid) = d.call_sid.clone() else {
+        if input.method == Method::GET {
+            return Ok(Json(json!({
+                "ok": true,
+                "service": "exogate",
+                "endpoint": "passthru",
+                "version": env!("CARGO_PKG_VERSION"),
+                "usage": "Exotel Passthru applet URL; GET with CallSid and call details (Stream[...] after a Voicebot applet)",
+            })));
+        }
+        return Err(ApiError::bad_request("missing CallSid"));
+    };
+    let stream = d.stream.clone().unwrap_or_default();
+    let stream_url = stream.stream_url.as_deref().map(redact_url);
+    let key = CallKey { call_sid: Some(call_sid.clone()), stream_sid: stream.stream_sid.clone(), ..CallKey::default() };
+    let patch = CallPatch::new()
+        .text("from_number", d.from.as_ref())
+        .text("to_number", d.to.as_ref())
+        .text("direction", d.direction.as_ref())
+        .text("call_type", d.call_type.as_ref())
+        .text("custom_field", d.custom_field.as_ref())
+        .text("recording_url", d.recording_url.as_ref())
+        .text("digits", d.digits.as_ref())
+        .text("flow_id", d.flow_id.as_ref())
+        .text("account_sid", d.account_sid.as_ref())
+        .text("stream_status", stream.status.as_ref())
+        .text("stream_duration", stream.duration.as_ref())
+        .text("stream_disconnected_by", stream.disconnected_by.as_ref())
+        .text("stream_recording_url", stream.recording_url.as_ref())
+        .text("stream_detailed_status", stream.detailed_status.as_ref())
+        .text("stream_error", stream.error.as_ref())
+        .text("stream_url", stream_url.as_ref())
+        .status(Status::Connecting)
+        .passthru_hit();
+    app.store.upsert(key.clone(), patch);
+    let mut detail = serde_json::to_value(&d).unwrap_or_default();
+    if let Some(u) = detail.pointer_mut("/stream/stream_url") {
+        *u = json!(stream_url);
+    }
+    app.store.event(key, "passthru", detail);
+    tracing::info!(
+        call_sid = %call_sid,
+        from = %d.from.as_deref().map(mask_phone).unwrap_or_default(),
+        to = %d.to.as_deref().map(mask_phone).unwrap_or_default(),
+        stream_status = stream.status.as_deref().unwrap_or("-"),
+        disconnected_by = stream.disconnected_by.as_deref().unwrap_or("-"),
+        stream_url = stream_url.as_deref().unwrap_or("-"),
+        "passthru"
+    );
+    Ok(Json(json!({ "ok": true })))
+}

@@ -1,0 +1,117 @@
+//! The Voicebot applet's dynamic URL: Exotel asks where to stream this call; we answer
+//! `{"url": "<ws base>/media?<custom params>"}` and record the call.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::http::header::HOST;
+use exotel::SampleRate;
+use exotel::redact::mask_phone;
+use serde_json::{Value, json};
+
+use super::error::ApiError;
+use super::webhook_input::WebhookInput;
+use crate::app::AppState;
+use crate::store::{CallKey, CallPatch, Status};
+
+/// Exotel's limits on the applet's custom parameters (PROTOCOL.md §2.2).
+const MAX_CUSTOM_PARAMS: usize = 3;
+const MAX_CUSTOM_CHARS: usize = 256;
+
+/// Call-detail keys Exotel adds to applet requests that `CallDetails` keeps as extras; they are
+/// not the applet's custom parameters.
+const EXOTEL_KEYS: &[&str] = &[
+    "eventtype", "datecreated", "dateupdated", "phonenumbersid", "forwardedfrom", "processstatus",
+    "outgoingphonenumber", "legs", "answeredby", "callername", "price", "duration", "uri", "parentcallsid",
+];
+
+pub(crate) async fn dynamic_url(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    input: WebhookInput,
+) -> Result<Json<Value>, ApiError> {
+    let d = input.details;
+    let mut custom = BTreeMap::new();
+    let mut rate = None;
+    for (k, v) in &d.extra {
+        let lower = k.to_ascii_lowercase();
+        if lower == "sample-rate" || lower == "sample_rate" {
+            rate = Some(SampleRate::parse(v).ok_or_else(|| {
+                ApiError::bad_request(format!("{k} must be 8000, 16000 or 24000, got {v:?}"))
+            })?);
+        } else if !EXOTEL_KEYS.contains(&lower.as_str()) && !lower.starts_with("stream[") {
+            custom.insert(k.clone(), v.clone());
+        }
+    }
+    if custom.len() > MAX_CUSTOM_PARAMS {
+        let names: Vec<&str> = custom.keys().map(String::as_str).collect();
+        return Err(ApiError::bad_request(format!(
+            "Exotel allows at most {MAX_CUSTOM_PARAMS} custom parameters; got {}: {}",
+            custom.len(),
+            names.join(", ")
+        )));
+    }
+    let custom_query = serde_urlencoded::to_string(&custom).unwrap_or_default();
+    if custom_query.len() > MAX_CUSTOM_CHARS {
+        return Err(ApiError::bad_request(format!(
+            "custom parameters take {} characters; Exotel allows at most {MAX_CUSTOM_CHARS}",
+            custom_query.len()
+        )));
+    }
+    let mut query = custom_query;
+    if let Some(r) = rate {
+        if !query.is_empty() {
+            query.push('&');
+        }
+        query.push_str(&format!("sample-rate={}", r.hz()));
+    }
+    let base = ws_base(&app, &headers);
+    let url = if query.is_empty() { base } else { format!("{base}?{query}") };
+
+    if let Some(call_sid) = &d.call_sid {
+        let key = CallKey::call_sid(call_sid);
+        app.store.upsert(
+            key.clone(),
+            CallPatch::new()
+                .text("from_number", d.from.as_ref())
+                .text("to_number", d.to.as_ref())
+                .text("direction", d.direction.as_ref())
+                .text("custom_field", d.custom_field.as_ref())
+                .text("flow_id", d.flow_id.as_ref())
+                .json("custom_params", &json!(custom))
+                .status(Status::Connecting),
+        );
+        app.store.event(key, "voicebot-url", json!({ "url": url, "method": input.method.as_str() }));
+    }
+    tracing::info!(
+        call_sid = d.call_sid.as_deref().unwrap_or("-"),
+        from = %d.from.as_deref().map(mask_phone).unwrap_or_default(),
+        to = %d.to.as_deref().map(mask_phone).unwrap_or_default(),
+        direction = d.direction.as_deref().unwrap_or("-"),
+        params = custom.len(),
+        "voicebot url requested"
+    );
+    Ok(Json(json!({ "url": url })))
+}
+
+/// The configured public base, or `ws://<request host>:WS_PORT`; `/media` added when it has no path.
+fn ws_base(app: &AppState, headers: &HeaderMap) -> String {
+    let base = app.config.public_ws_url.clone().unwrap_or_else(|| {
+        let host = headers.get(HOST).and_then(|h| h.to_str().ok()).map(strip_port).unwrap_or_default();
+        let host = if host.is_empty() { "127.0.0.1".to_string() } else { host };
+        format!("ws://{host}:{}", app.ws_port)
+    });
+    let after_scheme = base.split_once("://").map_or(base.as_str(), |(_, r)| r);
+    if after_scheme.contains('/') { base } else { format!("{base}/media") }
+}
+
+/// `host:8080` → `host`; `[::1]:8080` → `[::1]`.
+fn strip_port(host: &str) -> String {
+    if let Some(end) = host.find(']') {
+        return host[..=end].to_string();
+    }
+    host.split(':').next().unwrap_or_default().to_string()
+}

@@ -1,0 +1,42 @@
+//! The WebSocket upgrade: reads the sample rate and custom parameters off the URL.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use exotel::SampleRate;
+
+use super::session::{self, MediaParams};
+use crate::app::AppState;
+
+/// Exotel's chunks are ≤ 100 kB; a message over 1 MiB is abuse and closes the socket with 1009.
+pub(crate) const MAX_MESSAGE: usize = 1 << 20;
+
+pub(crate) async fn upgrade(
+    State(app): State<Arc<AppState>>,
+    Query(query): Query<Vec<(String, String)>>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let mut rate = None;
+    let mut query_params = BTreeMap::new();
+    for (k, v) in query {
+        if k.eq_ignore_ascii_case("sample-rate") || k.eq_ignore_ascii_case("sample_rate") {
+            match SampleRate::parse(&v) {
+                Some(r) => rate = Some(r),
+                None => {
+                    return (StatusCode::BAD_REQUEST, format!("{k} must be 8000, 16000 or 24000, got {v:?}\n"))
+                        .into_response();
+                }
+            }
+        } else {
+            query_params.insert(k, v);
+        }
+    }
+    let params = MediaParams { rate, query_params };
+    ws.max_message_size(MAX_MESSAGE)
+        .max_frame_size(MAX_MESSAGE)
+        .on_upgrade(move |socket| session::run(socket, params, app))
+}

@@ -1,0 +1,75 @@
+//! Starting and stopping the two listeners: HTTP (webhooks, API, /media) and the media WebSocket port.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::time::Instant;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::agent::Registry;
+use crate::app::AppState;
+use crate::config::Config;
+use crate::store::Store;
+
+/// A running gateway.
+pub struct Gateway {
+    pub http_addr: SocketAddr,
+    pub ws_addr: SocketAddr,
+    pub state: Arc<AppState>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<std::io::Result<()>>>,
+}
+
+/// Opens the database and binds both ports (port 0 picks a free one).
+pub async fn start(config: Config) -> anyhow::Result<Gateway> {
+    start_with_agents(config, Registry::builtin()).await
+}
+
+pub async fn start_with_agents(config: Config, agents: Registry) -> anyhow::Result<Gateway> {
+    let store = Store::open(&config.database_url).await?;
+    let http = TcpListener::bind((config.bind_addr, config.http_port))
+        .await
+        .with_context(|| format!("cannot bind HTTP_PORT {} on {}", config.http_port, config.bind_addr))?;
+    let ws = TcpListener::bind((config.bind_addr, config.ws_port))
+        .await
+        .with_context(|| format!("cannot bind WS_PORT {} on {}", config.ws_port, config.bind_addr))?;
+    let ws_port = ws.local_addr()?.port();
+    let state =
+        Arc::new(AppState { config, store, agents, ws_port, active_calls: AtomicUsize::new(0), started: Instant::now() });
+    let (stop, stopped) = watch::channel(false);
+    let serve = |listener: TcpListener, router: axum::Router| {
+        let mut stopped = stopped.clone();
+        tokio::spawn(async move {
+            axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+                .with_graceful_shutdown(async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                })
+                .await
+        })
+    };
+    let http_addr = http.local_addr()?;
+    let ws_addr = ws.local_addr()?;
+    let tasks = vec![
+        serve(http, crate::http::router(state.clone())),
+        serve(ws, crate::http::ws_port_router(state.clone())),
+    ];
+    tracing::info!(%http_addr, %ws_addr, database = %redact_db(&state.config.database_url), "exogate listening");
+    Ok(Gateway { http_addr, ws_addr, state, stop, tasks })
+}
+
+impl Gateway {
+    /// Stops accepting, lets open calls end (up to `grace`), and flushes the call log.
+    pub async fn shutdown(self, grace: std::time::Duration) {
+        let _ = self.stop.send(true);
+        let _ = tokio::time::timeout(grace, futures_util::future::join_all(self.tasks)).await;
+        self.state.store.flush().await;
+    }
+}
+
+fn redact_db(url: &str) -> String {
+    exotel::redact::redact_url(url)
+}

@@ -1,0 +1,93 @@
+//! The durable call log (SQLite through sqlx, WAL). Writes go through one background task that
+//! batches them into transactions, so the media path only ever does a non-blocking channel send.
+
+mod patch;
+mod read;
+mod writer;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::SqlitePool;
+use tokio::sync::{mpsc, oneshot};
+
+pub use patch::{CallKey, CallPatch, Status};
+pub use read::{CallFilter, CallRow, EventRow};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+pub(crate) enum Op {
+    Upsert { key: CallKey, patch: CallPatch },
+    Event { key: CallKey, kind: &'static str, detail: serde_json::Value },
+    Flush(oneshot::Sender<()>),
+}
+
+#[derive(Clone)]
+pub struct Store {
+    pool: SqlitePool,
+    tx: mpsc::UnboundedSender<Op>,
+}
+
+impl Store {
+    /// Opens (creating if missing) the database, migrates it and starts the writer task.
+    pub async fn open(url: &str) -> anyhow::Result<Self> {
+        let options = SqliteConnectOptions::from_str(url)
+            .with_context(|| format!("DATABASE_URL {url:?} is not a valid sqlite URL"))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(5))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .with_context(|| format!("cannot open database {url:?}"))?;
+        MIGRATOR.run(&pool).await.context("database migration failed")?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(writer::run(pool.clone(), rx));
+        Ok(Self { pool, tx })
+    }
+
+    /// Merges fields into the call's row (created if it doesn't exist). Never blocks.
+    pub fn upsert(&self, key: CallKey, patch: CallPatch) {
+        let _ = self.tx.send(Op::Upsert { key, patch });
+    }
+
+    /// Appends an entry to the call's timeline (creating the row if needed). Never blocks.
+    pub fn event(&self, key: CallKey, kind: &'static str, detail: serde_json::Value) {
+        let _ = self.tx.send(Op::Event { key, kind, detail });
+    }
+
+    /// Waits until every write queued before this call is committed.
+    pub async fn flush(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.tx.send(Op::Flush(done)).is_ok() {
+            let _ = wait.await;
+        }
+    }
+
+    pub async fn ping(&self) -> bool {
+        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+    }
+
+    pub async fn list_calls(&self, filter: &CallFilter) -> anyhow::Result<(Vec<CallRow>, i64)> {
+        read::list(&self.pool, filter).await
+    }
+
+    /// By our id, Exotel's CallSid or the stream_sid.
+    pub async fn find_call(&self, any_id: &str) -> anyhow::Result<Option<CallRow>> {
+        read::find(&self.pool, any_id).await
+    }
+
+    pub async fn events(&self, call_id: &str) -> anyhow::Result<Vec<EventRow>> {
+        read::events(&self.pool, call_id).await
+    }
+}
+
+pub(crate) fn now_text() -> String {
+    use time::format_description::well_known::Rfc3339;
+    time::OffsetDateTime::now_utc().format(&Rfc3339).unwrap_or_default()
+}

@@ -1,0 +1,103 @@
+//! Call-log queries for the API.
+
+use serde::Serialize;
+use sqlx::{FromRow, QueryBuilder, Sqlite, SqlitePool};
+
+#[derive(Debug, Clone, Default)]
+pub struct CallFilter {
+    pub status: Option<String>,
+    pub limit: i64,
+    pub offset: i64,
+}
+
+#[derive(Debug, Clone, Serialize, FromRow)]
+pub struct CallRow {
+    pub id: String,
+    pub call_sid: Option<String>,
+    pub stream_sid: Option<String>,
+    pub account_sid: Option<String>,
+    pub direction: Option<String>,
+    pub from_number: Option<String>,
+    pub to_number: Option<String>,
+    pub custom_field: Option<String>,
+    #[serde(serialize_with = "as_json")]
+    pub custom_params: Option<String>,
+    pub agent: Option<String>,
+    pub sample_rate: Option<i64>,
+    pub status: String,
+    pub created_at: String,
+    pub updated_at: String,
+    pub started_at: Option<String>,
+    pub ended_at: Option<String>,
+    pub duration_ms: Option<i64>,
+    pub frames_in: Option<i64>,
+    pub bytes_in: Option<i64>,
+    pub frames_out: Option<i64>,
+    pub bytes_out: Option<i64>,
+    pub marks_sent: Option<i64>,
+    pub marks_played: Option<i64>,
+    pub clears: Option<i64>,
+    pub dtmf: Option<String>,
+    pub stop_reason: Option<String>,
+    pub close_code: Option<i64>,
+    pub bad_messages: i64,
+    pub seq_gaps: Option<i64>,
+    pub call_type: Option<String>,
+    pub digits: Option<String>,
+    pub flow_id: Option<String>,
+    pub recording_url: Option<String>,
+    pub passthru_count: i64,
+    pub stream_status: Option<String>,
+    pub stream_duration: Option<String>,
+    pub stream_disconnected_by: Option<String>,
+    pub stream_recording_url: Option<String>,
+    pub stream_detailed_status: Option<String>,
+    pub stream_error: Option<String>,
+    pub stream_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, FromRow)]
+pub struct EventRow {
+    pub at: String,
+    pub kind: String,
+    #[serde(serialize_with = "as_json")]
+    pub detail: Option<String>,
+}
+
+/// Columns stored as JSON text go out as JSON, not as strings holding JSON.
+fn as_json<S: serde::Serializer>(v: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    let value = v.as_deref().and_then(|t| serde_json::from_str::<serde_json::Value>(t).ok());
+    serde::Serialize::serialize(&value, s)
+}
+
+pub(super) async fn list(pool: &SqlitePool, f: &CallFilter) -> anyhow::Result<(Vec<CallRow>, i64)> {
+    fn filtered<'a>(head: &str, f: &'a CallFilter) -> QueryBuilder<'a, Sqlite> {
+        let mut q = QueryBuilder::new(head);
+        if let Some(s) = &f.status {
+            q.push(" WHERE status = ").push_bind(s);
+        }
+        q
+    }
+    let mut q = filtered("SELECT * FROM calls", f);
+    q.push(" ORDER BY created_at DESC, id DESC LIMIT ").push_bind(f.limit).push(" OFFSET ").push_bind(f.offset);
+    let rows = q.build_query_as::<CallRow>().fetch_all(pool).await?;
+    let (total,): (i64,) = filtered("SELECT COUNT(*) FROM calls", f).build_query_as().fetch_one(pool).await?;
+    Ok((rows, total))
+}
+
+pub(super) async fn find(pool: &SqlitePool, any_id: &str) -> anyhow::Result<Option<CallRow>> {
+    Ok(sqlx::query_as::<_, CallRow>(
+        "SELECT * FROM calls WHERE id = ?1 OR call_sid = ?1 OR stream_sid = ?1 \
+         ORDER BY (id = ?1) DESC, (call_sid = ?1) DESC, created_at DESC LIMIT 1",
+    )
+    .bind(any_id)
+    .fetch_optional(pool)
+    .await?)
+}
+
+pub(super) async fn events(pool: &SqlitePool, call_id: &str) -> anyhow::Result<Vec<EventRow>> {
+    Ok(sqlx::query_as::<_, EventRow>("SELECT at, kind, detail FROM call_events WHERE call_id = ? ORDER BY id")
+        .bind(call_id)
+        .fetch_all(pool)
+        .await?)
+}

@@ -1,0 +1,102 @@
+//! Shared by the end-to-end tests: a real gateway on ephemeral ports with its own SQLite file.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use exogate::{Config, Gateway};
+use exotel::SampleRate;
+use serde_json::Value;
+use tempfile::TempDir;
+
+pub struct TestGateway {
+    pub gw: Gateway,
+    pub dir: TempDir,
+    pub http: reqwest::Client,
+}
+
+impl TestGateway {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
+        Self::start_full(tweak, exogate::agent::Registry::builtin()).await
+    }
+
+    pub async fn start_full(tweak: impl FnOnce(&mut Config), agents: exogate::agent::Registry) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = Config {
+            http_port: 0,
+            ws_port: 0,
+            bind_addr: [127, 0, 0, 1].into(),
+            database_url: format!("sqlite://{}", dir.path().join("calls.db").display()),
+            start_timeout: Duration::from_millis(800),
+            ..Config::default()
+        };
+        tweak(&mut config);
+        let gw = exogate::server::start_with_agents(config, agents).await.expect("gateway starts");
+        Self { gw, dir, http: reqwest::Client::new() }
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/", self.gw.ws_addr)
+    }
+
+    pub fn http_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.gw.http_addr, path)
+    }
+
+    pub async fn get_json(&self, path: &str) -> (u16, Value) {
+        let r = self.http.get(self.http_url(path)).send().await.expect("GET");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// The call as the API shows it, after every queued write is committed.
+    pub async fn call(&self, id: &str) -> Value {
+        self.gw.state.store.flush().await;
+        let (status, v) = self.get_json(&format!("/api/calls/{id}")).await;
+        assert_eq!(status, 200, "GET /api/calls/{id}: {v}");
+        v
+    }
+}
+
+/// A real speech or tone recording from the repository's shared audio, at `rate`.
+pub fn speech(rate: SampleRate) -> Vec<u8> {
+    let name = match rate {
+        SampleRate::Hz8000 => "caller-order-status-8k.wav",
+        SampleRate::Hz16000 => "caller-order-number-16k.wav",
+        SampleRate::Hz24000 => "tone-440hz-2s-24k.wav",
+    };
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/audio").join(name);
+    match exotel_sim::load_wav(&path, rate) {
+        Ok(pcm) => pcm,
+        // Outside the project checkout the shared audio may be absent; a generated signal still
+        // carries distinct bytes for the echo comparison.
+        Err(e) => {
+            eprintln!("{}: {e}; using a generated tone", path.display());
+            exotel_sim::tone(330.0, 2500, rate)
+        }
+    }
+}
+
+/// Asserts the bot's audio is the caller's audio, in order, then at most one chunk of zero padding.
+pub fn assert_echo(sent: &[u8], received: &[u8]) {
+    assert!(received.len() >= sent.len(), "echoed {} bytes of {}", received.len(), sent.len());
+    let first_diff = sent.iter().zip(received).position(|(a, b)| a != b);
+    assert_eq!(first_diff, None, "echo differs from sent audio at byte {first_diff:?}");
+    let pad = &received[sent.len()..];
+    assert!(pad.len() < 100_000, "too much padding: {}", pad.len());
+    assert!(pad.iter().all(|&b| b == 0), "padding is not silence");
+}
+
+/// Asserts the bot's audio is a prefix of the caller's audio (the call ended early), whose last
+/// chunk may be zero-padded.
+pub fn assert_echo_prefix(sent: &[u8], received: &[u8]) {
+    let firm = received.len().saturating_sub(4800).min(sent.len());
+    assert_eq!(&received[..firm], &sent[..firm], "echo differs from sent audio");
+    for (i, &b) in received.iter().enumerate().skip(firm) {
+        assert!(b == 0 || sent.get(i) == Some(&b), "byte {i} is neither the caller's audio nor padding");
+    }
+}

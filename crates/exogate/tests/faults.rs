@@ -1,0 +1,166 @@
+//! Bad input on one socket never disturbs a healthy call beside it, and every bad socket still
+//! leaves its record.
+
+mod common;
+
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use common::{TestGateway, assert_echo};
+use exotel::SampleRate;
+use exotel_sim::{AudioSource, CallConfig, Target, run_call};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::json;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn connect(gw: &TestGateway) -> Ws {
+    tokio_tungstenite::connect_async(gw.ws_url()).await.expect("connect").0
+}
+
+fn start_json(call_sid: &str, stream_sid: &str) -> String {
+    json!({"event":"start","sequence_number":"1","stream_sid":stream_sid,"start":{"stream_sid":stream_sid,"call_sid":call_sid,
+        "account_sid":"acct","from":"+919800000001","to":"+918000000002","custom_parameters":{},
+        "media_format":{"encoding":"audio/x-raw","sample_rate":"8000","bit_rate":"16"}}})
+    .to_string()
+}
+
+fn media_json(seq: u64, pcm: &[u8]) -> String {
+    json!({"event":"media","sequence_number":seq.to_string(),"stream_sid":"s","media":{"chunk":"1","timestamp":"0","payload":B64.encode(pcm)}})
+        .to_string()
+}
+
+/// Reads until the server closes; returns the close code.
+async fn close_code(ws: &mut Ws) -> Option<u16> {
+    let wait = async {
+        while let Some(msg) = ws.next().await {
+            match msg {
+                Ok(Message::Close(f)) => return f.map(|f| u16::from(f.code)),
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+        None
+    };
+    tokio::time::timeout(Duration::from_secs(10), wait).await.expect("server closes in time")
+}
+
+fn healthy(gw: &TestGateway) -> CallConfig {
+    CallConfig {
+        target: Target::Ws(gw.ws_url()),
+        sample_rate: SampleRate::Hz8000,
+        audio: AudioSource::Tone { hz: 440.0, ms: 3000 },
+        idle_tail: Duration::from_millis(800),
+        ..CallConfig::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_is_counted_and_skipped_while_a_healthy_call_runs() {
+    let gw = TestGateway::start().await;
+    let good = healthy(&gw);
+    let good_sid = good.call_sid.clone();
+    let good_call = tokio::spawn(run_call(good));
+
+    let mut ws = connect(&gw).await;
+    ws.send(Message::text(r#"{"event":"connected"}"#)).await.unwrap();
+    ws.send(Message::text(start_json("bad-call-1", "bad-stream-1"))).await.unwrap();
+    ws.send(Message::text("this is not json")).await.unwrap();
+    ws.send(Message::binary(vec![1u8, 2, 3])).await.unwrap();
+    ws.send(Message::text(r#"{"event":"silence","level":3}"#)).await.unwrap();
+    ws.send(Message::text(r#"{"event":"media","sequence_number":"2","media":{"payload":"@@not base64@@"}}"#)).await.unwrap();
+    ws.send(Message::text(media_json(3, &[1, 2, 3]))).await.unwrap();
+    let valid: Vec<u8> = (0..3200u32).map(|i| (i % 251) as u8).collect();
+    ws.send(Message::text(media_json(4, &valid))).await.unwrap();
+    // The valid audio still comes back, in a legal chunk.
+    let echoed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Text(t))) => {
+                    if let Ok(exotel::OutboundEvent::Media { payload, .. }) = exotel::OutboundEvent::parse(&t) {
+                        return payload;
+                    }
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("echo of the valid frame");
+    assert_eq!(echoed, valid);
+    ws.send(Message::text(r#"{"event":"stop","stream_sid":"bad-stream-1","stop":{"reason":"callended"}}"#)).await.unwrap();
+    assert_eq!(close_code(&mut ws).await, Some(1000));
+
+    let report = good_call.await.unwrap().expect("healthy call runs");
+    assert!(report.ok(), "{:?}", report.violations);
+    assert_echo(&report.sent_pcm, &report.received_pcm);
+    assert_eq!(gw.call(&good_sid).await["bad_messages"], 0);
+
+    let row = gw.call("bad-call-1").await;
+    assert_eq!(row["bad_messages"], 5, "{row}");
+    assert_eq!(row["frames_in"], 1);
+    assert_eq!(row["bytes_in"], 3200);
+    assert_eq!(row["seq_gaps"], 0);
+    assert_eq!(row["status"], "completed");
+    let bad: Vec<String> = row["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "bad-message")
+        .map(|e| e["detail"]["kind"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(bad, ["not-json", "binary-frame", "unknown-event", "invalid-base64", "odd-length-pcm"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_message_closes_1009_and_silence_closes_1008() {
+    let gw = TestGateway::start().await;
+    let good = healthy(&gw);
+    let good_call = tokio::spawn(run_call(good));
+
+    let mut big = connect(&gw).await;
+    big.send(Message::text(start_json("big-call", "big-stream"))).await.unwrap();
+    let huge = media_json(2, &vec![0u8; 900_000]);
+    assert!(huge.len() > 1 << 20);
+    let _ = big.send(Message::text(huge)).await;
+    assert_eq!(close_code(&mut big).await, Some(1009));
+
+    let mut mute = connect(&gw).await;
+    mute.send(Message::text(r#"{"event":"connected"}"#)).await.unwrap();
+    assert_eq!(close_code(&mut mute).await, Some(u16::from(CloseCode::Policy)));
+
+    let report = good_call.await.unwrap().expect("healthy call runs");
+    assert!(report.ok(), "{:?}", report.violations);
+    assert_echo(&report.sent_pcm, &report.received_pcm);
+
+    let row = gw.call("big-call").await;
+    assert_eq!(row["close_code"], 1009);
+    assert_eq!(row["stop_reason"], "message-too-big");
+    assert_eq!(row["status"], "completed");
+
+    gw.gw.state.store.flush().await;
+    let (_, failed) = gw.get_json("/api/calls?status=failed").await;
+    let rows = failed["calls"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{failed}");
+    assert_eq!(rows[0]["close_code"], 1008);
+    assert_eq!(rows[0]["stop_reason"], "no-start");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequence_gaps_are_counted() {
+    let gw = TestGateway::start().await;
+    let mut ws = connect(&gw).await;
+    ws.send(Message::text(start_json("gap-call", "gap-stream"))).await.unwrap();
+    for seq in [2u64, 3, 7, 8, 20] {
+        ws.send(Message::text(media_json(seq, &[0u8; 320]))).await.unwrap();
+    }
+    ws.send(Message::text(r#"{"event":"stop","sequence_number":"21","stop":{"reason":"stopped"}}"#)).await.unwrap();
+    close_code(&mut ws).await;
+    let row = gw.call("gap-stream").await;
+    assert_eq!(row["seq_gaps"], 3 + 11);
+    assert_eq!(row["stop_reason"], "stopped");
+    assert_eq!(row["frames_in"], 5);
+}

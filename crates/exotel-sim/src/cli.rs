@@ -1,0 +1,332 @@
+//! The command line: `exogate sim call ...` (the `exogate` binary embeds [`SimCommand`]).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::ArgGroup;
+use exotel::SampleRate;
+
+use crate::{AudioSource, CallConfig, CallReport, Target};
+
+/// The call ran and the bot broke no rule.
+const EXIT_OK: u8 = 0;
+/// The call ran and the bot broke at least one rule.
+const EXIT_VIOLATIONS: u8 = 1;
+/// The call could not be set up (bad arguments, no session, unwritable recording).
+const EXIT_SETUP: u8 = 2;
+
+/// Exotel allows this many custom parameters on the Voicebot applet, in this many characters.
+const MAX_CUSTOM_PARAMS: usize = 3;
+const MAX_CUSTOM_PARAM_CHARS: usize = 256;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum SimCommand {
+    /// Plays Exotel for one call against a bot WebSocket: connected, start, caller audio in real
+    /// time, DTMF, mark echoes as playback reaches them, stop. Checks everything the bot sends.
+    /// Exit code 0: no violations; 1: violations; 2: the call could not be set up.
+    Call(CallArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+#[command(group(ArgGroup::new("target").required(true).args(["url", "dynamic"])))]
+pub struct CallArgs {
+    /// The bot's WebSocket URL (ws:// or wss://; user:pass@ becomes Basic auth, as Exotel does).
+    #[arg(long, value_name = "WS_URL")]
+    pub url: Option<String>,
+    /// An http(s) URL that answers {"url":"ws://..."}, as the applet's dynamic URL.
+    #[arg(long, value_name = "HTTP_URL")]
+    pub dynamic: Option<String>,
+    /// Caller audio from a WAV file (any rate, channels, 8/16/24/32-bit int or 32-bit float).
+    #[arg(long, value_name = "PATH", conflicts_with = "tone")]
+    pub wav: Option<PathBuf>,
+    /// Caller audio: a sine tone at this frequency (the default, at 440 Hz).
+    #[arg(long, value_name = "HZ")]
+    pub tone: Option<f32>,
+    /// Length of the tone.
+    #[arg(long, value_name = "MS", default_value_t = 3000, conflicts_with = "wav")]
+    pub duration_ms: u32,
+    /// Sample rate of the call: 8000, 16000 or 24000 (8k, 16k, 24k also accepted).
+    #[arg(long, value_name = "HZ", default_value = "8000", value_parser = parse_rate)]
+    pub rate: SampleRate,
+    /// Milliseconds of caller audio per media frame (Exotel: 20 or ~100).
+    #[arg(long, value_name = "MS", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub frame_ms: u32,
+    /// A DTMF digit at an offset from the first media frame, e.g. 1500=# (repeatable).
+    #[arg(long = "dtmf", value_name = "MS=DIGIT", value_parser = parse_dtmf)]
+    pub dtmf: Vec<DtmfAt>,
+    /// A custom parameter, key=value (repeatable; Exotel allows 3).
+    #[arg(long = "param", value_name = "KEY=VALUE", value_parser = parse_param)]
+    pub params: Vec<(String, String)>,
+    #[arg(long)]
+    pub call_sid: Option<String>,
+    #[arg(long)]
+    pub stream_sid: Option<String>,
+    #[arg(long)]
+    pub account_sid: Option<String>,
+    /// Caller number.
+    #[arg(long)]
+    pub from: Option<String>,
+    /// Called number (the ExoPhone).
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Basic auth for the upgrade, user:pass.
+    #[arg(long, value_name = "USER:PASS", env = "EXOTEL_SIM_AUTH", hide_env_values = true)]
+    pub auth: Option<String>,
+    /// Write what the caller heard (after clears) as a WAV at the call's rate.
+    #[arg(long, value_name = "OUT_WAV")]
+    pub record: Option<PathBuf>,
+    /// Write every byte of bot audio received (before clears) as a WAV.
+    #[arg(long, value_name = "OUT_WAV")]
+    pub record_received: Option<PathBuf>,
+    /// After the caller's audio: end once the bot has been quiet this long and playback drained.
+    #[arg(long, value_name = "MS", default_value_t = 1500)]
+    pub idle_tail_ms: u64,
+    /// After the caller's audio: end after this long at most.
+    #[arg(long, value_name = "MS", default_value_t = 10_000)]
+    pub max_tail_ms: u64,
+    /// Only close the socket at the end; send no `stop` event.
+    #[arg(long)]
+    pub no_stop: bool,
+    /// The `stop.reason` to send: callended (caller hung up) or stopped (applet ended).
+    #[arg(long, value_name = "REASON", default_value = "callended")]
+    pub stop_reason: String,
+    /// Limit for the dynamic-URL request and for the WebSocket handshake, each.
+    #[arg(long, value_name = "MS", default_value_t = 10_000)]
+    pub connect_timeout_ms: u64,
+    /// Print the report as JSON instead of the summary.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `--dtmf 1500=#`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DtmfAt {
+    pub offset: Duration,
+    pub digit: String,
+}
+
+pub async fn run(cmd: SimCommand) -> ExitCode {
+    match cmd {
+        SimCommand::Call(args) => call(args).await,
+    }
+}
+
+async fn call(args: CallArgs) -> ExitCode {
+    let (json, record, record_received) = (args.json, args.record.clone(), args.record_received.clone());
+    let cfg = match call_config(args) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            eprintln!("exotel-sim: {e:#}");
+            return ExitCode::from(EXIT_SETUP);
+        }
+    };
+    let rate = cfg.sample_rate;
+    let report = match crate::run_call(cfg).await {
+        Ok(report) => report,
+        Err(e) => {
+            eprintln!("exotel-sim: the call could not be set up: {e}");
+            return ExitCode::from(EXIT_SETUP);
+        }
+    };
+    if let Err(e) = print_report(&report, json) {
+        eprintln!("exotel-sim: {e:#}");
+        return ExitCode::from(EXIT_SETUP);
+    }
+    for (path, pcm) in [(record, &report.played_pcm), (record_received, &report.received_pcm)] {
+        if let Some(path) = path
+            && let Err(e) = crate::write_wav(&path, pcm, rate)
+        {
+            eprintln!("exotel-sim: recording not written: {e}");
+            return ExitCode::from(EXIT_SETUP);
+        }
+    }
+    ExitCode::from(if report.ok() { EXIT_OK } else { EXIT_VIOLATIONS })
+}
+
+fn print_report(report: &CallReport, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report).context("report as JSON")?);
+    } else {
+        println!("{}", report.summary());
+    }
+    Ok(())
+}
+
+/// Turns the arguments into a call; warnings about Exotel's limits go to stderr.
+pub fn call_config(args: CallArgs) -> anyhow::Result<CallConfig> {
+    let mut cfg = CallConfig::default();
+    cfg.target = match (args.url, args.dynamic) {
+        (Some(url), None) => Target::Ws(url),
+        (None, Some(url)) => Target::Dynamic(url),
+        _ => bail!("give exactly one of --url and --dynamic"),
+    };
+    cfg.sample_rate = args.rate;
+    cfg.audio = match (args.wav, args.tone) {
+        (Some(path), _) => AudioSource::Wav(path),
+        (None, hz) => AudioSource::Tone { hz: hz.unwrap_or(440.0), ms: args.duration_ms },
+    };
+    cfg.frame_ms = args.frame_ms;
+    cfg.dtmf = args.dtmf.into_iter().map(|d| (d.offset, d.digit)).collect();
+    let params: BTreeMap<String, String> = args.params.into_iter().collect();
+    if params.len() > MAX_CUSTOM_PARAMS {
+        eprintln!(
+            "exotel-sim: warning: Exotel allows at most {MAX_CUSTOM_PARAMS} custom parameters; sending {} anyway",
+            params.len()
+        );
+    }
+    let chars: usize = params.iter().map(|(k, v)| k.len() + v.len() + 1).sum::<usize>() + params.len().saturating_sub(1);
+    if chars > MAX_CUSTOM_PARAM_CHARS {
+        eprintln!(
+            "exotel-sim: warning: custom parameters take {chars} characters; Exotel allows {MAX_CUSTOM_PARAM_CHARS}"
+        );
+    }
+    cfg.custom_parameters = params;
+    if let Some(v) = args.call_sid {
+        cfg.call_sid = v;
+    }
+    if let Some(v) = args.stream_sid {
+        cfg.stream_sid = v;
+    }
+    if let Some(v) = args.account_sid {
+        cfg.account_sid = v;
+    }
+    if let Some(v) = args.from {
+        cfg.from = v;
+    }
+    if let Some(v) = args.to {
+        cfg.to = v;
+    }
+    if let Some(auth) = args.auth {
+        let (user, pass) = auth.split_once(':').context("--auth must be user:pass")?;
+        cfg.basic_auth = Some((user.to_string(), pass.to_string()));
+    }
+    cfg.idle_tail = Duration::from_millis(args.idle_tail_ms);
+    cfg.max_tail = Duration::from_millis(args.max_tail_ms);
+    cfg.send_stop = !args.no_stop;
+    cfg.stop_reason = args.stop_reason;
+    cfg.connect_timeout = Duration::from_millis(args.connect_timeout_ms);
+    Ok(cfg)
+}
+
+fn parse_rate(s: &str) -> Result<SampleRate, String> {
+    let t = s.trim().to_ascii_lowercase();
+    let t = if t.ends_with('k') { format!("{t}hz") } else { t };
+    SampleRate::parse(&t).ok_or_else(|| format!("{s:?}: expected 8000, 16000 or 24000 (or 8k, 16k, 24k)"))
+}
+
+fn parse_dtmf(s: &str) -> Result<DtmfAt, String> {
+    let (ms, digit) = s.split_once('=').ok_or_else(|| format!("{s:?}: expected OFFSET_MS=DIGIT, e.g. 1500=#"))?;
+    let ms: u64 = ms.trim().parse().map_err(|_| format!("{s:?}: {ms:?} is not a number of milliseconds"))?;
+    let digit = digit.trim();
+    let valid = digit.len() == 1 && digit.chars().all(|c| c.is_ascii_digit() || c == '*' || c == '#');
+    if !valid {
+        return Err(format!("{s:?}: a DTMF digit is one of 0-9, * or #"));
+    }
+    Ok(DtmfAt { offset: Duration::from_millis(ms), digit: digit.to_string() })
+}
+
+fn parse_param(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("{s:?}: expected key=value")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        cmd: SimCommand,
+    }
+
+    fn parse(args: &[&str]) -> Result<CallArgs, clap::Error> {
+        let cli = Cli::try_parse_from(std::iter::once("sim").chain(args.iter().copied()))?;
+        let SimCommand::Call(args) = cli.cmd;
+        Ok(args)
+    }
+
+    #[test]
+    fn defaults() {
+        let cfg = call_config(parse(&["call", "--url", "ws://127.0.0.1:9/m"]).unwrap()).unwrap();
+        assert_eq!(cfg.target, Target::Ws("ws://127.0.0.1:9/m".into()));
+        assert_eq!(cfg.audio, AudioSource::Tone { hz: 440.0, ms: 3000 });
+        assert_eq!(cfg.sample_rate, SampleRate::Hz8000);
+        assert_eq!(cfg.frame_ms, 20);
+        assert!(cfg.send_stop);
+        assert_eq!(cfg.stop_reason, "callended");
+        assert_eq!(cfg.idle_tail, Duration::from_millis(1500));
+        assert_eq!(cfg.max_tail, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn everything() {
+        let args = parse(&[
+            "call", "--dynamic", "http://127.0.0.1:9/u", "--tone", "300", "--duration-ms", "500", "--rate", "16k",
+            "--frame-ms", "100", "--dtmf", "1500=#", "--dtmf", "0=5", "--param", "a=1", "--param", "b=x=y",
+            "--call-sid", "C", "--from", "+911", "--to", "+912", "--auth", "u:p:q", "--idle-tail-ms", "200",
+            "--max-tail-ms", "900", "--no-stop", "--json",
+        ])
+        .unwrap();
+        assert!(args.json);
+        let cfg = call_config(args).unwrap();
+        assert_eq!(cfg.target, Target::Dynamic("http://127.0.0.1:9/u".into()));
+        assert_eq!(cfg.audio, AudioSource::Tone { hz: 300.0, ms: 500 });
+        assert_eq!(cfg.sample_rate, SampleRate::Hz16000);
+        assert_eq!(cfg.frame_ms, 100);
+        assert_eq!(cfg.dtmf, vec![(Duration::from_millis(1500), "#".into()), (Duration::ZERO, "5".into())]);
+        assert_eq!(cfg.custom_parameters.get("b").map(String::as_str), Some("x=y"));
+        assert_eq!((cfg.call_sid.as_str(), cfg.from.as_str(), cfg.to.as_str()), ("C", "+911", "+912"));
+        assert_eq!(cfg.basic_auth, Some(("u".into(), "p:q".into())));
+        assert_eq!((cfg.idle_tail, cfg.max_tail), (Duration::from_millis(200), Duration::from_millis(900)));
+        assert!(!cfg.send_stop);
+    }
+
+    #[test]
+    fn wav_source() {
+        let cfg = call_config(parse(&["call", "--url", "ws://h/", "--wav", "/x.wav", "--rate", "24000"]).unwrap()).unwrap();
+        assert_eq!(cfg.audio, AudioSource::Wav("/x.wav".into()));
+        assert_eq!(cfg.sample_rate, SampleRate::Hz24000);
+    }
+
+    #[test]
+    fn rejects() {
+        for bad in [
+            &["call"][..],
+            &["call", "--url", "ws://h/", "--dynamic", "http://h/"],
+            &["call", "--url", "ws://h/", "--wav", "a.wav", "--tone", "300"],
+            &["call", "--url", "ws://h/", "--rate", "44100"],
+            &["call", "--url", "ws://h/", "--dtmf", "abc=1"],
+            &["call", "--url", "ws://h/", "--dtmf", "100=12"],
+            &["call", "--url", "ws://h/", "--param", "novalue"],
+            &["call", "--url", "ws://h/", "--frame-ms", "0"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?} parsed");
+        }
+        assert!(call_config(parse(&["call", "--url", "ws://h/", "--auth", "nocolon"]).unwrap()).is_err());
+    }
+
+    #[test]
+    fn rate_forms() {
+        assert_eq!(parse_rate("16k"), Ok(SampleRate::Hz16000));
+        assert_eq!(parse_rate("24K"), Ok(SampleRate::Hz24000));
+        assert_eq!(parse_rate("8000"), Ok(SampleRate::Hz8000));
+        assert_eq!(parse_rate("16kHz"), Ok(SampleRate::Hz16000));
+        assert!(parse_rate("22050").is_err());
+    }
+
+    #[tokio::test]
+    async fn unreachable_bot_exits_2() {
+        // A port that was just free: nothing listens there.
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let url = format!("ws://127.0.0.1:{port}/");
+        let args = parse(&["call", "--url", &url, "--duration-ms", "100"]).unwrap();
+        assert_eq!(run(SimCommand::Call(args)).await, ExitCode::from(EXIT_SETUP));
+    }
+}
