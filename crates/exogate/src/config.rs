@@ -132,7 +132,10 @@ impl Config {
         }
         let default_agent = pick!(default_agent).unwrap_or(d.default_agent);
         if !crate::agent::Registry::builtin().contains(&default_agent) {
-            bail!("DEFAULT_AGENT {default_agent:?} is not a known agent (known: {})", crate::agent::Registry::builtin().ids().join(", "));
+            bail!(
+                "DEFAULT_AGENT {default_agent:?} is not a known agent (known: {})",
+                crate::agent::Registry::builtin().ids().join(", ")
+            );
         }
         Ok(Self {
             http_port: pick!(http_port).unwrap_or(d.http_port),
@@ -164,7 +167,10 @@ fn http_to_ws(base: &str) -> anyhow::Result<String> {
     } else if let Some(rest) = b.strip_prefix("http://") {
         format!("ws://{rest}")
     } else {
-        bail!("WEBHOOK_BASE_URL/RENDER_EXTERNAL_URL must start with http:// or https://, got {:?}", exotel::redact::redact_url(base));
+        bail!(
+            "WEBHOOK_BASE_URL/RENDER_EXTERNAL_URL must start with http:// or https://, got {:?}",
+            exotel::redact::redact_url(base)
+        );
     };
     check_ws_url("WEBHOOK_BASE_URL", &ws)
 }
@@ -175,9 +181,17 @@ mod tests {
 
     #[test]
     fn derives_ws_url() {
-        let c = Config::from_args(ServeArgs { webhook_base_url: Some("https://bot.example.com/".into()), ..Default::default() }).unwrap();
+        let c = Config::from_args(ServeArgs {
+            webhook_base_url: Some("https://bot.example.com/".into()),
+            ..Default::default()
+        })
+        .unwrap();
         assert_eq!(c.public_ws_url.as_deref(), Some("wss://bot.example.com"));
-        let c = Config::from_args(ServeArgs { render_external_url: Some("http://a.onrender.com".into()), ..Default::default() }).unwrap();
+        let c = Config::from_args(ServeArgs {
+            render_external_url: Some("http://a.onrender.com".into()),
+            ..Default::default()
+        })
+        .unwrap();
         assert_eq!(c.public_ws_url.as_deref(), Some("ws://a.onrender.com"));
         let c = Config::from_args(ServeArgs {
             public_ws_url: Some("wss://media.example.com/x/".into()),
@@ -190,11 +204,13 @@ mod tests {
 
     #[test]
     fn bad_values_name_themselves() {
-        let e = Config::from_args(ServeArgs { public_ws_url: Some("http://x".into()), ..Default::default() }).unwrap_err();
+        let e =
+            Config::from_args(ServeArgs { public_ws_url: Some("http://x".into()), ..Default::default() }).unwrap_err();
         assert!(e.to_string().contains("PUBLIC_WS_URL"), "{e}");
         let e = Config::from_args(ServeArgs { default_agent: Some("nope".into()), ..Default::default() }).unwrap_err();
         assert!(e.to_string().contains("DEFAULT_AGENT"), "{e}");
-        let e = Config::from_args(ServeArgs { database_url: Some("postgres://x".into()), ..Default::default() }).unwrap_err();
+        let e = Config::from_args(ServeArgs { database_url: Some("postgres://x".into()), ..Default::default() })
+            .unwrap_err();
         assert!(e.to_string().contains("DATABASE_URL"), "{e}");
     }
 
@@ -203,7 +219,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("exogate.toml");
         std::fs::write(&path, "http_port = 9000\nws_port = 9001\ndefault_agent = \"echo\"\n").unwrap();
-        let c = Config::from_args(ServeArgs { config: Some(path.clone()), ws_port: Some(7000), ..Default::default() }).unwrap();
+        let c = Config::from_args(ServeArgs { config: Some(path.clone()), ws_port: Some(7000), ..Default::default() })
+            .unwrap();
         assert_eq!((c.http_port, c.ws_port), (9000, 7000));
         std::fs::write(&path, "htp_port = 1\n").unwrap();
         let e = Config::from_args(ServeArgs { config: Some(path), ..Default::default() }).unwrap_err();

@@ -38,8 +38,14 @@ pub async fn start_with_agents(config: Config, agents: Registry) -> anyhow::Resu
         .await
         .with_context(|| format!("cannot bind WS_PORT {} on {}", config.ws_port, config.bind_addr))?;
     let ws_port = ws.local_addr()?.port();
-    let state =
-        Arc::new(AppState { config, store, agents, ws_port, active_calls: AtomicUsize::new(0), started: Instant::now() });
+    let state = Arc::new(AppState {
+        config,
+        store,
+        agents,
+        ws_port,
+        active_calls: AtomicUsize::new(0),
+        started: Instant::now(),
+    });
     let (stop, stopped) = watch::channel(false);
     let serve = |listener: TcpListener, router: axum::Router| {
         let mut stopped = stopped.clone();
@@ -53,10 +59,8 @@ pub async fn start_with_agents(config: Config, agents: Registry) -> anyhow::Resu
     };
     let http_addr = http.local_addr()?;
     let ws_addr = ws.local_addr()?;
-    let tasks = vec![
-        serve(http, crate::http::router(state.clone())),
-        serve(ws, crate::http::ws_port_router(state.clone())),
-    ];
+    let tasks =
+        vec![serve(http, crate::http::router(state.clone())), serve(ws, crate::http::ws_port_router(state.clone()))];
     tracing::info!(%http_addr, %ws_addr, database = %redact_db(&state.config.database_url), "exogate listening");
     Ok(Gateway { http_addr, ws_addr, state, stop, tasks })
 }

@@ -71,7 +71,9 @@ async fn garbage_is_counted_and_skipped_while_a_healthy_call_runs() {
     ws.send(Message::text("this is not json")).await.unwrap();
     ws.send(Message::binary(vec![1u8, 2, 3])).await.unwrap();
     ws.send(Message::text(r#"{"event":"silence","level":3}"#)).await.unwrap();
-    ws.send(Message::text(r#"{"event":"media","sequence_number":"2","media":{"payload":"@@not base64@@"}}"#)).await.unwrap();
+    ws.send(Message::text(r#"{"event":"media","sequence_number":"2","media":{"payload":"@@not base64@@"}}"#))
+        .await
+        .unwrap();
     ws.send(Message::text(media_json(3, &[1, 2, 3]))).await.unwrap();
     let valid: Vec<u8> = (0..3200u32).map(|i| (i % 251) as u8).collect();
     ws.send(Message::text(media_json(4, &valid))).await.unwrap();
@@ -91,7 +93,9 @@ async fn garbage_is_counted_and_skipped_while_a_healthy_call_runs() {
     .await
     .expect("echo of the valid frame");
     assert_eq!(echoed, valid);
-    ws.send(Message::text(r#"{"event":"stop","stream_sid":"bad-stream-1","stop":{"reason":"callended"}}"#)).await.unwrap();
+    ws.send(Message::text(r#"{"event":"stop","stream_sid":"bad-stream-1","stop":{"reason":"callended"}}"#))
+        .await
+        .unwrap();
     assert_eq!(close_code(&mut ws).await, Some(1000));
 
     let report = good_call.await.unwrap().expect("healthy call runs");

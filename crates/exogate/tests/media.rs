@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::{TestGateway, assert_echo, speech};
-use exotel::SampleRate;
 use exogate::agent::{Agent, CallControl, CallInfo, Registry};
+use exotel::SampleRate;
 use exotel_sim::{AudioSource, CallConfig, Target, run_call};
 
 fn call_to(gw: &TestGateway, rate: SampleRate, audio: AudioSource) -> CallConfig {
@@ -174,7 +174,11 @@ async fn bot_audio_is_paced_with_a_bounded_lead_and_clear_cancels_its_mark() {
     assert!(r.received_pcm.len() >= bytes_per_sec * 3 / 2, "too little audio: {}", r.received_pcm.len());
     assert!(r.received_pcm.len() <= bytes_per_sec * 22 / 10, "burst: {} bytes before clear", r.received_pcm.len());
     assert!(r.played_pcm.len() < r.received_pcm.len(), "clear dropped nothing at Exotel's side");
-    assert_eq!(r.marks_received, Vec::<String>::new(), "the greeting's mark was still queued behind audio when cleared");
+    assert_eq!(
+        r.marks_received,
+        Vec::<String>::new(),
+        "the greeting's mark was still queued behind audio when cleared"
+    );
     let row = gw.call(&sid).await;
     assert_eq!(row["agent"], "speaker");
     assert_eq!(row["clears"], 1);

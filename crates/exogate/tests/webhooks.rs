@@ -40,7 +40,13 @@ async fn passthru_flat_bracket_form_is_stored() {
 async fn passthru_json_stream_string_post_form_and_post_json() {
     let gw = TestGateway::start().await;
     let stream = r#"{"StreamSID":"62abc","RecordingUrl":"https://recordings.exotel.com/y","Status":"failed","Duration":"3","StreamUrl":"ws://10.32.76.120:5007/media","DisconnectedBy":"user","Error":"3009 failed to establish ws conn","DetailedStatus":"Streaming_call_throttled"}"#;
-    let q = serde_urlencoded::to_string([("CallSid", "CS2"), ("CallFrom", "09876543210"), ("Stream", stream), ("digits", "\"42\"")]).unwrap();
+    let q = serde_urlencoded::to_string([
+        ("CallSid", "CS2"),
+        ("CallFrom", "09876543210"),
+        ("Stream", stream),
+        ("digits", "\"42\""),
+    ])
+    .unwrap();
     let r = gw.http.get(gw.http_url(&format!("/passthru?{q}"))).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let row = gw.call("CS2").await;
@@ -91,7 +97,14 @@ async fn passthru_health_and_bad_requests() {
     let (status, v) = body(r).await;
     assert_eq!(status, 400);
     assert!(v["error"].as_str().unwrap().contains("CallSid"), "{v}");
-    let r = gw.http.post(gw.http_url("/passthru")).header("content-type", "application/json").body("{nope").send().await.unwrap();
+    let r = gw
+        .http
+        .post(gw.http_url("/passthru"))
+        .header("content-type", "application/json")
+        .body("{nope")
+        .send()
+        .await
+        .unwrap();
     let (status, v) = body(r).await;
     assert_eq!(status, 400);
     assert!(v["error"].as_str().unwrap().contains("JSON"), "{v}");
@@ -108,7 +121,9 @@ async fn dynamic_url_by_get_post_json_and_post_form() {
 
     let r = gw
         .http
-        .get(gw.http_url("/voicebot?agentId=echo&locale=en-IN&CallSid=D1&CallFrom=09800000001&CallTo=08000000002&Direction=incoming"))
+        .get(gw.http_url(
+            "/voicebot?agentId=echo&locale=en-IN&CallSid=D1&CallFrom=09800000001&CallTo=08000000002&Direction=incoming",
+        ))
         .send()
         .await
         .unwrap();
@@ -214,7 +229,8 @@ async fn one_call_one_row_from_dynamic_url_to_passthru() {
 async fn call_log_api_pages_filters_and_finds_by_any_id() {
     let gw = TestGateway::start().await;
     for i in 0..5 {
-        let r = gw.http.get(gw.http_url(&format!("/passthru?CallSid=L{i}&Stream[StreamSID]=S{i}"))).send().await.unwrap();
+        let r =
+            gw.http.get(gw.http_url(&format!("/passthru?CallSid=L{i}&Stream[StreamSID]=S{i}"))).send().await.unwrap();
         assert_eq!(r.status(), 200);
         gw.gw.state.store.flush().await;
     }

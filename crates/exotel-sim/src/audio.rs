@@ -29,7 +29,10 @@ pub fn load_wav(path: &Path, rate: SampleRate) -> Result<Vec<u8>, SimError> {
                 .map_err(wav_err)?
         }
         (format, bits) => {
-            return Err(SimError::Audio(format!("{}: unsupported WAV sample format {format:?}/{bits} bits", path.display())));
+            return Err(SimError::Audio(format!(
+                "{}: unsupported WAV sample format {format:?}/{bits} bits",
+                path.display()
+            )));
         }
     };
     let mono: Vec<f32> =

@@ -89,7 +89,8 @@ async fn resolve_dynamic(cfg: &CallConfig, raw: &str) -> Result<String, SimError
     if status != 200 {
         return Err(SimError::DynamicStatus { url: redacted, status, body: excerpt(&body) });
     }
-    let bad_body = |reason: &str| SimError::DynamicBody { url: redacted.clone(), reason: reason.into(), body: excerpt(&body) };
+    let bad_body =
+        |reason: &str| SimError::DynamicBody { url: redacted.clone(), reason: reason.into(), body: excerpt(&body) };
     let value: Value = serde_json::from_str(&body).map_err(|e| bad_body(&format!("not JSON: {e}")))?;
     let ws = value.get("url").and_then(Value::as_str).ok_or_else(|| bad_body("no \"url\" string"))?;
     let scheme_ok = Url::parse(ws).is_ok_and(|u| matches!(u.scheme(), "ws" | "wss"));
@@ -128,17 +129,18 @@ fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
+    let hex_at = |i: usize| bytes.get(i).and_then(|&b| (b as char).to_digit(16));
     while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        if bytes[i] == b'%'
-            && let (Some(h), Some(l)) = (bytes.get(i + 1).and_then(|&b| hex(b)), bytes.get(i + 2).and_then(|&b| hex(b)))
-        {
-            out.push((h * 16 + l) as u8);
-            i += 3;
-            continue;
+        match (bytes[i], hex_at(i + 1), hex_at(i + 2)) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
         }
-        out.push(bytes[i]);
-        i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
 }
@@ -162,7 +164,11 @@ async fn connect(
         Err(_) => Err(SimError::ConnectTimeout { url: redacted.to_string(), timeout }),
         Ok(Err(tungstenite::Error::Http(response))) => {
             let body = response.body().as_deref().map(String::from_utf8_lossy).unwrap_or_default();
-            Err(SimError::Handshake { url: redacted.to_string(), status: response.status().as_u16(), body: excerpt(&body) })
+            Err(SimError::Handshake {
+                url: redacted.to_string(),
+                status: response.status().as_u16(),
+                body: excerpt(&body),
+            })
         }
         Ok(Err(e)) => Err(SimError::Connect { url: redacted.to_string(), reason: e.to_string() }),
         Ok(Ok((ws, _response))) => Ok(ws),
@@ -177,7 +183,11 @@ enum Out {
 }
 
 /// Owns the sink, so a bot that stops reading can stall our sends but never our reads.
-async fn writer(mut sink: SplitSink<Ws, Message>, mut rx: mpsc::UnboundedReceiver<Out>, failed: mpsc::UnboundedSender<String>) {
+async fn writer(
+    mut sink: SplitSink<Ws, Message>,
+    mut rx: mpsc::UnboundedReceiver<Out>,
+    failed: mpsc::UnboundedSender<String>,
+) {
     while let Some(out) = rx.recv().await {
         let (msg, last) = match out {
             Out::Text(t) => (Message::Text(t.into()), false),
@@ -197,7 +207,11 @@ async fn writer(mut sink: SplitSink<Ws, Message>, mut rx: mpsc::UnboundedReceive
 /// Something the caller does at an offset from the first media frame.
 enum Scheduled {
     /// Frame number (from 0) and its byte range in the caller PCM.
-    Media { index: u64, from: usize, to: usize },
+    Media {
+        index: u64,
+        from: usize,
+        to: usize,
+    },
     Dtmf(String),
     Inject(Injected),
 }
@@ -275,9 +289,7 @@ impl<'a> Session<'a> {
         let end = loop {
             let now = Instant::now();
             self.echo_reached_marks(now);
-            while let Some((at, item)) = plan.get(next)
-                && t0 + *at <= now
-            {
+            while let Some((_, item)) = plan.get(next).filter(|(at, _)| t0 + *at <= now) {
                 self.send_scheduled(item, &caller_pcm, now);
                 next += 1;
             }
@@ -289,14 +301,17 @@ impl<'a> Session<'a> {
             if let Some(tail_start) = tail_start {
                 let hard = tail_start + self.cfg.max_tail;
                 let quiet_from = self.last_bot_media_at.map_or(tail_start, |t| t.max(tail_start));
-                let soft = (quiet_from + self.cfg.idle_tail).max(self.playback.drained_at().unwrap_or(now));
-                let settled = now >= soft && self.playback.is_idle();
-                if now >= hard || settled {
+                let playing_until =
+                    [self.playback.drained_at(), self.playback.next_mark_at()].into_iter().flatten().max();
+                let soft = (quiet_from + self.cfg.idle_tail).max(playing_until.unwrap_or(now));
+                if now >= hard || (now >= soft && self.playback.is_idle()) {
                     break End::TailDone;
                 }
-                wake = earliest(wake, Some(soft.min(hard)));
+                // Never a deadline in the past here: that would spin instead of waiting.
+                wake = earliest(wake, Some(soft.min(hard).max(now + Duration::from_millis(1))));
             }
-            let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(wake.unwrap_or_else(|| far_future(now))));
+            let sleep =
+                tokio::time::sleep_until(tokio::time::Instant::from_std(wake.unwrap_or_else(|| far_future(now))));
             tokio::select! {
                 msg = stream.next() => match msg {
                     Some(Ok(msg)) => {
@@ -345,7 +360,8 @@ impl<'a> Session<'a> {
         if let (Some(sent), Some(heard)) = (self.first_frame_at, self.first_bot_media_at) {
             self.report.first_audio_latency = Some(heard.saturating_duration_since(sent));
         }
-        self.report.played_pcm = std::mem::replace(&mut self.playback, Playback::new(self.cfg.sample_rate)).into_played();
+        self.report.played_pcm =
+            std::mem::replace(&mut self.playback, Playback::new(self.cfg.sample_rate)).into_played();
         self.report
     }
 
@@ -554,7 +570,8 @@ mod tests {
 
     #[test]
     fn userinfo_becomes_basic_auth_and_rate_goes_in_the_query() {
-        let (url, auth) = prepare_ws_url("wss://KEY:T%40K@bot.example.com/media?x=1", &cfg(SampleRate::Hz16000)).unwrap();
+        let (url, auth) =
+            prepare_ws_url("wss://KEY:T%40K@bot.example.com/media?x=1", &cfg(SampleRate::Hz16000)).unwrap();
         assert_eq!(url.as_str(), "wss://bot.example.com/media?x=1&sample-rate=16000");
         assert_eq!(auth, Some(("KEY".to_string(), "T@K".to_string())));
     }
@@ -612,17 +629,11 @@ mod tests {
                 (at.as_millis() as u64, what)
             })
             .collect();
-        let want: Vec<(u64, String)> = [
-            (0, "m0:0-1600"),
-            (0, "d#"),
-            (100, "m1:1600-3200"),
-            (100, "i"),
-            (150, "d5"),
-            (200, "m2:3200-4000"),
-        ]
-        .into_iter()
-        .map(|(t, s)| (t, s.to_string()))
-        .collect();
+        let want: Vec<(u64, String)> =
+            [(0, "m0:0-1600"), (0, "d#"), (100, "m1:1600-3200"), (100, "i"), (150, "d5"), (200, "m2:3200-4000")]
+                .into_iter()
+                .map(|(t, s)| (t, s.to_string()))
+                .collect();
         assert_eq!(shape, want);
     }
 }

@@ -135,10 +135,9 @@ async fn call(args: CallArgs) -> ExitCode {
         eprintln!("exotel-sim: {e:#}");
         return ExitCode::from(EXIT_SETUP);
     }
-    for (path, pcm) in [(record, &report.played_pcm), (record_received, &report.received_pcm)] {
-        if let Some(path) = path
-            && let Err(e) = crate::write_wav(&path, pcm, rate)
-        {
+    let recordings = [(record, &report.played_pcm), (record_received, &report.received_pcm)];
+    for (path, pcm) in recordings.into_iter().filter_map(|(path, pcm)| path.map(|p| (p, pcm))) {
+        if let Err(e) = crate::write_wav(&path, pcm, rate) {
             eprintln!("exotel-sim: recording not written: {e}");
             return ExitCode::from(EXIT_SETUP);
         }
@@ -157,58 +156,63 @@ fn print_report(report: &CallReport, json: bool) -> anyhow::Result<()> {
 
 /// Turns the arguments into a call; warnings about Exotel's limits go to stderr.
 pub fn call_config(args: CallArgs) -> anyhow::Result<CallConfig> {
-    let mut cfg = CallConfig::default();
-    cfg.target = match (args.url, args.dynamic) {
+    let target = match (args.url, args.dynamic) {
         (Some(url), None) => Target::Ws(url),
         (None, Some(url)) => Target::Dynamic(url),
         _ => bail!("give exactly one of --url and --dynamic"),
     };
-    cfg.sample_rate = args.rate;
-    cfg.audio = match (args.wav, args.tone) {
+    let audio = match (args.wav, args.tone) {
         (Some(path), _) => AudioSource::Wav(path),
         (None, hz) => AudioSource::Tone { hz: hz.unwrap_or(440.0), ms: args.duration_ms },
     };
-    cfg.frame_ms = args.frame_ms;
-    cfg.dtmf = args.dtmf.into_iter().map(|d| (d.offset, d.digit)).collect();
-    let params: BTreeMap<String, String> = args.params.into_iter().collect();
+    let custom_parameters: BTreeMap<String, String> = args.params.into_iter().collect();
+    warn_about_param_limits(&custom_parameters);
+    let basic_auth = match args.auth {
+        Some(auth) => {
+            let (user, pass) = auth.split_once(':').context("--auth must be user:pass")?;
+            Some((user.to_string(), pass.to_string()))
+        }
+        None => None,
+    };
+    let defaults = CallConfig::default();
+    Ok(CallConfig {
+        target,
+        sample_rate: args.rate,
+        audio,
+        frame_ms: args.frame_ms,
+        dtmf: args.dtmf.into_iter().map(|d| (d.offset, d.digit)).collect(),
+        call_sid: args.call_sid.unwrap_or(defaults.call_sid),
+        stream_sid: args.stream_sid.unwrap_or(defaults.stream_sid),
+        account_sid: args.account_sid.unwrap_or(defaults.account_sid),
+        from: args.from.unwrap_or(defaults.from),
+        to: args.to.unwrap_or(defaults.to),
+        custom_parameters,
+        basic_auth,
+        idle_tail: Duration::from_millis(args.idle_tail_ms),
+        max_tail: Duration::from_millis(args.max_tail_ms),
+        send_stop: !args.no_stop,
+        stop_reason: args.stop_reason,
+        connect_timeout: Duration::from_millis(args.connect_timeout_ms),
+        inject: defaults.inject,
+        put_rate_in_url: defaults.put_rate_in_url,
+    })
+}
+
+/// Exotel's limits are warned about, not enforced: testing a bot past them is legitimate.
+fn warn_about_param_limits(params: &BTreeMap<String, String>) {
     if params.len() > MAX_CUSTOM_PARAMS {
         eprintln!(
             "exotel-sim: warning: Exotel allows at most {MAX_CUSTOM_PARAMS} custom parameters; sending {} anyway",
             params.len()
         );
     }
-    let chars: usize = params.iter().map(|(k, v)| k.len() + v.len() + 1).sum::<usize>() + params.len().saturating_sub(1);
+    // As they would sit in a query string: k=v joined by &.
+    let chars = params.iter().map(|(k, v)| k.len() + v.len() + 1).sum::<usize>() + params.len().saturating_sub(1);
     if chars > MAX_CUSTOM_PARAM_CHARS {
         eprintln!(
             "exotel-sim: warning: custom parameters take {chars} characters; Exotel allows {MAX_CUSTOM_PARAM_CHARS}"
         );
     }
-    cfg.custom_parameters = params;
-    if let Some(v) = args.call_sid {
-        cfg.call_sid = v;
-    }
-    if let Some(v) = args.stream_sid {
-        cfg.stream_sid = v;
-    }
-    if let Some(v) = args.account_sid {
-        cfg.account_sid = v;
-    }
-    if let Some(v) = args.from {
-        cfg.from = v;
-    }
-    if let Some(v) = args.to {
-        cfg.to = v;
-    }
-    if let Some(auth) = args.auth {
-        let (user, pass) = auth.split_once(':').context("--auth must be user:pass")?;
-        cfg.basic_auth = Some((user.to_string(), pass.to_string()));
-    }
-    cfg.idle_tail = Duration::from_millis(args.idle_tail_ms);
-    cfg.max_tail = Duration::from_millis(args.max_tail_ms);
-    cfg.send_stop = !args.no_stop;
-    cfg.stop_reason = args.stop_reason;
-    cfg.connect_timeout = Duration::from_millis(args.connect_timeout_ms);
-    Ok(cfg)
 }
 
 fn parse_rate(s: &str) -> Result<SampleRate, String> {
@@ -268,10 +272,39 @@ mod tests {
     #[test]
     fn everything() {
         let args = parse(&[
-            "call", "--dynamic", "http://127.0.0.1:9/u", "--tone", "300", "--duration-ms", "500", "--rate", "16k",
-            "--frame-ms", "100", "--dtmf", "1500=#", "--dtmf", "0=5", "--param", "a=1", "--param", "b=x=y",
-            "--call-sid", "C", "--from", "+911", "--to", "+912", "--auth", "u:p:q", "--idle-tail-ms", "200",
-            "--max-tail-ms", "900", "--no-stop", "--json",
+            "call",
+            "--dynamic",
+            "http://127.0.0.1:9/u",
+            "--tone",
+            "300",
+            "--duration-ms",
+            "500",
+            "--rate",
+            "16k",
+            "--frame-ms",
+            "100",
+            "--dtmf",
+            "1500=#",
+            "--dtmf",
+            "0=5",
+            "--param",
+            "a=1",
+            "--param",
+            "b=x=y",
+            "--call-sid",
+            "C",
+            "--from",
+            "+911",
+            "--to",
+            "+912",
+            "--auth",
+            "u:p:q",
+            "--idle-tail-ms",
+            "200",
+            "--max-tail-ms",
+            "900",
+            "--no-stop",
+            "--json",
         ])
         .unwrap();
         assert!(args.json);
@@ -290,7 +323,8 @@ mod tests {
 
     #[test]
     fn wav_source() {
-        let cfg = call_config(parse(&["call", "--url", "ws://h/", "--wav", "/x.wav", "--rate", "24000"]).unwrap()).unwrap();
+        let cfg =
+            call_config(parse(&["call", "--url", "ws://h/", "--wav", "/x.wav", "--rate", "24000"]).unwrap()).unwrap();
         assert_eq!(cfg.audio, AudioSource::Wav("/x.wav".into()));
         assert_eq!(cfg.sample_rate, SampleRate::Hz24000);
     }

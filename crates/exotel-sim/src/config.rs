@@ -23,10 +23,15 @@ pub enum Target {
 pub enum AudioSource {
     /// Any WAV; converted to mono PCM16 at the call's rate.
     Wav(PathBuf),
-    Tone { hz: f32, ms: u32 },
+    Tone {
+        hz: f32,
+        ms: u32,
+    },
     /// PCM16LE mono already at the call's rate, sent as is.
     Pcm(Vec<u8>),
-    Silence { ms: u32 },
+    Silence {
+        ms: u32,
+    },
 }
 
 impl AudioSource {

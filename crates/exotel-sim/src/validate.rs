@@ -180,7 +180,7 @@ mod tests {
         rules(BotFrame::Text(text))
     }
 
-    const OK: &[&'static str] = &[];
+    const OK: &[&str] = &[];
 
     #[test]
     fn legal_messages_pass() {

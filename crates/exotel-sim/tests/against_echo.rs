@@ -2,6 +2,9 @@
 //! bot that hangs up, one that barges in with `clear`, one that drops the connection, and the
 //! dynamic-URL endpoint in front of them. Everything binds 127.0.0.1 only.
 
+// tungstenite's upgrade callback fixes the (large) error type; nothing here can shrink it.
+#![allow(clippy::result_large_err)]
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -45,8 +48,7 @@ async fn accept(listener: &TcpListener) -> (Ws, Upgrade) {
     let mut seen = Upgrade::default();
     let ws = tokio_tungstenite::accept_hdr_async(tcp, |req: &Request, resp: Response| {
         seen.uri = req.uri().to_string();
-        seen.authorization =
-            req.headers().get("authorization").map(|v| v.to_str().unwrap().to_string());
+        seen.authorization = req.headers().get("authorization").map(|v| v.to_str().unwrap().to_string());
         Ok(resp)
     })
     .await
@@ -186,8 +188,7 @@ async fn echo_bot_hears_itself_and_every_mark_is_echoed_after_its_audio() {
     assert_eq!(last["stop"], json!({"call_sid":cfg.call_sid,"account_sid":"exotelsim","reason":"callended"}));
 
     // Sequence numbers rise by one across every event we numbered.
-    let seqs: Vec<u64> =
-        ev.iter().filter_map(|v| v["sequence_number"].as_str()).map(|s| s.parse().unwrap()).collect();
+    let seqs: Vec<u64> = ev.iter().filter_map(|v| v["sequence_number"].as_str()).map(|s| s.parse().unwrap()).collect();
     assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
     let media: Vec<&&Value> = ev.iter().filter(|v| v["event"] == "media").collect();
     assert_eq!(media.len(), 100);
@@ -200,7 +201,7 @@ async fn echo_bot_hears_itself_and_every_mark_is_echoed_after_its_audio() {
     let media_times: Vec<Instant> =
         log.received.iter().filter(|(_, v)| v["event"] == "media").map(|(t, _)| *t).collect();
     let span = media_times[99] - media_times[0];
-    assert!(span >= Duration::from_millis(1900) && span < Duration::from_millis(2300), "{span:?}");
+    assert!(span >= Duration::from_millis(1900) && span < Duration::from_millis(2600), "{span:?}");
     let dtmf: Vec<&&Value> = ev.iter().filter(|v| v["event"] == "dtmf").collect();
     assert_eq!(dtmf.len(), 1);
     assert_eq!(dtmf[0]["dtmf"], json!({"digit":"#","duration":"100"}));
@@ -352,9 +353,7 @@ async fn clear_drops_queued_audio_and_its_mark() {
                     ws.send(mark(&sid, "greeting-done")).await.unwrap();
                     // Barge-in while chunk 2 (200–400 ms) is playing.
                     tokio::time::sleep(Duration::from_millis(300)).await;
-                    ws.send(Message::Text(json!({"event":"clear","stream_sid":sid}).to_string().into()))
-                        .await
-                        .unwrap();
+                    ws.send(Message::Text(json!({"event":"clear","stream_sid":sid}).to_string().into())).await.unwrap();
                     ws.send(media(&sid, &[9; 3200])).await.unwrap();
                     ws.send(mark(&sid, "answer-done")).await.unwrap();
                 }
@@ -462,7 +461,14 @@ async fn dynamic_url_gets_call_details_and_routes_the_call() {
 
     assert!(report.ok(), "{:?}", report.violations);
     assert!(request_line.starts_with("GET /bootstrap?tenant=acme&CallSid=c0ffee&"), "{request_line}");
-    for part in ["CallFrom=%2B919876543210", "CallTo=%2B918047491899", "From=%2B91", "To=%2B91", "Direction=incoming", "campaign=7"] {
+    for part in [
+        "CallFrom=%2B919876543210",
+        "CallTo=%2B918047491899",
+        "From=%2B91",
+        "To=%2B91",
+        "Direction=incoming",
+        "campaign=7",
+    ] {
         assert!(request_line.contains(part), "{part} missing in {request_line}");
     }
     assert_eq!(log.upgrade.uri, "/routed?t=abc");
@@ -486,4 +492,67 @@ async fn dynamic_url_failures_are_errors() {
     let err = call(cfg).await.unwrap_err();
     http.await.unwrap();
     assert!(matches!(err, SimError::DynamicBody { .. }), "{err}");
+}
+
+#[derive(clap::Parser)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: exotel_sim::SimCommand,
+}
+
+fn sim(args: &[&str]) -> exotel_sim::SimCommand {
+    use clap::Parser;
+    Cli::try_parse_from(std::iter::once("sim").chain(args.iter().copied())).unwrap().cmd
+}
+
+#[tokio::test]
+async fn cli_exit_codes_and_recordings() {
+    use std::process::ExitCode;
+    let dir = tempfile::tempdir().unwrap();
+    let played = dir.path().join("played.wav");
+    let received = dir.path().join("received.wav");
+
+    let (listener, addr) = listen().await;
+    let bot = tokio::spawn(echo_bot(listener));
+    let url = format!("ws://{addr}/");
+    let cmd = sim(&[
+        "call",
+        "--url",
+        &url,
+        "--tone",
+        "500",
+        "--duration-ms",
+        "400",
+        "--rate",
+        "16k",
+        "--idle-tail-ms",
+        "200",
+        "--record",
+        played.to_str().unwrap(),
+        "--record-received",
+        received.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(exotel_sim::cli::run(cmd).await, ExitCode::from(0));
+    bot.await.unwrap();
+    for path in [&played, &received] {
+        let wav = hound::WavReader::open(path).unwrap();
+        assert_eq!(wav.spec().sample_rate, 16000);
+        // 400 ms at 16 kHz: 12800 bytes, echoed as four 3200-byte chunks.
+        assert_eq!(wav.len(), 6400);
+    }
+
+    let (listener, addr) = listen().await;
+    let bot = tokio::spawn(async move {
+        let (mut ws, _) = accept(&listener).await;
+        while let Some(Ok(msg)) = ws.next().await {
+            if parse(&msg).is_some_and(|v| v["event"] == "start") {
+                ws.send(media("someone-else", &[0; 3200])).await.unwrap();
+            }
+        }
+    });
+    let url = format!("ws://{addr}/");
+    let cmd = sim(&["call", "--url", &url, "--duration-ms", "200", "--idle-tail-ms", "100"]);
+    assert_eq!(exotel_sim::cli::run(cmd).await, ExitCode::from(1));
+    bot.await.unwrap();
 }

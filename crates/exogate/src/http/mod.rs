@@ -30,8 +30,5 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
 
 /// The media port: WebSocket at any path (Exotel's sample config uses a bare `ws://host:8765`).
 pub(crate) fn ws_port_router(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/health", get(health::ws_health))
-        .fallback(get(crate::media::upgrade))
-        .with_state(state)
+    Router::new().route("/health", get(health::ws_health)).fallback(get(crate::media::upgrade)).with_state(state)
 }

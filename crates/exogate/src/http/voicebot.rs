@@ -24,8 +24,20 @@ const MAX_CUSTOM_CHARS: usize = 256;
 /// Call-detail keys Exotel adds to applet requests that `CallDetails` keeps as extras; they are
 /// not the applet's custom parameters.
 const EXOTEL_KEYS: &[&str] = &[
-    "eventtype", "datecreated", "dateupdated", "phonenumbersid", "forwardedfrom", "processstatus",
-    "outgoingphonenumber", "legs", "answeredby", "callername", "price", "duration", "uri", "parentcallsid",
+    "eventtype",
+    "datecreated",
+    "dateupdated",
+    "phonenumbersid",
+    "forwardedfrom",
+    "processstatus",
+    "outgoingphonenumber",
+    "legs",
+    "answeredby",
+    "callername",
+    "price",
+    "duration",
+    "uri",
+    "parentcallsid",
 ];
 
 pub(crate) async fn dynamic_url(
@@ -39,9 +51,10 @@ pub(crate) async fn dynamic_url(
     for (k, v) in &d.extra {
         let lower = k.to_ascii_lowercase();
         if lower == "sample-rate" || lower == "sample_rate" {
-            rate = Some(SampleRate::parse(v).ok_or_else(|| {
-                ApiError::bad_request(format!("{k} must be 8000, 16000 or 24000, got {v:?}"))
-            })?);
+            rate = Some(
+                SampleRate::parse(v)
+                    .ok_or_else(|| ApiError::bad_request(format!("{k} must be 8000, 16000 or 24000, got {v:?}")))?,
+            );
         } else if !EXOTEL_KEYS.contains(&lower.as_str()) && !lower.starts_with("stream[") {
             custom.insert(k.clone(), v.clone());
         }

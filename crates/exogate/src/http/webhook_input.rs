@@ -41,7 +41,10 @@ impl<S: Send + Sync> FromRequest<S> for WebhookInput {
                     return Err(ApiError::bad_request("JSON body must be an object"));
                 }
                 merge(&mut details, CallDetails::from_json(&value));
-            } else if content_type.is_empty() || content_type.contains("x-www-form-urlencoded") || content_type.starts_with("text/") {
+            } else if content_type.is_empty()
+                || content_type.contains("x-www-form-urlencoded")
+                || content_type.starts_with("text/")
+            {
                 let pairs: Vec<(String, String)> = serde_urlencoded::from_str(trimmed)
                     .map_err(|e| ApiError::bad_request(format!("form body is not URL-encoded: {e}")))?;
                 for (k, v) in pairs {
@@ -63,9 +66,26 @@ fn merge(into: &mut CallDetails, body: CallDetails) {
         ($($f:ident),*) => { $( if body.$f.is_some() { into.$f = body.$f; } )* };
     }
     take!(
-        call_sid, from, to, direction, call_type, call_status, created, start_time, end_time, current_time,
-        dial_call_duration, dial_call_status, dial_whom_number, digits, custom_field, recording_url, flow_id,
-        tenant_id, account_sid, stream
+        call_sid,
+        from,
+        to,
+        direction,
+        call_type,
+        call_status,
+        created,
+        start_time,
+        end_time,
+        current_time,
+        dial_call_duration,
+        dial_call_status,
+        dial_whom_number,
+        digits,
+        custom_field,
+        recording_url,
+        flow_id,
+        tenant_id,
+        account_sid,
+        stream
     );
     into.extra.extend(body.extra);
 }

@@ -9,7 +9,10 @@ use tokio::sync::mpsc;
 
 pub(crate) enum OutCmd {
     /// The stream is known: from now on audio can be framed for it.
-    Begin { stream_sid: String, rate: SampleRate },
+    Begin {
+        stream_sid: String,
+        rate: SampleRate,
+    },
     Audio(Vec<u8>),
     /// End the utterance (pad its tail) and mark it.
     Mark(String),
@@ -18,10 +21,15 @@ pub(crate) enum OutCmd {
     /// Exotel itself sent `clear`: drop our queue without answering.
     DropQueued,
     /// Finish queued audio, mark it, close with 1000 once the mark is echoed (or a timeout).
-    HangUp { mark: String },
+    HangUp {
+        mark: String,
+    },
     MarkPlayed(String),
     /// Close at once (policy violations).
-    CloseNow { code: u16, reason: &'static str },
+    CloseNow {
+        code: u16,
+        reason: &'static str,
+    },
     /// The call is over from Exotel's side.
     Shutdown,
 }

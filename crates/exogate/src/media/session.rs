@@ -221,7 +221,11 @@ impl Session {
             sample_rate: rate,
             agent_id: agent_id.clone(),
         };
-        let key = CallKey { id: Some(self.local_id.clone()), call_sid: start.call_sid.clone(), stream_sid: Some(stream_sid.clone()) };
+        let key = CallKey {
+            id: Some(self.local_id.clone()),
+            call_sid: start.call_sid.clone(),
+            stream_sid: Some(stream_sid.clone()),
+        };
         let custom_json = json!(info.custom_parameters);
         self.app.store.upsert(
             key.clone(),
@@ -239,7 +243,11 @@ impl Session {
         for (kind, detail) in self.early_events.drain(..) {
             self.app.store.event(key.clone(), kind, detail);
         }
-        self.app.store.event(key.clone(), "start", json!({ "sample_rate": rate.hz(), "agent": agent_id, "custom_parameters": custom_json }));
+        self.app.store.event(
+            key.clone(),
+            "start",
+            json!({ "sample_rate": rate.hz(), "agent": agent_id, "custom_parameters": custom_json }),
+        );
         self.app.active_calls.fetch_add(1, Ordering::Relaxed);
         tracing::info!(
             call_sid = start.call_sid.as_deref().unwrap_or("-"),
@@ -328,9 +336,10 @@ impl Session {
 
     fn finish(self, w: WriterStats) {
         let close_code = w.close_code.or(self.peer_close).unwrap_or(1006);
-        let stop_reason = self.stop_reason.or(w.hung_up.then(|| "bot-hangup".to_string())).unwrap_or_else(|| {
-            if self.too_big { "message-too-big" } else { "disconnected" }.to_string()
-        });
+        let stop_reason = self
+            .stop_reason
+            .or(w.hung_up.then(|| "bot-hangup".to_string()))
+            .unwrap_or_else(|| if self.too_big { "message-too-big" } else { "disconnected" }.to_string());
         let (key, status, duration_ms, agent, call_sid, stream_sid) = match &self.active {
             Some(a) => {
                 self.app.active_calls.fetch_sub(1, Ordering::Relaxed);

@@ -1,0 +1,150 @@
+//! The `exogate` binary as users run it: start-up errors, `serve` with no configuration beyond
+//! ports, `sim call` against it, and what its logs must never contain.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_exogate");
+
+fn startup_error(args: &[&str], env: &[(&str, &str)]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(args)
+        .env("DATABASE_URL", format!("sqlite://{}", dir.path().join("x.db").display()))
+        .env("HTTP_PORT", "0")
+        .env("WS_PORT", "0")
+        .env("BIND_ADDR", "127.0.0.1")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{args:?} {env:?} started");
+    let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    assert_eq!(err.lines().count(), 1, "not one line: {err}");
+    err
+}
+
+#[test]
+fn bad_values_fail_with_one_line_naming_them() {
+    assert!(startup_error(&["serve", "--http-port", "abc"], &[]).contains("HTTP_PORT"));
+    assert!(startup_error(&["serve"], &[("HTTP_PORT", "70000")]).contains("HTTP_PORT"));
+    assert!(startup_error(&["serve"], &[("DEFAULT_AGENT", "nope")]).contains("DEFAULT_AGENT"));
+    assert!(startup_error(&["serve"], &[("PUBLIC_WS_URL", "ftp://x")]).contains("PUBLIC_WS_URL"));
+    assert!(startup_error(&["serve"], &[("BIND_ADDR", "not-an-ip")]).contains("BIND_ADDR"));
+}
+
+struct Server {
+    child: Child,
+    log: Arc<Mutex<String>>,
+    http: String,
+    ws: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// The child is killed and waited for by `Server::drop`; on the start-up panic path the test fails anyway.
+#[allow(clippy::zombie_processes)]
+fn serve() -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .arg("serve")
+        .env("HTTP_PORT", "0")
+        .env("WS_PORT", "0")
+        .env("BIND_ADDR", "127.0.0.1")
+        .env("DATABASE_URL", format!("sqlite://{}", dir.path().join("calls.db").display()))
+        .env("RUST_LOG", "debug")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = Arc::new(Mutex::new(String::new()));
+    let stderr = child.stderr.take().unwrap();
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let mut l = sink.lock().unwrap();
+            l.push_str(&line);
+            l.push('\n');
+        }
+    });
+    let started = Instant::now();
+    loop {
+        let text = log.lock().unwrap().clone();
+        if let Some(line) = text.lines().find(|l| l.contains("exogate listening")) {
+            let field = |name: &str| {
+                let at = line.find(&format!("{name}=")).unwrap() + name.len() + 1;
+                line[at..].split_whitespace().next().unwrap().to_string()
+            };
+            return Server { http: field("http_addr"), ws: field("ws_addr"), child, log, _dir: dir };
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "server did not start: {text}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn sim(args: &[&str]) -> (bool, String) {
+    let out = Command::new(BIN).arg("sim").arg("call").args(args).output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+#[test]
+fn sim_call_against_serve_reports_zero_violations_and_logs_stay_clean() {
+    let server = serve();
+    let (ok, out) = sim(&["--url", &format!("ws://{}/", server.ws), "--tone", "440", "--duration-ms", "1500"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("violations: 0"), "{out}");
+    let (ok, out) = sim(&[
+        "--dynamic",
+        &format!("http://{}/voicebot?agentId=echo", server.http),
+        "--rate",
+        "16000",
+        "--tone",
+        "300",
+        "--duration-ms",
+        "1200",
+        "--dtmf",
+        "600=5",
+        "--from",
+        "+919876543210",
+    ]);
+    assert!(ok, "{out}");
+    assert!(out.contains("violations: 0"), "{out}");
+    let passthru = format!(
+        "http://{}/api/exotel/passthru?CallSid=cli-1&From=%2B919876543210&Stream%5BStreamUrl%5D=wss%3A%2F%2FKEY%3ASUPERSECRET%40h.example%2Fmedia%3Ftoken%3DTOPSECRET",
+        server.http
+    );
+    let body = reqwest::blocking_get(&passthru);
+    assert!(body.contains("\"ok\":true"), "{body}");
+    std::thread::sleep(Duration::from_millis(300));
+    let log = server.log.lock().unwrap().clone();
+    assert_eq!(log.matches("call started").count(), 2, "{log}");
+    assert_eq!(log.matches("call ended").count(), 2, "{log}");
+    assert!(log.contains("+91******3210"), "numbers are logged masked: {log}");
+    for secret in ["SUPERSECRET", "TOPSECRET", "9876543210"] {
+        assert!(!log.contains(secret), "{secret} leaked into the log:\n{log}");
+    }
+}
+
+mod reqwest {
+    /// A plain HTTP/1.1 GET over a TcpStream: this test runs outside any async runtime.
+    pub fn blocking_get(url: &str) -> String {
+        use std::io::{Read, Write};
+        let rest = url.strip_prefix("http://").unwrap();
+        let (host, path) = rest.split_at(rest.find('/').unwrap());
+        let mut s = std::net::TcpStream::connect(host).unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    }
+}
