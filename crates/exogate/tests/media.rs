@@ -184,3 +184,22 @@ async fn bot_audio_is_paced_with_a_bounded_lead_and_clear_cancels_its_mark() {
     assert_eq!(row["clears"], 1);
     assert_eq!(row["marks_played"], 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_on_the_http_port_with_url_rate_and_unknown_agent_falls_back() {
+    let gw = TestGateway::start().await;
+    let mut cfg = call_to(&gw, SampleRate::Hz24000, AudioSource::Pcm(speech(SampleRate::Hz24000)));
+    // The URL's sample-rate wins over start.media_format, and URL params join the custom parameters.
+    cfg.target = Target::Ws(format!("ws://{}/media?sample-rate=24000&locale=ta-IN", gw.gw.http_addr));
+    cfg.custom_parameters = BTreeMap::from([("agentId".to_string(), "no-such-agent".to_string())]);
+    let sid = cfg.call_sid.clone();
+    let r = run_call(cfg).await.expect("call runs");
+    assert!(r.ok(), "{:?}", r.violations);
+    assert_echo(&r.sent_pcm, &r.received_pcm);
+    assert!(r.chunk_sizes.iter().all(|&c| c == 4800), "{:?}", r.chunk_sizes);
+    let row = gw.call(&sid).await;
+    assert_eq!(row["agent"], "echo");
+    assert_eq!(row["sample_rate"], 24000);
+    assert_eq!(row["custom_params"]["locale"], "ta-IN");
+    assert_eq!(row["custom_params"]["agentId"], "no-such-agent");
+}
