@@ -40,7 +40,7 @@ struct Server {
     log: Arc<Mutex<String>>,
     http: String,
     ws: String,
-    _dir: tempfile::TempDir,
+    db: String,
 }
 
 impl Drop for Server {
@@ -52,14 +52,13 @@ impl Drop for Server {
 
 // The child is killed and waited for by `Server::drop`; on the start-up panic path the test fails anyway.
 #[allow(clippy::zombie_processes)]
-fn serve() -> Server {
-    let dir = tempfile::tempdir().unwrap();
+fn serve(db: &str) -> Server {
     let mut child = Command::new(BIN)
         .arg("serve")
         .env("HTTP_PORT", "0")
         .env("WS_PORT", "0")
         .env("BIND_ADDR", "127.0.0.1")
-        .env("DATABASE_URL", format!("sqlite://{}", dir.path().join("calls.db").display()))
+        .env("DATABASE_URL", db)
         .env("RUST_LOG", "debug")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -84,7 +83,7 @@ fn serve() -> Server {
                 let at = line.find(&format!("{name}=")).unwrap() + name.len() + 1;
                 line[at..].split_whitespace().next().unwrap().to_string()
             };
-            return Server { http: field("http_addr"), ws: field("ws_addr"), child, log, _dir: dir };
+            return Server { http: field("http_addr"), ws: field("ws_addr"), child, log, db: db.to_string() };
         }
         assert!(started.elapsed() < Duration::from_secs(20), "server did not start: {text}");
         std::thread::sleep(Duration::from_millis(50));
@@ -99,7 +98,8 @@ fn sim(args: &[&str]) -> (bool, String) {
 
 #[test]
 fn sim_call_against_serve_reports_zero_violations_and_logs_stay_clean() {
-    let server = serve();
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(&format!("sqlite://{}", dir.path().join("calls.db").display()));
     let (ok, out) = sim(&["--url", &format!("ws://{}/", server.ws), "--tone", "440", "--duration-ms", "1500"]);
     assert!(ok, "{out}");
     assert!(out.contains("violations: 0"), "{out}");
@@ -147,4 +147,22 @@ mod reqwest {
         s.read_to_string(&mut out).unwrap();
         out
     }
+}
+
+#[test]
+fn a_call_survives_the_process_being_killed_mid_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = serve(&format!("sqlite://{}", dir.path().join("calls.db").display()));
+    let ws = format!("ws://{}/", server.ws);
+    let call = std::thread::spawn(move || {
+        sim(&["--url", &ws, "--call-sid", "killed-1", "--tone", "440", "--duration-ms", "4000"])
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    let _ = call.join();
+    let again = serve(&server.db);
+    let page = reqwest::blocking_get(&format!("http://{}/api/calls/killed-1", again.http));
+    assert!(page.contains("\"status\":\"in-progress\""), "{page}");
+    assert!(page.contains("\"kind\":\"start\""), "{page}");
 }
