@@ -61,6 +61,66 @@ pub struct ServeArgs {
     /// Seconds a media socket may wait for `start` before it is closed with 1008 [default: 10]
     #[arg(long, env = "START_TIMEOUT_SECS")]
     pub start_timeout_secs: Option<f64>,
+
+    /// Bearer key for the control-plane API (/call, /api/...). Without it on a non-loopback bind, a random
+    /// key is generated into exogate.api-key beside the database
+    #[arg(long, env = "EXOGATE_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+
+    /// Secret that encrypts phone tokens at rest and signs status-callback URLs [default: random, kept in
+    /// exogate.secret beside the database]
+    #[arg(long, env = "EXOGATE_SECRET_KEY", hide_env_values = true)]
+    pub secret_key: Option<String>,
+
+    /// Default phone's Exotel API key (used when no phone is given or configured)
+    #[arg(long, env = "EXOTEL_API_KEY")]
+    pub exotel_api_key: Option<String>,
+
+    /// Default phone's Exotel API token
+    #[arg(long, env = "EXOTEL_API_TOKEN", hide_env_values = true)]
+    pub exotel_api_token: Option<String>,
+
+    /// Default phone's Exotel account SID
+    #[arg(long, env = "EXOTEL_SID")]
+    pub exotel_sid: Option<String>,
+
+    /// Exotel API host: api.exotel.com (Singapore) or api.in.exotel.com (Mumbai) [default: api.exotel.com]
+    #[arg(long, env = "EXOTEL_SUBDOMAIN")]
+    pub exotel_subdomain: Option<String>,
+
+    /// Default phone's flow (app) id holding the Voicebot applet
+    #[arg(long, env = "EXOTEL_APP_ID")]
+    pub exotel_app_id: Option<String>,
+
+    /// Default phone's ExoPhone, shown to the callee
+    #[arg(long, env = "EXOTEL_CALLER_ID")]
+    pub exotel_caller_id: Option<String>,
+
+    /// Full Exotel API base URL override (tests, the simulator's fake Exotel)
+    #[arg(long, env = "EXOTEL_API_URL")]
+    pub exotel_api_url: Option<String>,
+}
+
+/// A value that must never be printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// The Exotel account from the `EXOTEL_*` variables: the default phone when none is configured.
+#[derive(Debug, Clone, Default)]
+pub struct ExotelEnv {
+    pub api_key: Option<String>,
+    pub api_token: Option<Secret>,
+    pub sid: Option<String>,
+    pub subdomain: Option<String>,
+    pub app_id: Option<String>,
+    pub caller_id: Option<String>,
+    pub api_url: Option<String>,
 }
 
 /// The resolved configuration.
@@ -76,6 +136,11 @@ pub struct Config {
     pub out_chunk_ms: u32,
     pub playback_lead: Duration,
     pub start_timeout: Duration,
+    /// Public http(s) base (WEBHOOK_BASE_URL or RENDER_EXTERNAL_URL), for callback URLs.
+    pub public_base_url: Option<String>,
+    pub api_key: Option<Secret>,
+    pub secret_key: Option<Secret>,
+    pub exotel: ExotelEnv,
 }
 
 impl Default for Config {
@@ -90,6 +155,10 @@ impl Default for Config {
             out_chunk_ms: 100,
             playback_lead: Duration::from_millis(300),
             start_timeout: Duration::from_secs(10),
+            public_base_url: None,
+            api_key: None,
+            secret_key: None,
+            exotel: ExotelEnv::default(),
         }
     }
 }
@@ -113,11 +182,29 @@ impl Config {
         let public_base = pick!(webhook_base_url).or(pick!(render_external_url));
         let public_ws_url = match pick!(public_ws_url) {
             Some(u) => Some(check_ws_url("PUBLIC_WS_URL", &u)?),
-            None => match public_base {
-                Some(base) => Some(http_to_ws(&base)?),
+            None => match &public_base {
+                Some(base) => Some(http_to_ws(base)?),
                 None => None,
             },
         };
+        let api_key = pick!(api_key).filter(|k| !k.is_empty());
+        if api_key.as_ref().is_some_and(|k| k.len() < 16) {
+            bail!("EXOGATE_API_KEY must be at least 16 characters");
+        }
+        let exotel = ExotelEnv {
+            api_key: pick!(exotel_api_key).filter(|v| !v.is_empty()),
+            api_token: pick!(exotel_api_token).filter(|v| !v.is_empty()).map(Secret),
+            sid: pick!(exotel_sid).filter(|v| !v.is_empty()),
+            subdomain: pick!(exotel_subdomain).filter(|v| !v.is_empty()),
+            app_id: pick!(exotel_app_id).filter(|v| !v.is_empty()),
+            caller_id: pick!(exotel_caller_id).filter(|v| !v.is_empty()),
+            api_url: pick!(exotel_api_url).filter(|v| !v.is_empty()),
+        };
+        if let Some(u) = &exotel.api_url {
+            if !(u.starts_with("http://") || u.starts_with("https://")) {
+                bail!("EXOTEL_API_URL must start with http:// or https://, got {:?}", exotel::redact::redact_url(u));
+            }
+        }
         let start_timeout = pick!(start_timeout_secs).unwrap_or(d.start_timeout.as_secs_f64());
         if !(start_timeout > 0.0 && start_timeout <= 3600.0) {
             bail!("START_TIMEOUT_SECS must be between 0 and 3600 seconds, got {start_timeout}");
@@ -147,6 +234,10 @@ impl Config {
             out_chunk_ms,
             playback_lead: Duration::from_millis(pick!(playback_lead_ms).unwrap_or(300) as u64),
             start_timeout: Duration::from_secs_f64(start_timeout),
+            public_base_url: public_base.map(|b| b.trim().trim_end_matches('/').to_string()),
+            api_key: api_key.map(Secret),
+            secret_key: pick!(secret_key).filter(|k| !k.is_empty()).map(Secret),
+            exotel,
         })
     }
 }

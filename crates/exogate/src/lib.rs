@@ -4,10 +4,13 @@
 
 pub mod agent;
 pub mod app;
+pub mod client_cli;
 pub mod config;
+pub mod dialer;
 mod http;
 mod ids;
 pub mod media;
+pub mod secrets;
 pub mod server;
 pub mod store;
 

@@ -16,6 +16,10 @@ struct Cli {
 enum Command {
     /// Runs the gateway: Exotel webhooks and API on HTTP_PORT, media WebSocket on WS_PORT.
     Serve(ServeArgs),
+    /// Places an outbound call through a running gateway.
+    Call(exogate::client_cli::CallArgs),
+    /// Lists recent calls from a running gateway.
+    Calls(exogate::client_cli::CallsArgs),
     /// Plays Exotel's side against a bot or a deployment, without a phone line.
     #[command(subcommand)]
     Sim(exotel_sim::cli::SimCommand),
@@ -57,6 +61,8 @@ fn main() -> ExitCode {
                 }
             },
             Command::Sim(cmd) => exotel_sim::cli::run(cmd).await,
+            Command::Call(args) => report(exogate::client_cli::call(args).await),
+            Command::Calls(args) => report(exogate::client_cli::calls(args).await),
         }
     })
 }
@@ -68,4 +74,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!("shutting down");
     gateway.shutdown(Duration::from_secs(5)).await;
     Ok(())
+}
+
+fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

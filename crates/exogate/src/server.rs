@@ -12,7 +12,8 @@ use tokio::task::JoinHandle;
 
 use crate::agent::Registry;
 use crate::app::AppState;
-use crate::config::Config;
+use crate::config::{Config, Secret};
+use crate::secrets::Secrets;
 use crate::store::Store;
 
 /// A running gateway.
@@ -38,6 +39,21 @@ pub async fn start_with_agents(config: Config, agents: Registry) -> anyhow::Resu
         .await
         .with_context(|| format!("cannot bind WS_PORT {} on {}", config.ws_port, config.bind_addr))?;
     let ws_port = ws.local_addr()?.port();
+    let dir = crate::secrets::data_dir(&config.database_url);
+    let api_key = match (&config.api_key, config.bind_addr.is_loopback()) {
+        (Some(k), _) => Some(k.clone()),
+        (None, true) => None,
+        (None, false) => {
+            let path = dir.join("exogate.api-key");
+            let key = crate::secrets::read_or_create(&path, "API key")?;
+            tracing::warn!(path = %path.display(), "EXOGATE_API_KEY is not set on a public bind: the control-plane API requires the key in this file");
+            Some(Secret(key))
+        }
+    };
+    let secrets = match &config.secret_key {
+        Some(k) => Secrets::from_passphrase(&k.0),
+        None => Secrets::from_file(&dir.join("exogate.secret"))?,
+    };
     let state = Arc::new(AppState {
         config,
         store,
@@ -45,7 +61,13 @@ pub async fn start_with_agents(config: Config, agents: Registry) -> anyhow::Resu
         ws_port,
         active_calls: AtomicUsize::new(0),
         started: Instant::now(),
+        api_key,
+        secrets,
+        agent_defs: Default::default(),
+        phone_agents: Default::default(),
+        decisions: Default::default(),
     });
+    state.reload_caches().await?;
     let (stop, stopped) = watch::channel(false);
     let serve = |listener: TcpListener, router: axum::Router| {
         let mut stopped = stopped.clone();

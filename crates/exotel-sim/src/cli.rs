@@ -1,4 +1,5 @@
-//! The command line: `exogate sim call ...` (the `exogate` binary embeds [`SimCommand`]).
+//! The command line: `exogate sim call ...` and `exogate sim exotel ...` (the `exogate` binary
+//! embeds [`SimCommand`]).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -9,6 +10,7 @@ use anyhow::{Context, bail};
 use clap::ArgGroup;
 use exotel::SampleRate;
 
+pub use crate::fake_exotel::cli::ExotelArgs;
 use crate::{AudioSource, CallConfig, CallReport, Target};
 
 /// The call ran and the bot broke no rule.
@@ -28,6 +30,10 @@ pub enum SimCommand {
     /// time, DTMF, mark echoes as playback reaches them, stop. Checks everything the bot sends.
     /// Exit code 0: no violations; 1: violations; 2: the call could not be set up.
     Call(CallArgs),
+    /// Runs a fake Exotel: the Calls/connect REST API (Basic auth, validation, rate limit), then
+    /// plays each call as Exotel would: Voicebot applet (dynamic URL + media leg), Passthru with
+    /// Stream[...], status callbacks with retries. Runs until Ctrl-C.
+    Exotel(ExotelArgs),
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -111,6 +117,7 @@ pub struct DtmfAt {
 pub async fn run(cmd: SimCommand) -> ExitCode {
     match cmd {
         SimCommand::Call(args) => call(args).await,
+        SimCommand::Exotel(args) => crate::fake_exotel::cli::run(args).await,
     }
 }
 
@@ -215,7 +222,7 @@ fn warn_about_param_limits(params: &BTreeMap<String, String>) {
     }
 }
 
-fn parse_rate(s: &str) -> Result<SampleRate, String> {
+pub(crate) fn parse_rate(s: &str) -> Result<SampleRate, String> {
     let t = s.trim().to_ascii_lowercase();
     let t = if t.ends_with('k') { format!("{t}hz") } else { t };
     SampleRate::parse(&t).ok_or_else(|| format!("{s:?}: expected 8000, 16000 or 24000 (or 8k, 16k, 24k)"))
@@ -252,8 +259,10 @@ mod tests {
 
     fn parse(args: &[&str]) -> Result<CallArgs, clap::Error> {
         let cli = Cli::try_parse_from(std::iter::once("sim").chain(args.iter().copied()))?;
-        let SimCommand::Call(args) = cli.cmd;
-        Ok(args)
+        match cli.cmd {
+            SimCommand::Call(args) => Ok(args),
+            other => panic!("parsed as {other:?}"),
+        }
     }
 
     #[test]

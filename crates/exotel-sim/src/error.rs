@@ -29,6 +29,9 @@ pub enum SimError {
     },
     #[error("audio: {0}")]
     Audio(String),
+    /// The fake Exotel's HTTP server could not start.
+    #[error("fake Exotel server: {0}")]
+    Server(String),
 }
 
 /// Bodies from a misbehaving endpoint can be huge; an error message only needs the start.

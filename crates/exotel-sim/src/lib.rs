@@ -2,12 +2,16 @@
 //! caller audio in real time, DTMF, mark echoes when the simulated playback reaches them, and
 //! `stop`. Everything the bot sends is checked against Exotel's rules (PROTOCOL.md §5) and
 //! lands in a [`CallReport`].
+//!
+//! [`fake_exotel`] goes one level up: a fake Exotel REST API (`Calls/connect`) that plays each
+//! placed call the way Exotel would, for testing a gateway end to end.
 
 mod audio;
 mod call;
 pub mod cli;
 mod config;
 mod error;
+pub mod fake_exotel;
 pub mod playback;
 mod report;
 pub mod validate;

@@ -27,7 +27,7 @@ pub(crate) fn value_text(v: Value) -> Option<String> {
     }
 }
 
-fn leading_u64(s: &str) -> Option<u64> {
+pub(crate) fn leading_u64(s: &str) -> Option<u64> {
     let t = s.trim();
     let end = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     t[..end].parse().ok()

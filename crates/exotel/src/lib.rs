@@ -1,6 +1,6 @@
 //! The Exotel platform as a library: the Voicebot/Stream WebSocket protocol (both directions),
-//! an outbound framer that only ever produces Exotel-legal chunks, and webhook (Passthru,
-//! dynamic-URL) parsing. No server lives here.
+//! an outbound framer that only ever produces Exotel-legal chunks, webhook (Passthru, dynamic-URL)
+//! parsing, and a REST client for placing outbound calls ([`rest`]). No server lives here.
 //!
 //! Every parser follows PROTOCOL.md §4.8: accept every documented spelling, send the documented one.
 
@@ -10,6 +10,7 @@ pub mod framer;
 mod lenient;
 pub mod outbound;
 pub mod redact;
+pub mod rest;
 pub mod webhook;
 
 pub use audio::SampleRate;

@@ -1,5 +1,6 @@
 //! Exotel's classic echo bot: plays the caller's audio back. DTMF `#` clears queued playback
-//! (barge-in), `*` hangs up once what is already queued has played.
+//! (barge-in), `*` hangs up once what is already queued has played, `0` transfers (hangs up so the
+//! Passthru after the applet answers 302).
 
 use super::{Agent, CallControl};
 
@@ -14,6 +15,7 @@ impl Agent for Echo {
         match digit {
             "#" => ctl.clear(),
             "*" => ctl.hang_up(),
+            "0" => ctl.transfer(),
             _ => {}
         }
     }

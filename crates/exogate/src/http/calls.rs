@@ -18,6 +18,13 @@ const MAX_LIMIT: i64 = 500;
 #[serde(deny_unknown_fields)]
 pub(crate) struct ListQuery {
     status: Option<String>,
+    phone: Option<String>,
+    agent: Option<String>,
+    direction: Option<String>,
+    /// Created at or after (RFC 3339 or YYYY-MM-DD).
+    since: Option<String>,
+    /// Created before.
+    until: Option<String>,
     limit: Option<i64>,
     offset: Option<i64>,
     page: Option<i64>,
@@ -39,7 +46,17 @@ pub(crate) async fn list(
         (None, Some(_)) => return Err(ApiError::bad_request("page starts at 1")),
         (None, None) => 0,
     };
-    let filter = CallFilter { status: q.status.filter(|s| !s.is_empty()), limit, offset };
+    let nonempty = |v: Option<String>| v.filter(|s| !s.is_empty());
+    let filter = CallFilter {
+        status: nonempty(q.status),
+        phone: nonempty(q.phone),
+        agent: nonempty(q.agent),
+        direction: nonempty(q.direction),
+        since: nonempty(q.since).map(|d| date_bound("since", d)).transpose()?,
+        until: nonempty(q.until).map(|d| date_bound("until", d)).transpose()?,
+        limit,
+        offset,
+    };
     let (calls, total) = app.store.list_calls(&filter).await?;
     Ok(Json(json!({ "calls": calls, "total": total, "limit": limit, "offset": offset })))
 }
@@ -53,4 +70,17 @@ pub(crate) async fn show(State(app): State<Arc<AppState>>, Path(id): Path<String
         obj.insert("events".into(), serde_json::to_value(events).map_err(anyhow::Error::from)?);
     }
     Ok(Json(v))
+}
+
+/// Accepts `2026-11-21` or an RFC 3339 time; answers the UTC RFC 3339 text created_at is stored as.
+fn date_bound(name: &str, value: String) -> Result<String, ApiError> {
+    use time::format_description::well_known::Rfc3339;
+    let bad =
+        || ApiError::bad_request(format!("{name} must be a date (YYYY-MM-DD) or an RFC 3339 time, got {value:?}"));
+    if let Ok(t) = time::OffsetDateTime::parse(&value, &Rfc3339) {
+        return t.to_offset(time::UtcOffset::UTC).format(&Rfc3339).map_err(|_| bad());
+    }
+    let date =
+        time::Date::parse(&value, time::macros::format_description!("[year]-[month]-[day]")).map_err(|_| bad())?;
+    date.midnight().assume_utc().format(&Rfc3339).map_err(|_| bad())
 }

@@ -1,29 +1,45 @@
 //! HTTP routes: Exotel's applet webhooks, the call-log API, health, and the media upgrade.
 
+mod agents;
+mod auth;
 mod calls;
 mod error;
 mod health;
+mod json_body;
+mod outbound;
 mod passthru;
+mod phones;
+mod status_callback;
 mod voicebot;
 mod webhook_input;
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::routing::get;
+use axum::middleware::from_fn_with_state;
+use axum::routing::{get, post};
 
 use crate::app::AppState;
 
 pub(crate) fn router(state: Arc<AppState>) -> Router {
+    let control = Router::new()
+        .route("/call", post(outbound::seed_call))
+        .route("/api/calls", get(calls::list).post(outbound::create))
+        .route("/api/calls/{id}", get(calls::show))
+        .route("/api/phones", get(phones::list).post(phones::create))
+        .route("/api/phones/{id}", get(phones::show).put(phones::update).patch(phones::update).delete(phones::delete))
+        .route("/api/agents", get(agents::list).post(agents::create))
+        .route("/api/agents/{id}", get(agents::show).put(agents::update).patch(agents::update).delete(agents::delete))
+        .route_layer(from_fn_with_state(state.clone(), auth::require_key));
     Router::new()
+        .merge(control)
         .route("/health", get(health::health))
+        .route("/api/exotel/status", post(status_callback::status_callback))
         .route("/api/exotel/passthru", get(passthru::passthru).post(passthru::passthru))
         .route("/passthru", get(passthru::passthru).post(passthru::passthru))
         .route("/voicebot", get(voicebot::dynamic_url).post(voicebot::dynamic_url))
         .route("/voicebot/connect", get(voicebot::dynamic_url).post(voicebot::dynamic_url))
         .route("/api/v1/exotel/voice/connect", get(voicebot::dynamic_url).post(voicebot::dynamic_url))
-        .route("/api/calls", get(calls::list))
-        .route("/api/calls/{id}", get(calls::show))
         .route("/media", get(crate::media::upgrade))
         .with_state(state)
 }

@@ -5,16 +5,17 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::Method;
+use axum::http::{Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use exotel::redact::{mask_phone, redact_url};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::error::ApiError;
 use super::webhook_input::WebhookInput;
-use crate::app::AppState;
+use crate::app::{AppState, Decision};
 use crate::store::{CallKey, CallPatch, Status};
 
-pub(crate) async fn passthru(State(app): State<Arc<AppState>>, input: WebhookInput) -> Result<Json<Value>, ApiError> {
+pub(crate) async fn passthru(State(app): State<Arc<AppState>>, input: WebhookInput) -> Result<Response, ApiError> {
     let d = input.details;
     let Some(call_sid) = d.call_sid.clone() else {
         if input.method == Method::GET {
@@ -24,13 +25,19 @@ pub(crate) async fn passthru(State(app): State<Arc<AppState>>, input: WebhookInp
                 "endpoint": "passthru",
                 "version": env!("CARGO_PKG_VERSION"),
                 "usage": "Exotel Passthru applet URL; GET with CallSid and call details (Stream[...] after a Voicebot applet)",
-            })));
+            }))
+            .into_response());
         }
         return Err(ApiError::bad_request("missing CallSid"));
     };
     let stream = d.stream.clone().unwrap_or_default();
     let stream_url = stream.stream_url.as_deref().map(redact_url);
-    let key = CallKey { call_sid: Some(call_sid.clone()), stream_sid: stream.stream_sid.clone(), ..CallKey::default() };
+    let key = CallKey {
+        call_sid: Some(call_sid.clone()),
+        stream_sid: stream.stream_sid.clone(),
+        custom_field: d.custom_field.clone(),
+        ..CallKey::default()
+    };
     let patch = CallPatch::new()
         .text("from_number", d.from.as_ref())
         .text("to_number", d.to.as_ref())
@@ -65,5 +72,29 @@ pub(crate) async fn passthru(State(app): State<Arc<AppState>>, input: WebhookInp
         stream_url = stream_url.as_deref().unwrap_or("-"),
         "passthru"
     );
-    Ok(Json(json!({ "ok": true })))
+    // The bot's decision picks the flow's branch: 302 (B) to transfer, 200 (A) otherwise.
+    let decision = match app.take_decision(&call_sid) {
+        Some(d) => Some(d),
+        None => app
+            .store
+            .find_call(&call_sid)
+            .await?
+            .and_then(|c| c.bot_decision)
+            .and_then(|d| (d == Decision::Transfer.as_str()).then_some(Decision::Transfer)),
+    };
+    if decision == Some(Decision::Transfer) {
+        tracing::info!(call_sid = %call_sid, "passthru: bot asked for a transfer; answering 302");
+        let location = format!("/api/exotel/passthru?CallSid={}&decision=transfer", urlencode(&call_sid));
+        return Ok((
+            StatusCode::FOUND,
+            [(header::LOCATION, location)],
+            Json(json!({ "ok": true, "decision": "transfer" })),
+        )
+            .into_response());
+    }
+    Ok(Json(json!({ "ok": true })).into_response())
+}
+
+fn urlencode(v: &str) -> String {
+    serde_urlencoded::to_string([("", v)]).map(|s| s[1..].to_string()).unwrap_or_default()
 }

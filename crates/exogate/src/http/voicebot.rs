@@ -59,6 +59,16 @@ pub(crate) async fn dynamic_url(
             custom.insert(k.clone(), v.clone());
         }
     }
+    // The call's agent rides along: a call we placed knows its agent; an ExoPhone may have a default.
+    if !custom.keys().any(|k| k.eq_ignore_ascii_case("agentId")) {
+        let placed = match d.custom_field.as_deref().or(d.call_sid.as_deref()) {
+            Some(reference) => app.store.find_call(reference).await?.and_then(|c| c.agent),
+            None => None,
+        };
+        if let Some(agent) = placed.or_else(|| d.to.as_deref().and_then(|to| app.phone_default_agent(to))) {
+            custom.insert("agentId".to_string(), agent);
+        }
+    }
     if custom.len() > MAX_CUSTOM_PARAMS {
         let names: Vec<&str> = custom.keys().map(String::as_str).collect();
         return Err(ApiError::bad_request(format!(
@@ -85,7 +95,8 @@ pub(crate) async fn dynamic_url(
     let url = if query.is_empty() { base } else { format!("{base}?{query}") };
 
     if let Some(call_sid) = &d.call_sid {
-        let key = CallKey::call_sid(call_sid);
+        let key =
+            CallKey { call_sid: Some(call_sid.clone()), custom_field: d.custom_field.clone(), ..CallKey::default() };
         app.store.upsert(
             key.clone(),
             CallPatch::new()

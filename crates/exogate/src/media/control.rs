@@ -1,8 +1,10 @@
 //! The agent's handle on its call, and the commands it puts on the writer's queue.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use crate::app::Decision;
 
 use exotel::SampleRate;
 use tokio::sync::mpsc;
@@ -73,11 +75,33 @@ impl MarkBook {
 pub struct CallControl {
     tx: mpsc::UnboundedSender<OutCmd>,
     marks: Arc<AtomicU64>,
+    decision: Arc<DecisionSlot>,
+}
+
+pub(crate) type DecisionSink = Box<dyn Fn(Decision) + Send + Sync>;
+
+/// Where the bot's hang-up/transfer decision goes (set once the call is known); first one wins.
+#[derive(Default)]
+struct DecisionSlot {
+    sink: OnceLock<DecisionSink>,
+    made: AtomicBool,
 }
 
 impl CallControl {
     pub(crate) fn new(tx: mpsc::UnboundedSender<OutCmd>) -> Self {
-        Self { tx, marks: Arc::new(AtomicU64::new(0)) }
+        Self { tx, marks: Arc::new(AtomicU64::new(0)), decision: Arc::default() }
+    }
+
+    pub(crate) fn on_decision(&self, sink: DecisionSink) {
+        let _ = self.decision.sink.set(sink);
+    }
+
+    fn decide(&self, d: Decision) {
+        if !self.decision.made.swap(true, Ordering::AcqRel) {
+            if let Some(sink) = self.decision.sink.get() {
+                sink(d);
+            }
+        }
     }
 
     /// Queues PCM16LE mono at the call's rate. It is cut into Exotel-legal chunks and paced.
@@ -102,7 +126,16 @@ impl CallControl {
 
     /// Ends the bot's part of the call once queued audio has played: the socket closes with 1000.
     pub fn hang_up(&self) {
+        self.decide(Decision::HangUp);
         let mark = self.unique("hangup");
+        let _ = self.tx.send(OutCmd::HangUp { mark });
+    }
+
+    /// Like [`CallControl::hang_up`], but the Passthru applet after the Voicebot applet then answers
+    /// 302, so the flow takes its other branch (e.g. a Connect applet to a human).
+    pub fn transfer(&self) {
+        self.decide(Decision::Transfer);
+        let mark = self.unique("transfer");
         let _ = self.tx.send(OutCmd::HangUp { mark });
     }
 

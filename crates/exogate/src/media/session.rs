@@ -21,7 +21,7 @@ use tokio::time::{Instant, timeout, timeout_at};
 use super::control::{CallControl, MarkBook, OutCmd};
 use super::writer::{self, WriterConfig, WriterStats};
 use crate::agent::{Agent, CallInfo};
-use crate::app::AppState;
+use crate::app::{AppState, Decision};
 use crate::store::{CallKey, CallPatch, Status};
 
 /// Timeline entries per call for bad input; the count keeps going, the log stays small.
@@ -203,15 +203,7 @@ impl Session {
         let stream_sid = start.stream_sid.clone().unwrap_or_else(crate::ids::stream_sid);
         let mut custom = self.params.query_params.clone();
         custom.extend(start.custom_parameters.clone());
-        let requested = custom.iter().find(|(k, _)| k.eq_ignore_ascii_case("agentId")).map(|(_, v)| v.clone());
-        let agent_id = match requested {
-            Some(id) if self.app.agents.contains(&id) => id,
-            Some(id) => {
-                tracing::warn!(agent = %id, default = %self.app.config.default_agent, "unknown agent requested; using the default");
-                self.app.config.default_agent.clone()
-            }
-            None => self.app.config.default_agent.clone(),
-        };
+        let agent_id = self.choose_agent(&custom, start.to.as_deref());
         let info = CallInfo {
             call_sid: start.call_sid.clone(),
             stream_sid: stream_sid.clone(),
@@ -225,6 +217,7 @@ impl Session {
             id: Some(self.local_id.clone()),
             call_sid: start.call_sid.clone(),
             stream_sid: Some(stream_sid.clone()),
+            custom_field: info.custom_parameters.get("callLogId").cloned(),
         };
         let custom_json = json!(info.custom_parameters);
         self.app.store.upsert(
@@ -259,11 +252,35 @@ impl Session {
             "call started"
         );
         self.ctl.send(OutCmd::Begin { stream_sid, rate });
-        let factory = self.app.agents.get(&agent_id).or_else(|| self.app.agents.get(&self.app.config.default_agent));
+        let (app, decision_key, call_sid) = (self.app.clone(), key.clone(), start.call_sid.clone());
+        self.ctl.on_decision(Box::new(move |d: Decision| {
+            if let Some(sid) = &call_sid {
+                app.decide(sid, d);
+            }
+            app.store.upsert(decision_key.clone(), CallPatch::new().text("bot_decision", Some(d.as_str())));
+            app.store.event(decision_key.clone(), "decision", json!({ "decision": d.as_str() }));
+        }));
+        let kind = self.app.agent_kind(&agent_id).unwrap_or_else(|| self.app.config.default_agent.clone());
+        let factory = self.app.agents.get(&kind).or_else(|| self.app.agents.get(&self.app.config.default_agent));
         let Some(factory) = factory else { return };
         let mut agent = factory.create(&info);
         agent.on_start(&info, &self.ctl);
         self.active = Some(Active { info, agent, key, started: Instant::now() });
+    }
+
+    /// `agentId` custom parameter, else the called phone's default agent, else DEFAULT_AGENT.
+    fn choose_agent(&self, custom: &BTreeMap<String, String>, to: Option<&str>) -> String {
+        let requested = custom.iter().find(|(k, _)| k.eq_ignore_ascii_case("agentId")).map(|(_, v)| v.clone());
+        match requested {
+            Some(id) if self.app.agent_exists(&id) => return id,
+            Some(id) => {
+                tracing::warn!(agent = %id, default = %self.app.config.default_agent, "unknown agent requested; using the default");
+            }
+            None => {}
+        }
+        to.and_then(|n| self.app.phone_default_agent(n))
+            .filter(|a| self.app.agent_exists(a))
+            .unwrap_or_else(|| self.app.config.default_agent.clone())
     }
 
     fn on_media(&mut self, media: Media) {

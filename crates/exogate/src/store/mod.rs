@@ -1,7 +1,9 @@
 //! The durable call log (SQLite through sqlx, WAL). Writes go through one background task that
 //! batches them into transactions, so the media path only ever does a non-blocking channel send.
 
+mod agents;
 mod patch;
+mod phones;
 mod read;
 mod writer;
 
@@ -13,7 +15,9 @@ use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use tokio::sync::{mpsc, oneshot};
 
+pub use agents::{AgentDef, AgentInput};
 pub use patch::{CallKey, CallPatch, Status};
+pub use phones::{Phone, PhoneInput};
 pub use read::{CallFilter, CallRow, EventRow};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -84,6 +88,85 @@ impl Store {
 
     pub async fn events(&self, call_id: &str) -> anyhow::Result<Vec<EventRow>> {
         read::events(&self.pool, call_id).await
+    }
+
+    /// Creates a call row synchronously (outbound calls need it before Exotel is asked).
+    pub async fn create_call(&self, id: &str, patch: CallPatch) -> anyhow::Result<()> {
+        self.flush().await;
+        writer::create(&self.pool, id, &patch).await?;
+        Ok(())
+    }
+
+    /// Calls of a phone that have not ended.
+    pub async fn live_calls_for_phone(&self, phone_id: &str) -> anyhow::Result<i64> {
+        let (n,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM calls WHERE phone_id = ? AND status IN ('queued', 'connecting', 'ringing', 'in-progress')",
+        )
+        .bind(phone_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n)
+    }
+
+    /// Records a status-callback delivery; false if it was already applied (Exotel retries).
+    pub async fn first_delivery(&self, call_id: &str, event_key: &str) -> anyhow::Result<bool> {
+        let done = sqlx::query("INSERT OR IGNORE INTO callbacks_seen (call_id, event_key, at) VALUES (?, ?, ?)")
+            .bind(call_id)
+            .bind(event_key)
+            .bind(now_text())
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn phones(&self) -> anyhow::Result<Vec<Phone>> {
+        Ok(phones::list(&self.pool).await?)
+    }
+
+    pub async fn phone(&self, id_or_number: &str) -> anyhow::Result<Option<Phone>> {
+        Ok(phones::get(&self.pool, id_or_number).await?)
+    }
+
+    pub async fn phone_token(&self, secrets: &crate::secrets::Secrets, id: &str) -> anyhow::Result<String> {
+        phones::token(&self.pool, secrets, id).await
+    }
+
+    pub async fn insert_phone(
+        &self,
+        secrets: &crate::secrets::Secrets,
+        p: &PhoneInput,
+        id: &str,
+    ) -> anyhow::Result<()> {
+        phones::insert(&self.pool, secrets, p, id).await
+    }
+
+    pub async fn update_phone(
+        &self,
+        secrets: &crate::secrets::Secrets,
+        id: &str,
+        p: &PhoneInput,
+    ) -> anyhow::Result<bool> {
+        phones::update(&self.pool, secrets, id, p).await
+    }
+
+    pub async fn delete_phone(&self, id: &str) -> anyhow::Result<bool> {
+        Ok(phones::delete(&self.pool, id).await?)
+    }
+
+    pub async fn agents(&self) -> anyhow::Result<Vec<AgentDef>> {
+        Ok(agents::list(&self.pool).await?)
+    }
+
+    pub async fn agent(&self, id: &str) -> anyhow::Result<Option<AgentDef>> {
+        Ok(agents::get(&self.pool, id).await?)
+    }
+
+    pub async fn upsert_agent(&self, id: &str, a: &AgentInput) -> anyhow::Result<()> {
+        Ok(agents::upsert(&self.pool, id, a).await?)
+    }
+
+    pub async fn delete_agent(&self, id: &str) -> anyhow::Result<bool> {
+        Ok(agents::delete(&self.pool, id).await?)
     }
 }
 

@@ -9,6 +9,8 @@ pub struct CallKey {
     pub id: Option<String>,
     pub call_sid: Option<String>,
     pub stream_sid: Option<String>,
+    /// Exotel's `CustomField` / the `callLogId` parameter: our id for calls we placed.
+    pub custom_field: Option<String>,
 }
 
 impl CallKey {
@@ -17,32 +19,60 @@ impl CallKey {
     }
 }
 
-/// Call status. It only moves forward: a late Passthru never turns a completed call back.
+/// Call status. It only moves forward: a late Passthru never turns a completed call back; a final
+/// status from Exotel's callback may still replace the one our media session recorded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
+    /// Created by our API, not yet accepted by Exotel.
+    Queued,
     /// Announced by the dynamic-URL request or Passthru; no media yet.
     Connecting,
+    Ringing,
     InProgress,
     Completed,
-    /// A WebSocket that never became a call (no `start`, or rejected).
+    /// Failed to place or connect (also: a WebSocket that never sent `start`).
     Failed,
+    Busy,
+    NoAnswer,
+    Canceled,
 }
 
 impl Status {
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::Queued => "queued",
             Self::Connecting => "connecting",
+            Self::Ringing => "ringing",
             Self::InProgress => "in-progress",
             Self::Completed => "completed",
             Self::Failed => "failed",
+            Self::Busy => "busy",
+            Self::NoAnswer => "no-answer",
+            Self::Canceled => "canceled",
         }
+    }
+
+    /// Exotel's status words (REST, callbacks, Passthru `CallStatus`).
+    pub fn from_exotel(text: &str) -> Option<Self> {
+        Some(match text.trim().to_ascii_lowercase().as_str() {
+            "queued" => Self::Queued,
+            "ringing" => Self::Ringing,
+            "in-progress" | "answered" | "in_progress" => Self::InProgress,
+            "completed" => Self::Completed,
+            "failed" => Self::Failed,
+            "busy" => Self::Busy,
+            "no-answer" | "no_answer" | "noanswer" => Self::NoAnswer,
+            "canceled" | "cancelled" => Self::Canceled,
+            _ => return None,
+        })
     }
 
     pub(crate) fn rank(text: &str) -> u8 {
         match text {
-            "connecting" => 1,
-            "in-progress" => 2,
-            "completed" | "failed" => 3,
+            "queued" | "connecting" => 1,
+            "ringing" => 2,
+            "in-progress" => 3,
+            "completed" | "failed" | "busy" | "no-answer" | "canceled" => 4,
             _ => 0,
         }
     }

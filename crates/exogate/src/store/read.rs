@@ -6,6 +6,12 @@ use sqlx::{FromRow, QueryBuilder, Sqlite, SqlitePool};
 #[derive(Debug, Clone, Default)]
 pub struct CallFilter {
     pub status: Option<String>,
+    pub phone: Option<String>,
+    pub agent: Option<String>,
+    pub direction: Option<String>,
+    /// RFC 3339 bounds on created_at: since inclusive, until exclusive.
+    pub since: Option<String>,
+    pub until: Option<String>,
     pub limit: i64,
     pub offset: i64,
 }
@@ -54,6 +60,15 @@ pub struct CallRow {
     pub stream_detailed_status: Option<String>,
     pub stream_error: Option<String>,
     pub stream_url: Option<String>,
+    pub phone_id: Option<String>,
+    pub mode: Option<String>,
+    #[serde(serialize_with = "as_json")]
+    pub legs: Option<String>,
+    pub conversation_duration: Option<i64>,
+    pub error_kind: Option<String>,
+    pub error_message: Option<String>,
+    pub bot_decision: Option<String>,
+    pub exotel_status: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, FromRow)]
@@ -73,8 +88,20 @@ fn as_json<S: serde::Serializer>(v: &Option<String>, s: S) -> Result<S::Ok, S::E
 pub(super) async fn list(pool: &SqlitePool, f: &CallFilter) -> anyhow::Result<(Vec<CallRow>, i64)> {
     fn filtered<'a>(head: &str, f: &'a CallFilter) -> QueryBuilder<'a, Sqlite> {
         let mut q = QueryBuilder::new(head);
-        if let Some(s) = &f.status {
-            q.push(" WHERE status = ").push_bind(s);
+        let mut sep = " WHERE ";
+        let conditions = [
+            ("status = ", &f.status),
+            ("phone_id = ", &f.phone),
+            ("agent = ", &f.agent),
+            ("direction = ", &f.direction),
+            ("created_at >= ", &f.since),
+            ("created_at < ", &f.until),
+        ];
+        for (condition, value) in conditions {
+            if let Some(v) = value {
+                q.push(sep).push(condition).push_bind(v);
+                sep = " AND ";
+            }
         }
         q
     }

@@ -67,6 +67,12 @@ async fn resolve(tx: &mut Transaction<'_, Sqlite>, key: &CallKey) -> sqlx::Resul
         ("SELECT id, status FROM calls WHERE call_sid = ?", &key.call_sid),
         ("SELECT id, status FROM calls WHERE stream_sid = ? ORDER BY created_at DESC LIMIT 1", &key.stream_sid),
         ("SELECT id, status FROM calls WHERE id = ?", &key.id),
+        // Calls we placed carry our id (or the user's CustomField) back through Exotel.
+        ("SELECT id, status FROM calls WHERE id = ?", &key.custom_field),
+        (
+            "SELECT id, status FROM calls WHERE custom_field = ? AND direction = 'outbound-api' ORDER BY created_at DESC LIMIT 1",
+            &key.custom_field,
+        ),
     ];
     for (sql, value) in lookups {
         if let Some(v) = value {
@@ -98,6 +104,14 @@ async fn resolve(tx: &mut Transaction<'_, Sqlite>, key: &CallKey) -> sqlx::Resul
     .execute(&mut **tx)
     .await?;
     Ok((id, Status::Connecting.as_str().to_string()))
+}
+
+/// Inserts a new row with `patch` applied, in its own transaction.
+pub(super) async fn create(pool: &SqlitePool, id: &str, patch: &CallPatch) -> sqlx::Result<()> {
+    let mut tx = pool.begin().await?;
+    let key = CallKey { id: Some(id.to_string()), ..CallKey::default() };
+    upsert(&mut tx, &key, patch).await?;
+    tx.commit().await
 }
 
 async fn upsert(tx: &mut Transaction<'_, Sqlite>, key: &CallKey, patch: &CallPatch) -> sqlx::Result<()> {

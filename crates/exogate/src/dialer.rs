@@ -1,0 +1,228 @@
+//! Placing outbound calls through Exotel's `Calls/connect`: pick the phone (its own account, or the
+//! `EXOTEL_*` default), write the call-log row first, ask Exotel, record what it said.
+
+use exotel::redact::mask_phone;
+use exotel::rest::{Account, CallTarget, CallbackContentType, Client, ConnectRequest, RestError, StatusCallbackEvent};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::app::AppState;
+use crate::store::{CallKey, CallPatch, Status};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// `Url=` the phone's flow, whose Voicebot applet asks our dynamic-URL endpoint.
+    #[default]
+    Flow,
+    /// Connect Voice AI: `StreamUrl=` straight to our media endpoint, no flow.
+    Stream,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Dial {
+    pub to: String,
+    pub phone: Option<String>,
+    pub agent: Option<String>,
+    pub custom_field: Option<String>,
+    pub mode: Mode,
+    pub time_limit: Option<u32>,
+    pub time_out: Option<u32>,
+    pub record: Option<bool>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Placed {
+    pub id: String,
+    pub sid: String,
+    pub status: String,
+    pub phone: Option<String>,
+    pub agent: String,
+    pub mode: Mode,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DialError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("phone {phone} is at its limit of {max} concurrent calls")]
+    Busy { phone: String, max: i64 },
+    /// Exotel answered with an error (or may have placed the call: see `RestError::Ambiguous`).
+    #[error("exotel: {source}")]
+    Exotel { id: String, source: RestError },
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+/// Everything needed to call Exotel for one phone.
+struct Line {
+    phone_id: Option<String>,
+    account: Account,
+    caller_id: String,
+    app_id: Option<String>,
+    default_agent: Option<String>,
+    max_concurrent: Option<i64>,
+}
+
+pub async fn place(app: &AppState, dial: Dial, host: Option<&str>) -> Result<Placed, DialError> {
+    if !phone_like(&dial.to) {
+        return Err(DialError::Invalid(format!("to {:?} is not a phone number", dial.to)));
+    }
+    let line = line(app, dial.phone.as_deref()).await?;
+    let agent = match dial.agent.as_deref().or(line.default_agent.as_deref()) {
+        Some(a) if app.agent_exists(a) => a.to_string(),
+        Some(a) => return Err(DialError::Invalid(format!("agent {a:?} is not a known agent"))),
+        None => app.config.default_agent.clone(),
+    };
+    if let (Some(max), Some(phone)) = (line.max_concurrent, &line.phone_id) {
+        if app.store.live_calls_for_phone(phone).await? >= max {
+            return Err(DialError::Busy { phone: phone.clone(), max });
+        }
+    }
+    let id = crate::ids::call_id();
+    let custom_field = dial.custom_field.clone().unwrap_or_else(|| id.clone());
+    let target = match dial.mode {
+        Mode::Flow => CallTarget::Flow {
+            app_id: line.app_id.clone().ok_or_else(|| {
+                DialError::Invalid("flow mode needs the phone's app_id (EXOTEL_APP_ID for the default phone)".into())
+            })?,
+        },
+        Mode::Stream => CallTarget::Stream { stream_url: stream_url(app, host, &id, &agent) },
+    };
+    let mut req = ConnectRequest::new(dial.to.clone(), line.caller_id.clone(), target);
+    req.call_type = Some("trans".into());
+    req.time_limit = dial.time_limit;
+    req.time_out = dial.time_out;
+    req.record = dial.record;
+    req.custom_field = Some(custom_field.clone());
+    if let Some(base) = public_base(app, host) {
+        let tok = app.secrets.sign("status", &id);
+        req.status_callback = Some(format!("{base}/api/exotel/status?call={id}&tok={tok}"));
+        req.status_callback_events = vec![StatusCallbackEvent::Terminal, StatusCallbackEvent::Answered];
+        req.status_callback_content_type = Some(CallbackContentType::Json);
+    }
+    if let Err(e) = req.validate() {
+        return Err(DialError::Invalid(e.to_string()));
+    }
+
+    app.store
+        .create_call(
+            &id,
+            CallPatch::new()
+                .text("direction", Some("outbound-api"))
+                .text("from_number", Some(&dial.to))
+                .text("to_number", Some(&line.caller_id))
+                .text("phone_id", line.phone_id.as_ref())
+                .text("agent", Some(&agent))
+                .text("mode", Some(if dial.mode == Mode::Flow { "flow" } else { "stream" }))
+                .text("custom_field", Some(&custom_field))
+                .status(Status::Queued),
+        )
+        .await?;
+    let key = CallKey { id: Some(id.clone()), ..CallKey::default() };
+    tracing::info!(call = %id, to = %mask_phone(&dial.to), phone = line.phone_id.as_deref().unwrap_or("default"), agent = %agent, "placing call");
+
+    let client = Client::new(line.account).map_err(|e| DialError::Internal(anyhow::anyhow!("{e}")))?;
+    match client.connect(&req).await {
+        Ok(call) => {
+            let exotel_status = call.status.clone().unwrap_or_default();
+            app.store.upsert(
+                key.clone(),
+                CallPatch::new()
+                    .text("call_sid", Some(&call.sid))
+                    .text("exotel_status", Some(&exotel_status))
+                    .status(Status::Ringing),
+            );
+            app.store.event(key, "exotel-accepted", json!({ "sid": call.sid, "status": exotel_status }));
+            Ok(Placed { id, sid: call.sid, status: "ringing".into(), phone: line.phone_id, agent, mode: dial.mode })
+        }
+        Err(e) => {
+            // Ambiguous: the call may exist; keep it open for reconciliation instead of calling it failed.
+            let mut patch =
+                CallPatch::new().text("error_kind", Some(e.kind())).text("error_message", Some(e.to_string()));
+            if !matches!(e, RestError::Ambiguous { .. }) {
+                patch = patch.status(Status::Failed);
+            }
+            app.store.upsert(key.clone(), patch);
+            app.store.event(key, "exotel-error", json!({ "kind": e.kind(), "message": e.to_string() }));
+            tracing::warn!(call = %id, kind = e.kind(), error = %e, "exotel refused the call");
+            Err(DialError::Exotel { id, source: e })
+        }
+    }
+}
+
+async fn line(app: &AppState, phone: Option<&str>) -> Result<Line, DialError> {
+    let env = &app.config.exotel;
+    let from_phone = |p: crate::store::Phone, token: String| Line {
+        account: account(&p.account_sid, &p.api_key, token, Some(p.subdomain.clone()), env.api_url.clone()),
+        caller_id: p.number.clone(),
+        app_id: p.app_id.clone().or_else(|| env.app_id.clone()),
+        default_agent: p.default_agent.clone(),
+        max_concurrent: p.max_concurrent,
+        phone_id: Some(p.id),
+    };
+    if let Some(reference) = phone {
+        let p =
+            app.store.phone(reference).await?.ok_or_else(|| DialError::NotFound(format!("no phone {reference:?}")))?;
+        let token = app.store.phone_token(&app.secrets, &p.id).await?;
+        return Ok(from_phone(p, token));
+    }
+    if let (Some(key), Some(token), Some(sid), Some(caller)) = (&env.api_key, &env.api_token, &env.sid, &env.caller_id)
+    {
+        return Ok(Line {
+            account: account(sid, key, token.0.clone(), env.subdomain.clone(), env.api_url.clone()),
+            caller_id: caller.clone(),
+            app_id: env.app_id.clone(),
+            default_agent: None,
+            max_concurrent: None,
+            phone_id: None,
+        });
+    }
+    let mut phones = app.store.phones().await?;
+    match phones.len() {
+        1 => {
+            let p = phones.remove(0);
+            let token = app.store.phone_token(&app.secrets, &p.id).await?;
+            Ok(from_phone(p, token))
+        }
+        0 => Err(DialError::Invalid(
+            "no phone to call from: set EXOTEL_SID, EXOTEL_API_KEY, EXOTEL_API_TOKEN and EXOTEL_CALLER_ID, or add one at /api/phones".into(),
+        )),
+        _ => Err(DialError::Invalid("several phones are configured: say which one with `phone`".into())),
+    }
+}
+
+fn account(sid: &str, key: &str, token: String, subdomain: Option<String>, base_url: Option<String>) -> Account {
+    let mut a = Account::new(sid, key, token);
+    if let Some(s) = subdomain {
+        a.subdomain = s;
+    }
+    a.base_url = base_url;
+    a
+}
+
+/// Our public http(s) base: WEBHOOK_BASE_URL / RENDER_EXTERNAL_URL, else the Host the API was called on.
+fn public_base(app: &AppState, host: Option<&str>) -> Option<String> {
+    app.config.public_base_url.clone().or_else(|| host.map(|h| format!("http://{h}")))
+}
+
+fn stream_url(app: &AppState, host: Option<&str>, id: &str, agent: &str) -> String {
+    let base = app.config.public_ws_url.clone().unwrap_or_else(|| {
+        let h = host.map(|h| h.rsplit_once(':').map_or(h, |(name, _)| name)).unwrap_or("127.0.0.1");
+        format!("ws://{h}:{}", app.ws_port)
+    });
+    let after_scheme = base.split_once("://").map_or(base.as_str(), |(_, r)| r);
+    let base = if after_scheme.contains('/') { base.clone() } else { format!("{base}/media") };
+    let query = serde_urlencoded::to_string([("agentId", agent), ("callLogId", id)]).unwrap_or_default();
+    format!("{base}?{query}")
+}
+
+/// Digits with an optional leading `+`, spaces and dashes tolerated; 6–16 digits.
+pub fn phone_like(n: &str) -> bool {
+    let t = n.trim();
+    let body = t.strip_prefix('+').unwrap_or(t);
+    let digits = body.chars().filter(char::is_ascii_digit).count();
+    body.chars().all(|c| c.is_ascii_digit() || c == ' ' || c == '-') && (6..=16).contains(&digits)
+}

@@ -1,0 +1,72 @@
+//! `/api/agents`: agent definitions (`riya` → kind `echo`, settings, greeting).
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+
+use super::error::ApiError;
+use super::json_body::JsonBody;
+use crate::app::AppState;
+use crate::store::AgentInput;
+
+pub(crate) async fn list(State(app): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
+    let defs = app.store.agents().await?;
+    Ok(Json(json!({ "agents": defs, "kinds": app.agents.ids() })))
+}
+
+pub(crate) async fn show(State(app): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let a = app.store.agent(&id).await?.ok_or_else(|| ApiError::not_found(format!("no agent {id:?}")))?;
+    Ok(Json(serde_json::to_value(a).map_err(anyhow::Error::from)?))
+}
+
+pub(crate) async fn create(
+    State(app): State<Arc<AppState>>,
+    JsonBody(input): JsonBody<AgentInput>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let id =
+        input.id.clone().filter(|i| !i.trim().is_empty()).ok_or_else(|| ApiError::bad_request("missing field `id`"))?;
+    if app.store.agent(&id).await?.is_some() {
+        return Err(ApiError::conflict(format!("agent {id:?} already exists")));
+    }
+    save(&app, &id, &input).await.map(|v| (StatusCode::CREATED, v))
+}
+
+pub(crate) async fn update(
+    State(app): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    JsonBody(input): JsonBody<AgentInput>,
+) -> Result<Json<Value>, ApiError> {
+    if app.store.agent(&id).await?.is_none() {
+        return Err(ApiError::not_found(format!("no agent {id:?}")));
+    }
+    save(&app, &id, &input).await
+}
+
+pub(crate) async fn delete(State(app): State<Arc<AppState>>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    if !app.store.delete_agent(&id).await? {
+        return Err(ApiError::not_found(format!("no agent {id:?}")));
+    }
+    app.reload_caches().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn save(app: &AppState, id: &str, input: &AgentInput) -> Result<Json<Value>, ApiError> {
+    if !id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) || id.len() > 64 {
+        return Err(ApiError::bad_request("id must be 1-64 letters, digits, '-', '_' or '.'"));
+    }
+    if let Some(kind) = &input.kind {
+        if !app.agents.contains(kind) {
+            return Err(ApiError::bad_request(format!("kind {kind:?} is not one of: {}", app.agents.ids().join(", "))));
+        }
+    }
+    if input.settings.as_ref().is_some_and(|s| !s.is_object()) {
+        return Err(ApiError::bad_request("settings must be a JSON object"));
+    }
+    app.store.upsert_agent(id, input).await?;
+    app.reload_caches().await?;
+    let a = app.store.agent(id).await?.ok_or_else(|| anyhow::anyhow!("agent vanished after save"))?;
+    Ok(Json(serde_json::to_value(a).map_err(anyhow::Error::from)?))
+}

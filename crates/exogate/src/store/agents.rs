@@ -1,0 +1,62 @@
+//! Agent definitions: an id (what `agentId` names), a kind (which implementation), its settings
+//! and greeting.
+
+use serde::{Deserialize, Serialize};
+use sqlx::{FromRow, SqlitePool};
+
+use super::now_text;
+
+#[derive(Debug, Clone, Serialize, FromRow)]
+pub struct AgentDef {
+    pub id: String,
+    pub kind: String,
+    #[serde(serialize_with = "settings_json")]
+    pub settings: String,
+    pub greeting: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+fn settings_json<S: serde::Serializer>(v: &str, s: S) -> Result<S::Ok, S::Error> {
+    serde::Serialize::serialize(&serde_json::from_str::<serde_json::Value>(v).unwrap_or_default(), s)
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentInput {
+    pub id: Option<String>,
+    pub kind: Option<String>,
+    pub settings: Option<serde_json::Value>,
+    pub greeting: Option<String>,
+}
+
+pub(super) async fn list(pool: &SqlitePool) -> sqlx::Result<Vec<AgentDef>> {
+    sqlx::query_as("SELECT * FROM agents ORDER BY id").fetch_all(pool).await
+}
+
+pub(super) async fn get(pool: &SqlitePool, id: &str) -> sqlx::Result<Option<AgentDef>> {
+    sqlx::query_as("SELECT * FROM agents WHERE id = ?").bind(id).fetch_optional(pool).await
+}
+
+pub(super) async fn upsert(pool: &SqlitePool, id: &str, a: &AgentInput) -> sqlx::Result<()> {
+    let now = now_text();
+    sqlx::query(
+        "INSERT INTO agents (id, kind, settings, greeting, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5) \
+         ON CONFLICT(id) DO UPDATE SET kind = COALESCE(?6, kind), settings = COALESCE(?7, settings), \
+         greeting = COALESCE(?4, greeting), updated_at = ?5",
+    )
+    .bind(id)
+    .bind(a.kind.as_deref().unwrap_or("echo"))
+    .bind(a.settings.as_ref().map_or_else(|| "{}".to_string(), |s| s.to_string()))
+    .bind(&a.greeting)
+    .bind(&now)
+    .bind(&a.kind)
+    .bind(a.settings.as_ref().map(|s| s.to_string()))
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn delete(pool: &SqlitePool, id: &str) -> sqlx::Result<bool> {
+    Ok(sqlx::query("DELETE FROM agents WHERE id = ?").bind(id).execute(pool).await?.rows_affected() > 0)
+}

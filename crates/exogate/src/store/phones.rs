@@ -1,0 +1,110 @@
+//! Phones: ExoPhones with their own Exotel account. Tokens are encrypted before they are stored
+//! and never leave through the API.
+
+use serde::{Deserialize, Serialize};
+use sqlx::{FromRow, SqlitePool};
+
+use super::now_text;
+use crate::secrets::Secrets;
+
+/// What the API shows of a phone: everything but the token.
+#[derive(Debug, Clone, Serialize, FromRow)]
+pub struct Phone {
+    pub id: String,
+    pub number: String,
+    pub account_sid: String,
+    pub api_key: String,
+    pub subdomain: String,
+    pub app_id: Option<String>,
+    pub default_agent: Option<String>,
+    pub max_concurrent: Option<i64>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// A phone as written through the API. On update, absent fields keep their value.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PhoneInput {
+    pub id: Option<String>,
+    pub number: Option<String>,
+    #[serde(alias = "sid")]
+    pub account_sid: Option<String>,
+    pub api_key: Option<String>,
+    pub api_token: Option<String>,
+    pub subdomain: Option<String>,
+    pub app_id: Option<String>,
+    pub default_agent: Option<String>,
+    pub max_concurrent: Option<i64>,
+}
+
+pub(super) async fn list(pool: &SqlitePool) -> sqlx::Result<Vec<Phone>> {
+    sqlx::query_as("SELECT * FROM phones ORDER BY created_at, id").fetch_all(pool).await
+}
+
+/// By id or by number.
+pub(super) async fn get(pool: &SqlitePool, id_or_number: &str) -> sqlx::Result<Option<Phone>> {
+    sqlx::query_as("SELECT * FROM phones WHERE id = ?1 OR number = ?1 LIMIT 1")
+        .bind(id_or_number)
+        .fetch_optional(pool)
+        .await
+}
+
+pub(super) async fn token(pool: &SqlitePool, secrets: &Secrets, id: &str) -> anyhow::Result<String> {
+    let (blob,): (Vec<u8>,) =
+        sqlx::query_as("SELECT api_token_enc FROM phones WHERE id = ?").bind(id).fetch_one(pool).await?;
+    secrets.decrypt(&blob)
+}
+
+pub(super) async fn insert(pool: &SqlitePool, secrets: &Secrets, p: &PhoneInput, id: &str) -> anyhow::Result<()> {
+    let now = now_text();
+    let token = secrets.encrypt(p.api_token.as_deref().unwrap_or_default())?;
+    sqlx::query(
+        "INSERT INTO phones (id, number, account_sid, api_key, api_token_enc, subdomain, app_id, default_agent, \
+         max_concurrent, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(id)
+    .bind(&p.number)
+    .bind(&p.account_sid)
+    .bind(&p.api_key)
+    .bind(token)
+    .bind(p.subdomain.as_deref().unwrap_or("api.exotel.com"))
+    .bind(&p.app_id)
+    .bind(&p.default_agent)
+    .bind(p.max_concurrent)
+    .bind(&now)
+    .bind(&now)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn update(pool: &SqlitePool, secrets: &Secrets, id: &str, p: &PhoneInput) -> anyhow::Result<bool> {
+    let token = match &p.api_token {
+        Some(t) => Some(secrets.encrypt(t)?),
+        None => None,
+    };
+    let done = sqlx::query(
+        "UPDATE phones SET number = COALESCE(?, number), account_sid = COALESCE(?, account_sid), \
+         api_key = COALESCE(?, api_key), api_token_enc = COALESCE(?, api_token_enc), subdomain = COALESCE(?, subdomain), \
+         app_id = COALESCE(?, app_id), default_agent = COALESCE(?, default_agent), \
+         max_concurrent = COALESCE(?, max_concurrent), updated_at = ? WHERE id = ?",
+    )
+    .bind(&p.number)
+    .bind(&p.account_sid)
+    .bind(&p.api_key)
+    .bind(token)
+    .bind(&p.subdomain)
+    .bind(&p.app_id)
+    .bind(&p.default_agent)
+    .bind(p.max_concurrent)
+    .bind(now_text())
+    .bind(id)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+pub(super) async fn delete(pool: &SqlitePool, id: &str) -> sqlx::Result<bool> {
+    Ok(sqlx::query("DELETE FROM phones WHERE id = ?").bind(id).execute(pool).await?.rows_affected() > 0)
+}
