@@ -330,8 +330,13 @@ fn authorized(headers: &HeaderMap, key: &str, token: &str) -> bool {
 /// Where a request goes. Paths are case-sensitive, as documented.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Route {
-    Connect { format: Format },
-    CallDetails { call_sid: String, format: Format },
+    Connect {
+        format: Format,
+    },
+    CallDetails {
+        call_sid: String,
+        format: Format,
+    },
     ActiveStreams,
     /// A well-formed path for another account.
     WrongAccount(String),
@@ -355,10 +360,8 @@ pub(crate) fn route(method: &Method, path: &str, account: &str) -> Route {
             }
             Route::Connect { format: Format::of(path) }
         }
-        ["Calls", call] if !call.is_empty() && call.strip_suffix(".json") != Some("") => {
-            if method != Method::GET {
-                return Route::MethodNotAllowed;
-            }
+        // Only GET: a POST here is a misspelt `connect` (paths are case-sensitive).
+        ["Calls", call] if method == Method::GET && !call.is_empty() && call.strip_suffix(".json") != Some("") => {
             let call_sid = call.strip_suffix(".json").unwrap_or(call).to_string();
             Route::CallDetails { call_sid, format: Format::of(path) }
         }
@@ -417,7 +420,9 @@ pub(crate) fn validate_connect(form: &[(String, String)], account: &str) -> Resu
             check_stream_url(url)?;
             match field(form, "StreamType") {
                 Some("bidirectional") => {}
-                Some(other) => return Err(invalid(format!("StreamType {other:?} is not supported: use bidirectional"))),
+                Some(other) => {
+                    return Err(invalid(format!("StreamType {other:?} is not supported: use bidirectional")));
+                }
                 None => return Err(missing("StreamType is required with StreamUrl (bidirectional)")),
             }
             CallMode::Stream { url: url.to_string() }
@@ -596,7 +601,10 @@ mod tests {
     fn routes() {
         let post = Method::POST;
         let get = Method::GET;
-        assert_eq!(route(&post, "/v1/Accounts/acme/Calls/connect.json", "acme"), Route::Connect { format: Format::Json });
+        assert_eq!(
+            route(&post, "/v1/Accounts/acme/Calls/connect.json", "acme"),
+            Route::Connect { format: Format::Json }
+        );
         assert_eq!(route(&post, "/v1/Accounts/acme/Calls/connect", "acme"), Route::Connect { format: Format::Xml });
         assert_eq!(
             route(&get, "/v1/Accounts/acme/Calls/abc.json", "acme"),
@@ -609,7 +617,8 @@ mod tests {
         assert_eq!(route(&get, "/v1/Accounts/acme/ActiveStreams", "acme"), Route::ActiveStreams);
         assert_eq!(route(&post, "/v1/Accounts/other/Calls/connect.json", "acme"), Route::WrongAccount("other".into()));
         assert_eq!(route(&get, "/v1/Accounts/acme/Calls/connect.json", "acme"), Route::MethodNotAllowed);
-        assert_eq!(route(&post, "/v1/Accounts/acme/Calls/abc.json", "acme"), Route::MethodNotAllowed);
+        assert_eq!(route(&post, "/v1/Accounts/acme/Calls/abc.json", "acme"), Route::NotFound);
+        assert_eq!(route(&post, "/v1/Accounts/acme/ActiveStreams", "acme"), Route::MethodNotAllowed);
         for nf in [
             "/v1/accounts/acme/calls/connect.json",
             "/v1/Accounts/acme/Calls/Connect.json",
@@ -691,9 +700,19 @@ mod tests {
         f.pop();
         assert!(err(&f).starts_with("StreamType"));
         let long = format!("wss://bot.example.com/{}", "a".repeat(600));
-        let f = form(&[("From", "0987654321"), ("CallerId", "0804749189"), ("StreamUrl", &long), ("StreamType", "bidirectional")]);
+        let f = form(&[
+            ("From", "0987654321"),
+            ("CallerId", "0804749189"),
+            ("StreamUrl", &long),
+            ("StreamType", "bidirectional"),
+        ]);
         assert!(err(&f).starts_with("StreamUrl"));
-        let f = form(&[("From", "0987654321"), ("CallerId", "0804749189"), ("StreamUrl", "https://x/"), ("StreamType", "bidirectional")]);
+        let f = form(&[
+            ("From", "0987654321"),
+            ("CallerId", "0804749189"),
+            ("StreamUrl", "https://x/"),
+            ("StreamType", "bidirectional"),
+        ]);
         assert!(err(&f).starts_with("StreamUrl"));
     }
 

@@ -31,7 +31,13 @@ pub struct ExotelArgs {
     #[arg(long, default_value = "fake-key")]
     pub key: String,
     /// API token expected in Basic auth (never printed).
-    #[arg(long, env = "EXOTEL_SIM_TOKEN", hide_env_values = true, default_value = "fake-token", hide_default_value = true)]
+    #[arg(
+        long,
+        env = "EXOTEL_SIM_TOKEN",
+        hide_env_values = true,
+        default_value = "fake-token",
+        hide_default_value = true
+    )]
     pub token: String,
     /// The flow's Voicebot applet URL: http(s) dynamic URL answering {"url":...}, or ws(s)://.
     #[arg(long, value_name = "URL")]

@@ -105,7 +105,8 @@ mod tests {
 
     #[test]
     fn multipart_round_trip() {
-        let fields = pairs(&[("CallSid", "abc"), ("Legs", r#"[{"Status":"completed"}]"#), ("Empty", ""), ("Multi", "a\r\nb")]);
+        let fields =
+            pairs(&[("CallSid", "abc"), ("Legs", r#"[{"Status":"completed"}]"#), ("Empty", ""), ("Multi", "a\r\nb")]);
         let (ct, body) = build_multipart(&fields, "XyZ");
         assert_eq!(ct, "multipart/form-data; boundary=XyZ");
         assert!(body.starts_with("--XyZ\r\nContent-Disposition: form-data; name=\"CallSid\"\r\n\r\nabc\r\n"));

@@ -205,12 +205,16 @@ impl FakeExotel {
         for (name, url) in [("voicebot_url", &cfg.voicebot_url), ("passthru_url", &cfg.passthru_url)] {
             if let Some(url) = url {
                 let ok = reqwest::Url::parse(url).is_ok_and(|u| {
-                    matches!(u.scheme(), "http" | "https") || (name == "voicebot_url" && matches!(u.scheme(), "ws" | "wss"))
+                    matches!(u.scheme(), "http" | "https")
+                        || (name == "voicebot_url" && matches!(u.scheme(), "ws" | "wss"))
                 });
                 if !ok {
                     return Err(SimError::InvalidUrl {
                         url: exotel::redact::redact_url(url),
-                        reason: format!("{name} must be an http(s) URL{}", if name == "voicebot_url" { " or a ws(s) URL" } else { "" }),
+                        reason: format!(
+                            "{name} must be an http(s) URL{}",
+                            if name == "voicebot_url" { " or a ws(s) URL" } else { "" }
+                        ),
                     });
                 }
             }

@@ -13,9 +13,9 @@ use time::OffsetDateTime;
 use time::format_description::BorrowedFormatItem;
 use time::macros::{format_description, offset};
 
+use super::Shared;
 use super::form::build_multipart;
 use super::record::{CallMode, FakeCall, FakeEvent};
-use super::Shared;
 use crate::{CallConfig, CallReport, SimError, Target, random_sid, run_call};
 
 /// From `Calls/connect` to the customer picking up.
@@ -88,9 +88,8 @@ async fn answered(shared: &Arc<Shared>, call: &FakeCall) {
         c.date_updated = now;
     });
     // The recording exists from the start; it shows up in the Passthru and the callback.
-    let recording_url = call
-        .record
-        .then(|| format!("https://recordings.exotel.com/exotelrecordings/{}/{sid}.mp3", shared.cfg.sid));
+    let recording_url =
+        call.record.then(|| format!("https://recordings.exotel.com/exotelrecordings/{}/{sid}.mp3", shared.cfg.sid));
 
     let wants_answered = call.status_callback.is_some() && call.status_callback_events.iter().any(|e| e == "answered");
     let answered_callback = async {

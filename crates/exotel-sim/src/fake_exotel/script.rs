@@ -137,7 +137,8 @@ impl ScriptTable {
 
 /// `--script NUMBER=SCRIPT`.
 pub(crate) fn parse_number_script(s: &str) -> Result<(String, Script), String> {
-    let (number, script) = s.split_once('=').ok_or_else(|| format!("{s:?}: expected NUMBER=SCRIPT, e.g. +919876543210=busy"))?;
+    let (number, script) =
+        s.split_once('=').ok_or_else(|| format!("{s:?}: expected NUMBER=SCRIPT, e.g. +919876543210=busy"))?;
     let number = normalize_number(number);
     if number.is_empty() {
         return Err(format!("{s:?}: the number is empty"));
@@ -168,11 +169,7 @@ mod tests {
         );
         assert_eq!(
             "http:402::Insufficient balance: top up".parse(),
-            Ok(Script::HttpError {
-                status: 402,
-                retry_after: None,
-                message: "Insufficient balance: top up".into()
-            })
+            Ok(Script::HttpError { status: 402, retry_after: None, message: "Insufficient balance: top up".into() })
         );
         for bad in ["", "ring", "hang:x", "http", "http:200", "http:abc", "http:429:soon", "busy:1"] {
             assert!(bad.parse::<Script>().is_err(), "{bad:?} parsed");
