@@ -226,3 +226,46 @@ pub fn phone_like(n: &str) -> bool {
     let digits = body.chars().filter(char::is_ascii_digit).count();
     body.chars().all(|c| c.is_ascii_digit() || c == ' ' || c == '-') && (6..=16).contains(&digits)
 }
+
+/// Asks Exotel for the call's state (`GET Calls/{sid}`) and records it: for calls whose status
+/// callback never came.
+pub async fn reconcile(app: &AppState, id: &str) -> Result<crate::store::CallRow, DialError> {
+    let row = app.store.find_call(id).await?.ok_or_else(|| DialError::NotFound(format!("no call {id:?}")))?;
+    let sid =
+        row.call_sid.clone().ok_or_else(|| DialError::Invalid(format!("call {id:?} has no Exotel CallSid yet")))?;
+    let line = line(app, row.phone_id.as_deref()).await?;
+    let client = Client::new(line.account).map_err(|e| DialError::Internal(anyhow::anyhow!("{e}")))?;
+    let call = client.call_details(&sid).await.map_err(|source| DialError::Exotel { id: row.id.clone(), source })?;
+    let key = CallKey { id: Some(row.id.clone()), ..CallKey::default() };
+    let mut patch = CallPatch::new()
+        .text("exotel_status", call.status.as_ref())
+        .int("conversation_duration", call.duration.map(|d| d as i64))
+        .text("recording_url", call.recording_url.as_ref());
+    if let Some(s) = call.status.as_deref().and_then(Status::from_exotel) {
+        patch = patch.status(s);
+    }
+    app.store.upsert(key.clone(), patch);
+    app.store.event(key, "reconciled", json!({ "status": call.status, "duration": call.duration }));
+    app.store.flush().await;
+    app.store.find_call(&row.id).await?.ok_or_else(|| DialError::NotFound(format!("no call {id:?}")))
+}
+
+/// Every few minutes, reconciles placed calls that have gone quiet without a final status.
+pub async fn reconcile_loop(app: std::sync::Arc<AppState>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(120));
+    loop {
+        tick.tick().await;
+        let stale = match app.store.stale_outbound(std::time::Duration::from_secs(15 * 60)).await {
+            Ok(ids) => ids,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list calls to reconcile");
+                continue;
+            }
+        };
+        for id in stale {
+            if let Err(e) = reconcile(&app, &id).await {
+                tracing::debug!(call = %id, error = %e, "reconcile failed");
+            }
+        }
+    }
+}

@@ -68,6 +68,7 @@ pub async fn start_with_agents(config: Config, agents: Registry) -> anyhow::Resu
         decisions: Default::default(),
     });
     state.reload_caches().await?;
+    tokio::spawn(crate::dialer::reconcile_loop(state.clone()));
     let (stop, stopped) = watch::channel(false);
     let serve = |listener: TcpListener, router: axum::Router| {
         let mut stopped = stopped.clone();

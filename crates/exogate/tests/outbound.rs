@@ -440,3 +440,55 @@ async fn agents_crud_select_the_agent_and_phones_default_agent() {
     let r = rig.gw.http.delete(rig.gw.http_url("/api/agents/riya")).bearer_auth(KEY).send().await.unwrap();
     assert_eq!(r.status(), 204);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_reconciles_from_exotels_call_details() {
+    let rig = rig(|_| {}).await;
+    let (_, body, _) = rig.post("/api/calls", json!({"to": "+919876543210"})).await;
+    let (id, sid) =
+        (body["call"]["id"].as_str().unwrap().to_string(), body["call"]["sid"].as_str().unwrap().to_string());
+    rig.done(&sid).await;
+    let (status, row, _) = rig.post(&format!("/api/calls/{id}/refresh"), json!({})).await;
+    assert_eq!(status, 200, "{row}");
+    assert_eq!(row["exotel_status"], "completed");
+    let details =
+        rig.fake.requests().into_iter().find(|r| r.method == "GET" && r.path.contains(&sid)).expect("details asked");
+    assert_eq!(details.path, format!("/v1/Accounts/exotelsim/Calls/{sid}.json"));
+    let (status, _, _) = rig.post("/api/calls/nope/refresh", json!({})).await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_call_and_calls_use_the_api() {
+    let rig = rig(|_| {}).await;
+    let gateway = rig.gw.http_url("");
+    let run = |args: Vec<String>, key: Option<&'static str>| {
+        let gateway = gateway.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_exogate"));
+            cmd.args(&args).env("EXOGATE_URL", gateway).env_remove("EXOGATE_API_KEY");
+            if let Some(k) = key {
+                cmd.env("EXOGATE_API_KEY", k);
+            }
+            let out = cmd.output().unwrap();
+            (
+                out.status.success(),
+                format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+            )
+        })
+    };
+    let (ok, out) =
+        run(vec!["call".into(), "+919876543210".into(), "--agent".into(), "echo".into()], Some(KEY)).await.unwrap();
+    assert!(ok, "{out}");
+    assert!(out.contains("placed call"), "{out}");
+    let sid = rig.connect_requests().len();
+    assert_eq!(sid, 1);
+    let call = rig.fake.calls().pop().unwrap();
+    rig.done(&call.sid).await;
+    let (ok, out) = run(vec!["calls".into()], Some(KEY)).await.unwrap();
+    assert!(ok, "{out}");
+    assert!(out.contains("completed") && out.contains(&call.sid) && out.contains("+91******3210"), "{out}");
+    assert!(!out.contains("9876543210"), "numbers are masked in the table: {out}");
+    let (ok, out) = run(vec!["calls".into()], None).await.unwrap();
+    assert!(!ok && out.contains("401"), "{out}");
+}

@@ -26,6 +26,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/call", post(outbound::seed_call))
         .route("/api/calls", get(calls::list).post(outbound::create))
         .route("/api/calls/{id}", get(calls::show))
+        .route("/api/calls/{id}/refresh", post(outbound::refresh))
         .route("/api/phones", get(phones::list).post(phones::create))
         .route("/api/phones/{id}", get(phones::show).put(phones::update).patch(phones::update).delete(phones::delete))
         .route("/api/agents", get(agents::list).post(agents::create))

@@ -65,6 +65,17 @@ pub(crate) async fn create(
     answer(dialer::place(&app, dial, host(&headers)).await)
 }
 
+/// `POST /api/calls/{id}/refresh`: the call's state as Exotel has it now.
+pub(crate) async fn refresh(
+    State(app): State<Arc<AppState>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    match dialer::reconcile(&app, &id).await {
+        Ok(row) => Json(json!(row)).into_response(),
+        Err(e) => answer(Err(e)),
+    }
+}
+
 fn host(headers: &HeaderMap) -> Option<&str> {
     headers.get(header::HOST).and_then(|h| h.to_str().ok())
 }

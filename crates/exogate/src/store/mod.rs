@@ -119,6 +119,20 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
+    /// Calls we placed that have no final status and have not changed for `quiet`.
+    pub async fn stale_outbound(&self, quiet: Duration) -> anyhow::Result<Vec<String>> {
+        let cutoff = time::OffsetDateTime::now_utc() - quiet;
+        let cutoff = cutoff.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+        let rows: Vec<(String,)> = sqlx::query_as(
+            "SELECT id FROM calls WHERE direction = 'outbound-api' AND call_sid IS NOT NULL \
+             AND status IN ('queued', 'ringing', 'in-progress') AND updated_at < ? LIMIT 100",
+        )
+        .bind(cutoff)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|(id,)| id).collect())
+    }
+
     pub async fn phones(&self) -> anyhow::Result<Vec<Phone>> {
         Ok(phones::list(&self.pool).await?)
     }
