@@ -110,7 +110,10 @@ pub async fn calls(args: CallsArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    println!("{:<20} {:<12} {:<13} {:<16} {:<10} {:>8}  call_sid", "created", "status", "direction", "from", "agent", "secs");
+    println!(
+        "{:<20} {:<12} {:<13} {:<16} {:<10} {:>8}  call_sid",
+        "created", "status", "direction", "from", "agent", "secs"
+    );
     for c in v["calls"].as_array().into_iter().flatten() {
         let s = |k: &str| c[k].as_str().unwrap_or("-").to_string();
         let secs = c["duration_ms"].as_i64().map(|ms| format!("{:.1}", ms as f64 / 1000.0));

@@ -726,3 +726,61 @@ async fn multipart_requests_are_accepted_too() {
     assert!(cbs[0].2.get("EventType").is_none());
     fake.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_ws_voicebot_url_is_dialled_directly_and_a_dead_one_is_tried_twice() {
+    let gw = Gateway::start().await;
+    let fake = FakeExotel::start(quick(FakeExotelConfig {
+        voicebot_url: Some(format!("{}/media", gw.bot)),
+        ..FakeExotelConfig::default()
+    }))
+    .await
+    .unwrap();
+    let url = flow_url("exotelsim");
+    let form = [("From", CUSTOMER), ("CallerId", EXOPHONE), ("Url", url.as_str())];
+    let sid = sid_of(place(&fake, "connect.json", &form).await).await;
+
+    // Nothing listens on this port: the handshake fails, is retried once, and the call goes on.
+    let dead_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dead = FakeExotel::start(FakeExotelConfig {
+        voicebot_url: Some(format!("ws://127.0.0.1:{dead_port}/media")),
+        passthru_url: Some(format!("{}/passthru", gw.url)),
+        ..FakeExotelConfig::default()
+    })
+    .await
+    .unwrap();
+    let dead_sid = sid_of(place(&dead, "connect.json", &form).await).await;
+    let dead_call = done(&dead, &dead_sid).await;
+    assert_eq!(dead_call.ws_attempts, 2);
+    assert!(dead_call.report.is_none());
+    assert!(dead_call.media_error.is_some());
+    let p = gw.log().passthru[0].clone();
+    assert_eq!(get_pair(&p, "Stream[Status]"), Some("failed"));
+    assert_eq!(get_pair(&p, "Stream[StreamUrl]"), Some(format!("ws://127.0.0.1:{dead_port}/media").as_str()));
+
+    let call = done(&fake, &sid).await;
+    assert_eq!(call.ws_attempts, 1);
+    assert!(call.report.as_ref().unwrap().ok());
+    assert!(gw.log().voicebot.is_empty(), "a ws:// applet URL needs no dynamic-URL request");
+    assert_eq!(call.passthru_status, None, "no Passthru configured");
+    assert!(fake.calls().len() == 1 && dead.calls().len() == 1);
+    fake.shutdown().await;
+    dead.shutdown().await;
+}
+
+#[tokio::test]
+async fn events_are_one_masked_line_each() {
+    let fake = FakeExotel::start(FakeExotelConfig { default_script: Script::Busy, ..FakeExotelConfig::default() })
+        .await
+        .unwrap();
+    let mut events = fake.subscribe();
+    let url = flow_url("exotelsim");
+    let sid =
+        sid_of(place(&fake, "connect.json", &[("From", CUSTOMER), ("CallerId", EXOPHONE), ("Url", &url)]).await).await;
+    let request = events.recv().await.unwrap().to_string();
+    assert_eq!(request, format!("POST /v1/Accounts/exotelsim/Calls/connect.json -> 200 From=+91******3210 Sid={sid}"));
+    let done_line = tokio::time::timeout(DONE_WITHIN, events.recv()).await.unwrap().unwrap().to_string();
+    assert!(done_line.starts_with(&format!("call {sid} to +91******3210 (busy): busy")), "{done_line}");
+    assert!(!done_line.contains(CUSTOMER) && !request.contains("fake-token"));
+    fake.shutdown().await;
+}
