@@ -53,8 +53,15 @@ impl Drop for Server {
 // The child is killed and waited for by `Server::drop`; on the start-up panic path the test fails anyway.
 #[allow(clippy::zombie_processes)]
 fn serve(db: &str) -> Server {
+    serve_with(db, &[])
+}
+
+// See `serve`.
+#[allow(clippy::zombie_processes)]
+fn serve_with(db: &str, env: &[(&str, &str)]) -> Server {
     let mut child = Command::new(BIN)
         .arg("serve")
+        .envs(env.iter().copied())
         .env("HTTP_PORT", "0")
         .env("WS_PORT", "0")
         .env("BIND_ADDR", "127.0.0.1")
@@ -165,4 +172,50 @@ fn a_call_survives_the_process_being_killed_mid_call() {
     let page = reqwest::blocking_get(&format!("http://{}/api/calls/killed-1", again.http));
     assert!(page.contains("\"status\":\"in-progress\""), "{page}");
     assert!(page.contains("\"kind\":\"start\""), "{page}");
+}
+
+#[test]
+fn exotel_and_api_secrets_stay_out_of_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let server = serve_with(
+        &format!("sqlite://{}", dir.path().join("calls.db").display()),
+        &[
+            ("EXOGATE_API_KEY", "api-key-SEKRIT-0123456789"),
+            ("EXOTEL_SID", "acct"),
+            ("EXOTEL_API_KEY", "key"),
+            ("EXOTEL_API_TOKEN", "TOKEN-SEKRIT"),
+            ("EXOTEL_CALLER_ID", "08047491899"),
+            ("EXOTEL_APP_ID", "1"),
+            ("EXOTEL_API_URL", &format!("http://{dead}")),
+        ],
+    );
+    let body = r#"{"to":"+919876543210"}"#;
+    let out = http_post(&format!("http://{}/api/calls", server.http), body, Some("api-key-SEKRIT-0123456789"));
+    assert!(out.contains("unreachable"), "{out}");
+    let out = http_post(&format!("http://{}/api/calls", server.http), body, Some("wrong"));
+    assert!(out.starts_with("HTTP/1.1 401"), "{out}");
+    std::thread::sleep(Duration::from_millis(300));
+    let log = server.log.lock().unwrap().clone();
+    assert!(log.contains("placing call"), "{log}");
+    for secret in ["SEKRIT", "9876543210"] {
+        assert!(!log.contains(secret), "{secret} leaked into the log:\n{log}");
+    }
+}
+
+fn http_post(url: &str, body: &str, bearer: Option<&str>) -> String {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_at(rest.find('/').unwrap());
+    let mut s = std::net::TcpStream::connect(host).unwrap();
+    let auth = bearer.map(|k| format!("Authorization: Bearer {k}\r\n")).unwrap_or_default();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: {host}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
 }

@@ -492,3 +492,20 @@ async fn cli_call_and_calls_use_the_api() {
     let (ok, out) = run(vec!["calls".into()], None).await.unwrap();
     assert!(!ok && out.contains("401"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exophones_default_agent_serves_its_inbound_calls() {
+    let rig = rig(|_| {}).await;
+    let (status, _, _) = rig.post("/api/agents", json!({"id": "riya", "kind": "echo"})).await;
+    assert_eq!(status, 201);
+    let (status, body, _) = rig
+        .post("/api/phones", json!({"id": "blr", "number": "08047491800", "sid": "s", "api_key": "k", "api_token": "t", "default_agent": "riya"}))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    // Exotel writes the ExoPhone as CallTo; any spelling of the number matches.
+    let (status, v) = rig.gw.get_json("/voicebot?CallSid=in-1&CallFrom=09800000001&CallTo=%2B918047491800").await;
+    assert_eq!(status, 200);
+    assert!(v["url"].as_str().unwrap().ends_with("/media?agentId=riya"), "{v}");
+    let (_, v) = rig.gw.get_json("/voicebot?CallSid=in-2&CallTo=08047491899").await;
+    assert!(v["url"].as_str().unwrap().ends_with("/media"), "{v}");
+}
