@@ -14,6 +14,11 @@ use crate::app::AppState;
 
 /// Exotel's chunks are ≤ 100 kB; a message over 1 MiB is abuse and closes the socket with 1009.
 pub(crate) const MAX_MESSAGE: usize = 1 << 20;
+/// Socket reads in pieces sized for telephony audio (a 100 ms, 24 kHz media message is ~6.5 kB),
+/// not tungstenite's 128 KiB default, which would cost 128 KiB per call.
+const READ_BUFFER: usize = 8 * 1024;
+/// Bounds what a peer that stops reading can make us hold.
+const MAX_WRITE_BUFFER: usize = 2 * MAX_MESSAGE;
 
 pub(crate) async fn upgrade(
     State(app): State<Arc<AppState>>,
@@ -38,5 +43,9 @@ pub(crate) async fn upgrade(
     let params = MediaParams { rate, query_params };
     ws.max_message_size(MAX_MESSAGE)
         .max_frame_size(MAX_MESSAGE)
+        .read_buffer_size(READ_BUFFER)
+        // Each message is written when sent: the writer already paces and sends one at a time.
+        .write_buffer_size(0)
+        .max_write_buffer_size(MAX_WRITE_BUFFER)
         .on_upgrade(move |socket| session::run(socket, params, app))
 }
