@@ -34,7 +34,10 @@ fn main() {
                 store.event(key.clone(), "stop", json!({ "reason": "callended" }));
                 store.upsert(
                     key,
-                    CallPatch::new().int("frames_in", Some(1500)).int("bytes_in", Some(480_000)).status(Status::Completed),
+                    CallPatch::new()
+                        .int("frames_in", Some(1500))
+                        .int("bytes_in", Some(480_000))
+                        .status(Status::Completed),
                 );
             }
             let queued = started.elapsed();

@@ -143,7 +143,7 @@ struct Speaker;
 
 impl Agent for Speaker {
     fn on_start(&mut self, call: &CallInfo, ctl: &CallControl) {
-        ctl.play(exotel_sim::tone(440.0, 5000, call.sample_rate));
+        ctl.play(&exotel_sim::tone(440.0, 5000, call.sample_rate));
         ctl.mark("greeting");
     }
     fn on_audio(&mut self, _pcm: &[u8], _ctl: &CallControl) {}

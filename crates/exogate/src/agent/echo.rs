@@ -8,7 +8,7 @@ pub struct Echo;
 
 impl Agent for Echo {
     fn on_audio(&mut self, pcm: &[u8], ctl: &CallControl) {
-        ctl.play(pcm.to_vec());
+        ctl.play(pcm);
     }
 
     fn on_dtmf(&mut self, digit: &str, ctl: &CallControl) {

@@ -68,10 +68,11 @@ pub(crate) async fn run(socket: WebSocket, params: MediaParams, app: Arc<AppStat
     let (tx, rx) = mpsc::unbounded_channel();
     let book = Arc::new(MarkBook::default());
     let (closed_tx, mut closed_rx) = oneshot::channel();
-    let wcfg = WriterConfig { chunk_ms: app.config.out_chunk_ms, lead: app.config.playback_lead };
-    let writer = tokio::spawn(writer::run(sink, rx, book.clone(), wcfg, closed_tx));
+    let wcfg = WriterConfig { lead: app.config.playback_lead };
+    let ctl = CallControl::new(tx);
+    let writer = tokio::spawn(writer::run(sink, rx, book.clone(), ctl.outbox(), wcfg, closed_tx));
     let mut s = Session {
-        ctl: CallControl::new(tx),
+        ctl,
         book,
         local_id: crate::ids::call_id(),
         app,
@@ -186,7 +187,7 @@ impl Session {
                 return true;
             }
             InboundEvent::Clear { .. } => {
-                self.ctl.send(OutCmd::DropQueued);
+                self.ctl.drop_pending(OutCmd::DropQueued);
                 self.record("clear-from-exotel", json!({}));
             }
             InboundEvent::Unknown { event } => self.bad_input("unknown-event", json!({ "event": event })),
@@ -251,7 +252,7 @@ impl Session {
             rate = rate.hz(),
             "call started"
         );
-        self.ctl.send(OutCmd::Begin { stream_sid, rate });
+        self.ctl.begin(stream_sid, rate, self.app.config.out_chunk_ms);
         let (app, decision_key, call_sid) = (self.app.clone(), key.clone(), start.call_sid.clone());
         self.ctl.on_decision(Box::new(move |d: Decision| {
             if let Some(sid) = &call_sid {

@@ -8,13 +8,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
-use exotel::{FrameSpec, Framer, OutboundEncoder, SampleRate};
+use exotel::{OutboundEncoder, SampleRate};
 use futures_util::SinkExt;
 use futures_util::stream::SplitSink;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, sleep_until, timeout};
 
-use super::control::{MarkBook, OutCmd};
+use std::sync::Mutex;
+
+use super::control::{Idle, MarkBook, OutCmd, Outbox, idle_check};
 
 /// A partial chunk left this long with no new audio ends the utterance (padded, marked).
 const IDLE_FLUSH: Duration = Duration::from_millis(250);
@@ -24,7 +26,6 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct WriterConfig {
-    pub chunk_ms: u32,
     pub lead: Duration,
 }
 
@@ -48,21 +49,21 @@ enum Item {
 struct Stream {
     rate: SampleRate,
     encoder: OutboundEncoder,
-    framer: Framer,
     began: Instant,
 }
 
 struct Writer {
     sink: SplitSink<WebSocket, Message>,
     book: Arc<MarkBook>,
+    outbox: Arc<Mutex<Outbox>>,
     cfg: WriterConfig,
     stream: Option<Stream>,
     queue: VecDeque<Item>,
     /// When Exotel will have played everything sent so far (our estimate).
     play_until: Instant,
-    last_audio: Instant,
-    /// Audio queued since the last mark: the utterance still needs its end mark.
-    unmarked: bool,
+    /// When to check whether the agent's utterance has ended (it gets a mark of ours).
+    idle_at: Option<Instant>,
+    auto_marks: u64,
     close_deadline: Option<Instant>,
     played_close_mark: Option<String>,
     stats: WriterStats,
@@ -73,6 +74,7 @@ pub(crate) async fn run(
     sink: SplitSink<WebSocket, Message>,
     mut rx: mpsc::UnboundedReceiver<OutCmd>,
     book: Arc<MarkBook>,
+    outbox: Arc<Mutex<Outbox>>,
     cfg: WriterConfig,
     closed: oneshot::Sender<()>,
 ) -> WriterStats {
@@ -80,12 +82,13 @@ pub(crate) async fn run(
     let mut w = Writer {
         sink,
         book,
+        outbox,
         cfg,
         stream: None,
         queue: VecDeque::new(),
         play_until: now,
-        last_audio: now,
-        unmarked: false,
+        idle_at: None,
+        auto_marks: 0,
         close_deadline: None,
         played_close_mark: None,
         stats: WriterStats::default(),
@@ -189,37 +192,38 @@ impl Writer {
             }
             _ => {}
         }
-        if self.unmarked {
-            at(self.last_audio + IDLE_FLUSH);
+        if let Some(t) = self.idle_at {
+            at(t);
         }
         wake
     }
 
     fn on_timer(&mut self) {
-        if self.unmarked && Instant::now() >= self.last_audio + IDLE_FLUSH {
-            self.end_utterance(None);
+        if self.idle_at.is_some_and(|t| Instant::now() >= t) {
+            self.idle_at = None;
+            match idle_check(&self.outbox, IDLE_FLUSH) {
+                Idle::Done => {}
+                Idle::Until(t) => self.idle_at = Some(t),
+                Idle::Ended(tail) => {
+                    self.auto_marks += 1;
+                    let name = format!("utt-{}", self.auto_marks);
+                    self.end_utterance(tail, name);
+                }
+            }
         }
     }
 
-    /// Pads and queues the held-back tail, then the utterance's mark (ours if the agent gave none).
-    fn end_utterance(&mut self, mark: Option<String>) {
-        let Some(s) = self.stream.as_mut() else { return };
-        if let Some(tail) = s.framer.finish() {
+    fn end_utterance(&mut self, tail: Option<Vec<u8>>, mark: String) {
+        if let Some(tail) = tail {
             self.queue.push_back(Item::Frame(tail));
         }
-        let mark = match mark {
-            Some(m) => Some(m),
-            None if self.unmarked => Some(format!("utt-{}", self.stats.marks_sent + self.queued_marks() + 1)),
-            None => None,
-        };
-        if let Some(m) = mark {
-            self.queue.push_back(Item::Mark(m));
-        }
-        self.unmarked = false;
+        self.queue.push_back(Item::Mark(mark));
     }
 
-    fn queued_marks(&self) -> u64 {
-        self.queue.iter().filter(|i| matches!(i, Item::Mark(_))).count() as u64
+    fn arm_idle(&mut self) {
+        if self.idle_at.is_none() {
+            self.idle_at = Some(Instant::now() + IDLE_FLUSH);
+        }
     }
 
     fn drop_queued(&mut self) {
@@ -230,33 +234,25 @@ impl Writer {
                 *after_mark = None;
             }
         }
-        if let Some(s) = self.stream.as_mut() {
-            s.framer.clear();
-        }
         self.book.cancel_all();
         self.play_until = Instant::now();
-        self.unmarked = false;
+        self.idle_at = None;
     }
 
     async fn handle(&mut self, cmd: OutCmd) -> Result<(), axum::Error> {
         match cmd {
             OutCmd::Begin { stream_sid, rate } => {
-                let spec = FrameSpec::for_duration(rate, self.cfg.chunk_ms);
-                self.stream = Some(Stream {
-                    rate,
-                    encoder: OutboundEncoder::new(&stream_sid),
-                    framer: Framer::new(spec),
-                    began: Instant::now(),
-                });
+                self.stream = Some(Stream { rate, encoder: OutboundEncoder::new(&stream_sid), began: Instant::now() });
             }
-            OutCmd::Audio(pcm) => {
-                let Some(s) = self.stream.as_mut() else { return Ok(()) };
-                let queue = &mut self.queue;
-                s.framer.push(&pcm, |chunk| queue.push_back(Item::Frame(chunk)));
-                self.last_audio = Instant::now();
-                self.unmarked = true;
+            OutCmd::Chunk(chunk) => {
+                self.queue.push_back(Item::Frame(chunk));
+                self.arm_idle();
             }
-            OutCmd::Mark(name) => self.end_utterance(Some(name)),
+            OutCmd::Touch => self.arm_idle(),
+            OutCmd::Mark { tail, name } => {
+                self.end_utterance(tail, name);
+                self.idle_at = None;
+            }
             OutCmd::Clear => {
                 self.drop_queued();
                 if let Some(s) = self.stream.as_mut() {
@@ -266,14 +262,15 @@ impl Writer {
                 }
             }
             OutCmd::DropQueued => self.drop_queued(),
-            OutCmd::HangUp { mark } => {
+            OutCmd::HangUp { tail, mark } => {
                 if self.stats.hung_up {
                     return Ok(());
                 }
                 self.stats.hung_up = true;
+                self.idle_at = None;
                 let has_stream = self.stream.is_some();
                 if has_stream {
-                    self.end_utterance(Some(mark.clone()));
+                    self.end_utterance(tail, mark.clone());
                 }
                 self.queue.push_back(Item::Close { code: 1000, after_mark: has_stream.then_some(mark) });
             }
