@@ -81,9 +81,10 @@ fn to_pcm16(samples: &[f32]) -> Vec<u8> {
     samples.iter().flat_map(|s| ((s * 32768.0).round().clamp(-32768.0, 32767.0) as i16).to_le_bytes()).collect()
 }
 
-/// Band-limited (windowed-sinc) rate conversion. The low-pass sits just under the lower of the
-/// two Nyquist frequencies, so downsampling does not fold speech energy into audible aliases.
-pub(crate) fn resample(input: &[f32], from: u32, to: u32) -> Vec<f32> {
+/// Band-limited (windowed-sinc) rate conversion of mono samples in [-1, 1]. The low-pass sits
+/// just under the lower of the two Nyquist frequencies, so downsampling does not fold speech
+/// energy into audible aliases. Public for the benchmarks.
+pub fn resample(input: &[f32], from: u32, to: u32) -> Vec<f32> {
     if from == to || input.is_empty() {
         return input.to_vec();
     }

@@ -17,8 +17,8 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::http::header::AUTHORIZATION;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
@@ -27,7 +27,7 @@ use crate::playback::Playback;
 use crate::validate::{self, BotFrame, Finding, Violation};
 use crate::{CallConfig, CallReport, Injected, SimError, Target};
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// How long we wait for the bot's half of the closing handshake.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
@@ -48,14 +48,14 @@ pub async fn run_call(cfg: CallConfig) -> Result<CallReport, SimError> {
     };
     let (url, auth) = prepare_ws_url(&ws_url, &cfg)?;
     let redacted = redact_url(url.as_str());
-    let ws = connect(&url, &redacted, auth.as_ref(), cfg.connect_timeout).await?;
+    let ws = connect(&url, &redacted, auth.as_ref(), cfg.connect_timeout, None).await?;
     tracing::debug!(url = %redacted, "WebSocket session open");
     Ok(Session::new(&cfg, redacted).run(ws, caller_pcm).await)
 }
 
 /// The applet's dynamic URL: a GET carrying the call details Exotel's other URL applets send,
 /// answered by `{"url":"wss://..."}` (PROTOCOL.md §2.3).
-async fn resolve_dynamic(cfg: &CallConfig, raw: &str) -> Result<String, SimError> {
+pub(crate) async fn resolve_dynamic(cfg: &CallConfig, raw: &str) -> Result<String, SimError> {
     let redacted = redact_url(raw);
     let mut url = Url::parse(raw).map_err(|e| SimError::InvalidUrl { url: redacted.clone(), reason: e.to_string() })?;
     if !matches!(url.scheme(), "http" | "https") {
@@ -102,7 +102,7 @@ async fn resolve_dynamic(cfg: &CallConfig, raw: &str) -> Result<String, SimError
 
 /// The URL Exotel dials and the Basic credentials it sends: userinfo moves into the header
 /// (Exotel never sends it in the URL), and the rate goes into the query as the applet puts it.
-fn prepare_ws_url(raw: &str, cfg: &CallConfig) -> Result<(Url, Option<(String, String)>), SimError> {
+pub(crate) fn prepare_ws_url(raw: &str, cfg: &CallConfig) -> Result<(Url, Option<(String, String)>), SimError> {
     let invalid = |reason: String| SimError::InvalidUrl { url: redact_url(raw), reason };
     let mut url = Url::parse(raw).map_err(|e| invalid(e.to_string()))?;
     if !matches!(url.scheme(), "ws" | "wss") {
@@ -145,11 +145,14 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-async fn connect(
+/// `config` tunes the socket's buffers (the load generator keeps them small); `None` is
+/// tungstenite's default.
+pub(crate) async fn connect(
     url: &Url,
     redacted: &str,
     auth: Option<&(String, String)>,
     timeout: Duration,
+    config: Option<WebSocketConfig>,
 ) -> Result<Ws, SimError> {
     let invalid = |reason: String| SimError::InvalidUrl { url: redacted.to_string(), reason };
     let mut request = url.as_str().into_client_request().map_err(|e| invalid(e.to_string()))?;
@@ -159,7 +162,7 @@ async fn connect(
         request.headers_mut().insert(AUTHORIZATION, value);
     }
     // Nagle would hold 20 ms frames back behind delayed ACKs and blur the real-time pacing.
-    let handshake = tokio_tungstenite::connect_async_with_config(request, None, true);
+    let handshake = tokio_tungstenite::connect_async_with_config(request, config, true);
     match tokio::time::timeout(timeout, handshake).await {
         Err(_) => Err(SimError::ConnectTimeout { url: redacted.to_string(), timeout }),
         Ok(Err(tungstenite::Error::Http(response))) => {

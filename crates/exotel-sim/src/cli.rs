@@ -1,5 +1,5 @@
-//! The command line: `exogate sim call ...` and `exogate sim exotel ...` (the `exogate` binary
-//! embeds [`SimCommand`]).
+//! The command line: `exogate sim call ...`, `exogate sim load ...` and `exogate sim exotel ...`
+//! (the `exogate` binary embeds [`SimCommand`]).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -11,7 +11,7 @@ use clap::ArgGroup;
 use exotel::SampleRate;
 
 pub use crate::fake_exotel::cli::ExotelArgs;
-use crate::{AudioSource, CallConfig, CallReport, Target};
+use crate::{AudioSource, CallConfig, CallReport, LoadConfig, LoadReport, SimError, Target};
 
 /// The call ran and the bot broke no rule.
 const EXIT_OK: u8 = 0;
@@ -30,6 +30,12 @@ pub enum SimCommand {
     /// time, DTMF, mark echoes as playback reaches them, stop. Checks everything the bot sends.
     /// Exit code 0: no violations; 1: violations; 2: the call could not be set up.
     Call(CallArgs),
+    /// Runs N concurrent simulated Exotel calls against one WebSocket server (ramp, warmup, a
+    /// steady window), matches echoed audio to the frames that produced it by stamps in the PCM,
+    /// and reports echo latency, newest-frame delay, rule violations, and its own and the
+    /// server's CPU and memory per call. Exit code 0: every call ran clean; 1: some failed or
+    /// broke a rule; 2: the run could not be set up.
+    Load(LoadArgs),
     /// Runs a fake Exotel: the Calls/connect REST API (Basic auth, validation, rate limit), then
     /// plays each call as Exotel would: Voicebot applet (dynamic URL + media leg), Passthru with
     /// Stream[...], status callbacks with retries. Runs until Ctrl-C.
@@ -107,6 +113,59 @@ pub struct CallArgs {
     pub json: bool,
 }
 
+#[derive(Debug, Clone, clap::Args)]
+#[command(group(ArgGroup::new("target").required(true).args(["url", "dynamic"])))]
+pub struct LoadArgs {
+    /// The server's WebSocket URL (ws:// or wss://; user:pass@ becomes Basic auth).
+    #[arg(long, value_name = "WS_URL")]
+    pub url: Option<String>,
+    /// An http(s) URL that answers {"url":"ws://..."}; asked once, every call dials the answer.
+    #[arg(long, value_name = "HTTP_URL")]
+    pub dynamic: Option<String>,
+    /// Concurrent calls.
+    #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..))]
+    pub calls: u16,
+    /// New calls per second while ramping up.
+    #[arg(long, value_name = "PER_SEC", default_value_t = 200.0)]
+    pub ramp: f64,
+    /// Length of the steady window (all calls live), in seconds.
+    #[arg(long, value_name = "SECS", default_value = "20", value_parser = parse_secs)]
+    pub duration: Duration,
+    /// From the last call's start to the steady window, in seconds (not measured).
+    #[arg(long, value_name = "SECS", default_value = "3", value_parser = parse_secs)]
+    pub warmup: Duration,
+    /// Milliseconds of caller audio per media frame: 20, or Exotel's documented ~100 (10 or more).
+    #[arg(long, value_name = "MS", default_value_t = 20, value_parser = clap::value_parser!(u32).range(10..=1000))]
+    pub frame_ms: u32,
+    /// Sample rate of the calls: 8000, 16000 or 24000 (8k, 16k, 24k also accepted).
+    #[arg(long, value_name = "HZ", default_value = "8000", value_parser = parse_rate)]
+    pub rate: SampleRate,
+    /// Caller audio from a WAV file, looped (each 320-byte block's first 16 bytes carry a stamp).
+    #[arg(long, value_name = "PATH", conflicts_with = "tone")]
+    pub wav: Option<PathBuf>,
+    /// Caller audio: a looped sine tone at this frequency (the default, at 440 Hz).
+    #[arg(long, value_name = "HZ")]
+    pub tone: Option<f32>,
+    /// The server's process id: its CPU and RSS over the steady window are reported (Linux).
+    #[arg(long, value_name = "PID")]
+    pub server_pid: Option<u32>,
+    /// Worker threads for the load generator (keep it small next to the server on a small box).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub threads: u16,
+    /// A custom parameter sent in every start, key=value (repeatable).
+    #[arg(long = "param", value_name = "KEY=VALUE", value_parser = parse_param)]
+    pub params: Vec<(String, String)>,
+    /// Basic auth for each upgrade, user:pass.
+    #[arg(long, value_name = "USER:PASS", env = "EXOTEL_SIM_AUTH", hide_env_values = true)]
+    pub auth: Option<String>,
+    /// Limit for the dynamic-URL request and for each WebSocket handshake.
+    #[arg(long, value_name = "MS", default_value_t = 10_000)]
+    pub connect_timeout_ms: u64,
+    /// Print the report as JSON instead of the summary.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// `--dtmf 1500=#`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DtmfAt {
@@ -117,6 +176,7 @@ pub struct DtmfAt {
 pub async fn run(cmd: SimCommand) -> ExitCode {
     match cmd {
         SimCommand::Call(args) => call(args).await,
+        SimCommand::Load(args) => load(args).await,
         SimCommand::Exotel(args) => crate::fake_exotel::cli::run(args).await,
     }
 }
@@ -150,6 +210,109 @@ async fn call(args: CallArgs) -> ExitCode {
         }
     }
     ExitCode::from(if report.ok() { EXIT_OK } else { EXIT_VIOLATIONS })
+}
+
+async fn load(args: LoadArgs) -> ExitCode {
+    let (json, threads) = (args.json, usize::from(args.threads));
+    let cfg = match load_config(args) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            eprintln!("exotel-sim: {e:#}");
+            return ExitCode::from(EXIT_SETUP);
+        }
+    };
+    let ramp_secs = (cfg.calls.saturating_sub(1)) as f64 / cfg.ramp_per_sec;
+    eprintln!(
+        "exotel-sim: {} calls over {ramp_secs:.1} s, steady window {:.1} s after a {:.1} s warmup ({} load thread{})",
+        cfg.calls,
+        cfg.duration.as_secs_f64(),
+        cfg.warmup.as_secs_f64(),
+        threads,
+        if threads == 1 { "" } else { "s" }
+    );
+    let report = match run_on_own_runtime(cfg, threads).await {
+        Ok(report) => report,
+        Err(e) => {
+            eprintln!("exotel-sim: the load could not run: {e}");
+            return ExitCode::from(EXIT_SETUP);
+        }
+    };
+    let printed = if json {
+        serde_json::to_string_pretty(&report).map(|text| println!("{text}"))
+    } else {
+        println!("{}", report.summary());
+        Ok(())
+    };
+    if let Err(e) = printed {
+        eprintln!("exotel-sim: report as JSON: {e}");
+        return ExitCode::from(EXIT_SETUP);
+    }
+    ExitCode::from(if report.ok() { EXIT_OK } else { EXIT_VIOLATIONS })
+}
+
+/// The load gets a runtime of its own with `threads` workers, so `--threads` bounds what it can
+/// take from the server's cores whatever runtime the caller runs.
+async fn run_on_own_runtime(cfg: LoadConfig, threads: usize) -> Result<LoadReport, SimError> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("sim-load".into())
+        .spawn(move || {
+            let result = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(threads)
+                .thread_name("sim-load-worker")
+                .enable_all()
+                .build()
+                .map_err(|e| SimError::Config(format!("cannot start the load runtime: {e}")))
+                .and_then(|rt| rt.block_on(crate::run_load(cfg)));
+            let _ = tx.send(result);
+        })
+        .map_err(|e| SimError::Config(format!("cannot start the load thread: {e}")))?;
+    rx.await.map_err(|_| SimError::Config("the load thread died".into()))?
+}
+
+/// Turns `sim load` arguments into a run.
+pub fn load_config(args: LoadArgs) -> anyhow::Result<LoadConfig> {
+    let target = match (args.url, args.dynamic) {
+        (Some(url), None) => Target::Ws(url),
+        (None, Some(url)) => Target::Dynamic(url),
+        _ => bail!("give exactly one of --url and --dynamic"),
+    };
+    if !(args.ramp.is_finite() && args.ramp > 0.0) {
+        bail!("--ramp must be a positive number of calls per second");
+    }
+    if args.duration.is_zero() {
+        bail!("--duration must be more than 0 seconds");
+    }
+    let defaults = LoadConfig::default();
+    let audio = match (args.wav, args.tone) {
+        (Some(path), _) => AudioSource::Wav(path),
+        (None, Some(hz)) => AudioSource::Tone { hz, ms: 1000 },
+        (None, None) => defaults.audio.clone(),
+    };
+    let custom_parameters: BTreeMap<String, String> = args.params.into_iter().collect();
+    warn_about_param_limits(&custom_parameters);
+    let basic_auth = match args.auth {
+        Some(auth) => {
+            let (user, pass) = auth.split_once(':').context("--auth must be user:pass")?;
+            Some((user.to_string(), pass.to_string()))
+        }
+        None => None,
+    };
+    Ok(LoadConfig {
+        target,
+        calls: usize::from(args.calls),
+        ramp_per_sec: args.ramp,
+        duration: args.duration,
+        warmup: args.warmup,
+        frame_ms: args.frame_ms,
+        sample_rate: args.rate,
+        audio,
+        server_pid: args.server_pid,
+        connect_timeout: Duration::from_millis(args.connect_timeout_ms),
+        custom_parameters,
+        basic_auth,
+        ..defaults
+    })
 }
 
 fn print_report(report: &CallReport, json: bool) -> anyhow::Result<()> {
@@ -226,6 +389,11 @@ pub(crate) fn parse_rate(s: &str) -> Result<SampleRate, String> {
     let t = s.trim().to_ascii_lowercase();
     let t = if t.ends_with('k') { format!("{t}hz") } else { t };
     SampleRate::parse(&t).ok_or_else(|| format!("{s:?}: expected 8000, 16000 or 24000 (or 8k, 16k, 24k)"))
+}
+
+fn parse_secs(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s.trim().parse().map_err(|_| format!("{s:?}: expected a number of seconds"))?;
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("{s:?}: expected a non-negative number of seconds"))
 }
 
 fn parse_dtmf(s: &str) -> Result<DtmfAt, String> {
@@ -362,6 +530,100 @@ mod tests {
         assert_eq!(parse_rate("8000"), Ok(SampleRate::Hz8000));
         assert_eq!(parse_rate("16kHz"), Ok(SampleRate::Hz16000));
         assert!(parse_rate("22050").is_err());
+    }
+
+    fn parse_load(args: &[&str]) -> Result<LoadArgs, clap::Error> {
+        let cli = Cli::try_parse_from(["sim", "load"].into_iter().chain(args.iter().copied()))?;
+        match cli.cmd {
+            SimCommand::Load(args) => Ok(args),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn load_defaults() {
+        let args = parse_load(&["--url", "ws://127.0.0.1:9/"]).unwrap();
+        assert_eq!((args.threads, args.json), (1, false));
+        let cfg = load_config(args).unwrap();
+        let d = LoadConfig::default();
+        assert_eq!(cfg.target, Target::Ws("ws://127.0.0.1:9/".into()));
+        assert_eq!((cfg.calls, cfg.ramp_per_sec, cfg.frame_ms), (100, 200.0, 20));
+        assert_eq!((cfg.duration, cfg.warmup), (Duration::from_secs(20), Duration::from_secs(3)));
+        assert_eq!((cfg.sample_rate, cfg.server_pid), (SampleRate::Hz8000, None));
+        assert_eq!(cfg.audio, d.audio);
+    }
+
+    #[test]
+    fn load_everything() {
+        let args = parse_load(&[
+            "--dynamic",
+            "http://127.0.0.1:9/u",
+            "--calls",
+            "5000",
+            "--ramp",
+            "500",
+            "--duration",
+            "7.5",
+            "--warmup",
+            "0",
+            "--frame-ms",
+            "100",
+            "--rate",
+            "16k",
+            "--tone",
+            "300",
+            "--server-pid",
+            "42",
+            "--threads",
+            "2",
+            "--param",
+            "agentId=echo",
+            "--auth",
+            "u:p",
+            "--json",
+        ])
+        .unwrap();
+        assert_eq!((args.threads, args.json), (2, true));
+        let cfg = load_config(args).unwrap();
+        assert_eq!(cfg.target, Target::Dynamic("http://127.0.0.1:9/u".into()));
+        assert_eq!((cfg.calls, cfg.ramp_per_sec, cfg.frame_ms), (5000, 500.0, 100));
+        assert_eq!((cfg.duration, cfg.warmup), (Duration::from_millis(7500), Duration::ZERO));
+        assert_eq!((cfg.sample_rate, cfg.server_pid), (SampleRate::Hz16000, Some(42)));
+        assert_eq!(cfg.audio, AudioSource::Tone { hz: 300.0, ms: 1000 });
+        assert_eq!(cfg.custom_parameters.get("agentId").map(String::as_str), Some("echo"));
+        assert_eq!(cfg.basic_auth, Some(("u".into(), "p".into())));
+    }
+
+    #[test]
+    fn load_rejects() {
+        for bad in [
+            &[][..],
+            &["--url", "ws://h/", "--dynamic", "http://h/"],
+            &["--url", "ws://h/", "--calls", "0"],
+            &["--url", "ws://h/", "--calls", "70000"],
+            &["--url", "ws://h/", "--frame-ms", "5"],
+            &["--url", "ws://h/", "--duration", "-1"],
+            &["--url", "ws://h/", "--duration", "abc"],
+            &["--url", "ws://h/", "--threads", "0"],
+            &["--url", "ws://h/", "--wav", "a.wav", "--tone", "300"],
+        ] {
+            assert!(parse_load(bad).is_err(), "{bad:?} parsed");
+        }
+        for bad in [&["--url", "ws://h/", "--ramp", "0"][..], &["--url", "ws://h/", "--duration", "0"]] {
+            assert!(load_config(parse_load(bad).unwrap()).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[tokio::test]
+    async fn load_against_nothing_exits_1() {
+        // Every call fails to connect: the run completes and says so.
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let url = format!("ws://127.0.0.1:{port}/");
+        let args =
+            parse_load(&["--url", &url, "--calls", "2", "--duration", "0.2", "--warmup", "0", "--json"]).unwrap();
+        assert_eq!(run(SimCommand::Load(args)).await, ExitCode::from(EXIT_VIOLATIONS));
+        let args = parse_load(&["--url", "http://127.0.0.1:9/", "--duration", "0.2"]).unwrap();
+        assert_eq!(run(SimCommand::Load(args)).await, ExitCode::from(EXIT_SETUP), "not a ws URL");
     }
 
     #[tokio::test]

@@ -3,6 +3,9 @@
 //! `stop`. Everything the bot sends is checked against Exotel's rules (PROTOCOL.md §5) and
 //! lands in a [`CallReport`].
 //!
+//! [`load`] runs many such calls at once against one server, cheaply, and measures the server's
+//! CPU, memory and echo delay.
+//!
 //! [`fake_exotel`] goes one level up: a fake Exotel REST API (`Calls/connect`) that plays each
 //! placed call the way Exotel would, for testing a gateway end to end.
 
@@ -12,14 +15,16 @@ pub mod cli;
 mod config;
 mod error;
 pub mod fake_exotel;
+pub mod load;
 pub mod playback;
 mod report;
 pub mod validate;
 
-pub use audio::{load_wav, tone, write_wav};
+pub use audio::{load_wav, resample, tone, write_wav};
 pub use call::run_call;
 pub use cli::{CallArgs, SimCommand};
 pub use config::{AudioSource, CallConfig, Injected, Target, random_sid};
 pub use error::SimError;
+pub use load::{LoadConfig, LoadReport, run_load};
 pub use report::CallReport;
 pub use validate::Violation;
