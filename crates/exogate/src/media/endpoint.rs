@@ -16,7 +16,7 @@ use crate::app::AppState;
 pub(crate) const MAX_MESSAGE: usize = 1 << 20;
 /// Socket reads in pieces sized for telephony audio (a 100 ms, 24 kHz media message is ~6.5 kB),
 /// not tungstenite's 128 KiB default, which would cost 128 KiB per call.
-const READ_BUFFER: usize = 8 * 1024;
+const READ_BUFFER: usize = 2 * 1024;
 /// Bounds what a peer that stops reading can make us hold.
 const MAX_WRITE_BUFFER: usize = 2 * MAX_MESSAGE;
 
