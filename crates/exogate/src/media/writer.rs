@@ -3,7 +3,6 @@
 //! burst and `clear` stays effective; marks follow the audio they end.
 
 use std::collections::VecDeque;
-use std::future::pending;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -94,6 +93,8 @@ pub(crate) async fn run(
         stats: WriterStats::default(),
         done: false,
     };
+    let timer = sleep_until(Instant::now());
+    tokio::pin!(timer);
     while !w.done {
         if let Err(e) = w.pump().await {
             tracing::debug!(error = %e, "media socket send failed");
@@ -103,6 +104,12 @@ pub(crate) async fn run(
             break;
         }
         let wake = w.next_wake();
+        // One timer per call, moved rather than re-created on every wake.
+        if let Some(t) = wake {
+            if timer.deadline() != t {
+                timer.as_mut().reset(t);
+            }
+        }
         tokio::select! {
             cmd = rx.recv() => match cmd {
                 Some(cmd) => {
@@ -113,7 +120,7 @@ pub(crate) async fn run(
                 }
                 None => break,
             },
-            _ = async { match wake { Some(t) => sleep_until(t).await, None => pending().await } } => w.on_timer(),
+            _ = &mut timer, if wake.is_some() => w.on_timer(),
         }
     }
     let _ = closed.send(());
