@@ -227,10 +227,9 @@ impl Writer {
         self.queue.push_back(Item::Mark(mark));
     }
 
+    /// Pushed back on every chunk, so while audio flows the check never fires.
     fn arm_idle(&mut self) {
-        if self.idle_at.is_none() {
-            self.idle_at = Some(Instant::now() + IDLE_FLUSH);
-        }
+        self.idle_at = Some(Instant::now() + IDLE_FLUSH);
     }
 
     fn drop_queued(&mut self) {
