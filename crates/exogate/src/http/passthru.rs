@@ -96,5 +96,5 @@ pub(crate) async fn passthru(State(app): State<Arc<AppState>>, input: WebhookInp
 }
 
 fn urlencode(v: &str) -> String {
-    serde_urlencoded::to_string([("", v)]).map(|s| s[1..].to_string()).unwrap_or_default()
+    serde_urlencoded::to_string([("", v)]).map(|s| s.trim_start_matches('=').to_string()).unwrap_or_default()
 }
