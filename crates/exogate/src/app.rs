@@ -59,6 +59,17 @@ impl AppState {
         self.agent_kind(agent_id).is_some()
     }
 
+    /// The media endpoint handed to Exotel: PUBLIC_WS_URL (or the one derived from WEBHOOK_BASE_URL),
+    /// else `ws://<host of the request>:<media port>`; `/media` added when the base has no path.
+    pub fn media_url(&self, request_host: Option<&str>) -> String {
+        let base = self.config.public_ws_url.clone().unwrap_or_else(|| {
+            let host = request_host.map(strip_port).filter(|h| !h.is_empty()).unwrap_or_else(|| "127.0.0.1".into());
+            format!("ws://{host}:{}", self.ws_port)
+        });
+        let after_scheme = base.split_once("://").map_or(base.as_str(), |(_, r)| r);
+        if after_scheme.contains('/') { base } else { format!("{base}/media") }
+    }
+
     pub fn phone_default_agent(&self, number: &str) -> Option<String> {
         self.phone_agents.read().ok()?.get(&number_key(number)).cloned()
     }
@@ -87,6 +98,14 @@ impl AppState {
     pub fn take_decision(&self, call_sid: &str) -> Option<Decision> {
         self.decisions.lock().ok()?.remove(call_sid)
     }
+}
+
+/// `host:8080` → `host`; `[::1]:8080` → `[::1]`.
+fn strip_port(host: &str) -> String {
+    if let Some(end) = host.find(']') {
+        return host[..=end].to_string();
+    }
+    host.split(':').next().unwrap_or_default().to_string()
 }
 
 /// Numbers compared by their last 10 digits: `+919876543210`, `09876543210` and `9876543210` match.

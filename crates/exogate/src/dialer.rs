@@ -209,12 +209,7 @@ fn public_base(app: &AppState, host: Option<&str>) -> Option<String> {
 }
 
 fn stream_url(app: &AppState, host: Option<&str>, id: &str, agent: &str) -> String {
-    let base = app.config.public_ws_url.clone().unwrap_or_else(|| {
-        let h = host.map(|h| h.rsplit_once(':').map_or(h, |(name, _)| name)).unwrap_or("127.0.0.1");
-        format!("ws://{h}:{}", app.ws_port)
-    });
-    let after_scheme = base.split_once("://").map_or(base.as_str(), |(_, r)| r);
-    let base = if after_scheme.contains('/') { base.clone() } else { format!("{base}/media") };
+    let base = app.media_url(host);
     let query = serde_urlencoded::to_string([("agentId", agent), ("callLogId", id)]).unwrap_or_default();
     format!("{base}?{query}")
 }

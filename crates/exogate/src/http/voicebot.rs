@@ -91,7 +91,7 @@ pub(crate) async fn dynamic_url(
         }
         query.push_str(&format!("sample-rate={}", r.hz()));
     }
-    let base = ws_base(&app, &headers);
+    let base = app.media_url(headers.get(HOST).and_then(|h| h.to_str().ok()));
     let url = if query.is_empty() { base } else { format!("{base}?{query}") };
 
     if let Some(call_sid) = &d.call_sid {
@@ -119,23 +119,4 @@ pub(crate) async fn dynamic_url(
         "voicebot url requested"
     );
     Ok(Json(json!({ "url": url })))
-}
-
-/// The configured public base, or `ws://<request host>:WS_PORT`; `/media` added when it has no path.
-fn ws_base(app: &AppState, headers: &HeaderMap) -> String {
-    let base = app.config.public_ws_url.clone().unwrap_or_else(|| {
-        let host = headers.get(HOST).and_then(|h| h.to_str().ok()).map(strip_port).unwrap_or_default();
-        let host = if host.is_empty() { "127.0.0.1".to_string() } else { host };
-        format!("ws://{host}:{}", app.ws_port)
-    });
-    let after_scheme = base.split_once("://").map_or(base.as_str(), |(_, r)| r);
-    if after_scheme.contains('/') { base } else { format!("{base}/media") }
-}
-
-/// `host:8080` → `host`; `[::1]:8080` → `[::1]`.
-fn strip_port(host: &str) -> String {
-    if let Some(end) = host.find(']') {
-        return host[..=end].to_string();
-    }
-    host.split(':').next().unwrap_or_default().to_string()
 }
