@@ -49,8 +49,8 @@ pub struct AppState {
 impl AppState {
     /// The implementation id (a registry key) for an agent id, if the agent exists.
     pub fn agent_kind(&self, agent_id: &str) -> Option<String> {
-        if let Some(def) = self.agent_defs.read().ok().and_then(|d| d.get(agent_id).cloned()) {
-            return Some(def.kind);
+        if let Some(kind) = self.agent_defs.read().ok().and_then(|d| d.get(agent_id).map(|a| a.kind.clone())) {
+            return Some(kind);
         }
         self.agents.contains(agent_id).then(|| agent_id.to_string())
     }

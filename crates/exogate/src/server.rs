@@ -84,7 +84,7 @@ pub async fn start_with_agents(config: Config, agents: Registry) -> anyhow::Resu
     let ws_addr = ws.local_addr()?;
     let tasks =
         vec![serve(http, crate::http::router(state.clone())), serve(ws, crate::http::ws_port_router(state.clone()))];
-    tracing::info!(%http_addr, %ws_addr, database = %redact_db(&state.config.database_url), "exogate listening");
+    tracing::info!(%http_addr, %ws_addr, database = %exotel::redact::redact_url(&state.config.database_url), "exogate listening");
     Ok(Gateway { http_addr, ws_addr, state, stop, tasks })
 }
 
@@ -95,8 +95,4 @@ impl Gateway {
         let _ = tokio::time::timeout(grace, futures_util::future::join_all(self.tasks)).await;
         self.state.store.flush().await;
     }
-}
-
-fn redact_db(url: &str) -> String {
-    exotel::redact::redact_url(url)
 }
