@@ -203,3 +203,49 @@ async fn media_on_the_http_port_with_url_rate_and_unknown_agent_falls_back() {
     assert_eq!(row["custom_params"]["locale"], "ta-IN");
     assert_eq!(row["custom_params"]["agentId"], "no-such-agent");
 }
+
+/// Answers like a bridge or AI agent: from its own task, some time after the call starts, then
+/// hangs up from that task once Exotel has played the reply.
+struct Remote;
+
+impl Agent for Remote {
+    fn on_start(&mut self, call: &CallInfo, ctl: &CallControl) {
+        let (ctl, rate) = (ctl.clone(), call.sample_rate);
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            ctl.play(&exotel_sim::tone(440.0, 1000, rate));
+            ctl.mark("reply");
+        });
+    }
+    fn on_audio(&mut self, _pcm: &[u8], _ctl: &CallControl) {}
+    fn on_mark_played(&mut self, name: &str, ctl: &CallControl) {
+        if !name.starts_with("reply-") {
+            return;
+        }
+        let ctl = ctl.clone();
+        tokio::spawn(async move { ctl.hang_up() });
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_speaking_from_its_own_task_is_heard_marked_and_can_hang_up() {
+    let mut agents = Registry::builtin();
+    agents.register("remote", |_: &CallInfo| Box::new(Remote) as Box<dyn Agent>);
+    let gw = TestGateway::start_full(|_| {}, agents).await;
+    // The caller is quiet before the agent speaks, so only the agent's own wake-up can send it.
+    let mut cfg = call_to(&gw, SampleRate::Hz8000, AudioSource::Silence { ms: 200 });
+    cfg.idle_tail = Duration::from_secs(5);
+    cfg.custom_parameters = BTreeMap::from([("agentId".to_string(), "remote".to_string())]);
+    let sid = cfg.call_sid.clone();
+    let r = run_call(cfg).await.expect("call runs");
+    assert!(r.ok(), "{:?}", r.violations);
+    assert_eq!(r.received_pcm, exotel_sim::tone(440.0, 1000, SampleRate::Hz8000));
+    assert_eq!(r.marks_received, ["reply-1", "hangup-2"]);
+    assert!(r.closed_by_bot, "the hang-up from the agent's task closed the socket");
+    assert_eq!(r.close_code, Some(1000));
+    assert!(r.duration < Duration::from_secs(4), "hung up before the caller's stop: {:?}", r.duration);
+    let row = gw.call(&sid).await;
+    assert_eq!(row["marks_played"], 2);
+    assert_eq!(row["stop_reason"], "bot-hangup");
+    assert_eq!(row["bot_decision"], "hangup");
+}

@@ -1,5 +1,5 @@
-//! Media sessions: one per Exotel WebSocket. A reader (the session) parses Exotel's events and
-//! drives the agent; a writer task alone owns the socket's sending half, frames and paces audio.
+//! Media sessions: one task per Exotel WebSocket. The session parses Exotel's events and drives
+//! the agent; its writer frames and paces the agent's audio onto the same socket.
 
 mod control;
 mod endpoint;

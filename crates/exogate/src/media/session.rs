@@ -1,7 +1,8 @@
-//! The reader side of a media session: parses Exotel's events, keeps the call's counters, drives
-//! the agent, and writes the call log. Bad input is counted and skipped, never fatal.
+//! A media session: one task per Exotel WebSocket. It parses Exotel's events, keeps the call's
+//! counters, drives the agent, hands the agent's output to the writer, and writes the call log.
+//! Bad input is counted and skipped, never fatal.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -13,13 +14,11 @@ use exotel::event::{Dtmf, Media, Start, Stop};
 use exotel::redact::mask_phone;
 use exotel::{InboundEvent, SampleRate};
 use futures_util::StreamExt;
-use futures_util::stream::SplitStream;
 use serde_json::json;
-use tokio::sync::{mpsc, oneshot};
-use tokio::time::{Instant, timeout, timeout_at};
+use tokio::time::{Instant, sleep_until, timeout};
 
-use super::control::{CallControl, MarkBook, OutCmd};
-use super::writer::{self, WriterConfig, WriterStats};
+use super::control::{CallControl, OutCmd, Shared};
+use super::writer::{Writer, WriterConfig};
 use crate::agent::{Agent, CallInfo};
 use crate::app::{AppState, Decision};
 use crate::store::{CallKey, CallPatch, Status};
@@ -46,7 +45,8 @@ struct Session {
     app: Arc<AppState>,
     params: MediaParams,
     ctl: CallControl,
-    book: Arc<MarkBook>,
+    shared: Arc<Shared>,
+    writer: Writer,
     local_id: String,
     active: Option<Active>,
     frames_in: u64,
@@ -63,17 +63,13 @@ struct Session {
     early_events: Vec<(&'static str, serde_json::Value)>,
 }
 
-pub(crate) async fn run(socket: WebSocket, params: MediaParams, app: Arc<AppState>) {
-    let (sink, mut stream) = socket.split();
-    let (tx, rx) = mpsc::unbounded_channel();
-    let book = Arc::new(MarkBook::default());
-    let (closed_tx, mut closed_rx) = oneshot::channel();
-    let wcfg = WriterConfig { lead: app.config.playback_lead };
-    let ctl = CallControl::new(tx);
-    let writer = tokio::spawn(writer::run(sink, rx, book.clone(), ctl.outbox(), wcfg, closed_tx));
+pub(crate) async fn run(mut ws: WebSocket, params: MediaParams, app: Arc<AppState>) {
+    let shared = Arc::new(Shared::default());
+    let writer = Writer::new(WriterConfig { lead: app.config.playback_lead });
     let mut s = Session {
-        ctl,
-        book,
+        ctl: CallControl::new(shared.clone()),
+        shared,
+        writer,
         local_id: crate::ids::call_id(),
         app,
         params,
@@ -90,62 +86,65 @@ pub(crate) async fn run(socket: WebSocket, params: MediaParams, app: Arc<AppStat
         too_big: false,
         early_events: Vec::new(),
     };
-    s.read(&mut stream, &mut closed_rx).await;
-    s.ctl.send(OutCmd::Shutdown);
-    let stats = writer.await.unwrap_or_default();
-    s.finish(stats);
+    s.serve(&mut ws).await;
+    s.shared.close();
+    s.finish();
 }
 
 impl Session {
-    async fn read(&mut self, stream: &mut SplitStream<WebSocket>, writer_closed: &mut oneshot::Receiver<()>) {
+    /// The call's one task: reads Exotel's events, hands the agent's output to the writer, and
+    /// wakes for pacing. One task owning the whole socket costs one wake-up per inbound message.
+    async fn serve(&mut self, ws: &mut WebSocket) {
         let start_deadline = Instant::now() + self.app.config.start_timeout;
+        let timer = sleep_until(start_deadline);
+        tokio::pin!(timer);
+        let shared = self.shared.clone();
+        let mut cmds = VecDeque::new();
+        let mut ended = false;
         loop {
-            let next = if self.active.is_none() {
-                tokio::select! {
-                    r = timeout_at(start_deadline, stream.next()) => match r {
-                        Ok(m) => m,
-                        Err(_) => {
-                            self.stop_reason = Some("no-start".into());
-                            self.ctl.send(OutCmd::CloseNow { code: 1008, reason: "no start event" });
-                            return;
-                        }
-                    },
-                    _ = &mut *writer_closed => break,
+            shared.take(&mut cmds);
+            for cmd in cmds.drain(..) {
+                self.writer.handle(ws, cmd).await;
+            }
+            if ended {
+                self.writer.close(ws, 1000, "call ended").await;
+                return;
+            }
+            self.writer.pump(ws).await;
+            if self.writer.done {
+                break;
+            }
+            let mut wake = self.writer.next_wake();
+            if self.active.is_none() {
+                wake = Some(wake.map_or(start_deadline, |w| w.min(start_deadline)));
+            }
+            if let Some(t) = wake {
+                // One timer per call, moved rather than re-created on every wake.
+                if timer.deadline() != t {
+                    timer.as_mut().reset(t);
                 }
-            } else {
-                tokio::select! {
-                    m = stream.next() => m,
-                    _ = &mut *writer_closed => break,
+            }
+            tokio::select! {
+                msg = ws.next() => {
+                    shared.enter();
+                    ended = self.on_message(msg);
                 }
-            };
-            let Some(msg) = next else { return };
-            match msg {
-                Ok(Message::Text(text)) => {
-                    if self.on_text(text.as_str()) {
-                        return;
-                    }
-                }
-                Ok(Message::Binary(b)) => self.bad_input("binary-frame", json!({ "bytes": b.len() })),
-                Ok(Message::Close(frame)) => {
-                    self.peer_close = Some(frame.map_or(1005, |f| f.code));
-                    return;
-                }
-                Ok(Message::Ping(_) | Message::Pong(_)) => {}
-                Err(e) => {
-                    if is_too_big(&e) {
-                        self.too_big = true;
-                        self.bad_input("message-too-big", json!({ "error": e.to_string() }));
-                        self.ctl.send(OutCmd::CloseNow { code: 1009, reason: "message over 1 MiB" });
+                () = shared.queued() => {}
+                () = &mut timer, if wake.is_some() => {
+                    if self.active.is_none() && Instant::now() >= start_deadline {
+                        self.stop_reason = Some("no-start".into());
+                        shared.enter();
+                        self.ctl.send(OutCmd::CloseNow { code: 1008, reason: "no start event" });
+                        ended = true;
                     } else {
-                        tracing::debug!(error = %e, "media socket read failed");
+                        self.writer.on_timer(&shared);
                     }
-                    return;
                 }
             }
         }
         // We closed (hang-up): let Exotel's close reply arrive so the handshake completes.
         let _ = timeout(CLOSE_HANDSHAKE_WAIT, async {
-            while let Some(Ok(msg)) = stream.next().await {
+            while let Some(Ok(msg)) = ws.next().await {
                 if let Message::Close(frame) = msg {
                     self.peer_close = Some(frame.map_or(1005, |f| f.code));
                     break;
@@ -153,6 +152,31 @@ impl Session {
             }
         })
         .await;
+    }
+
+    /// Handles one message off the socket; true when the call is over.
+    fn on_message(&mut self, msg: Option<Result<Message, axum::Error>>) -> bool {
+        let Some(msg) = msg else { return true };
+        match msg {
+            Ok(Message::Text(text)) => return self.on_text(text.as_str()),
+            Ok(Message::Binary(b)) => self.bad_input("binary-frame", json!({ "bytes": b.len() })),
+            Ok(Message::Close(frame)) => {
+                self.peer_close = Some(frame.map_or(1005, |f| f.code));
+                return true;
+            }
+            Ok(Message::Ping(_) | Message::Pong(_)) => {}
+            Err(e) => {
+                if is_too_big(&e) {
+                    self.too_big = true;
+                    self.bad_input("message-too-big", json!({ "error": e.to_string() }));
+                    self.ctl.send(OutCmd::CloseNow { code: 1009, reason: "message over 1 MiB" });
+                } else {
+                    tracing::debug!(error = %e, "media socket read failed");
+                }
+                return true;
+            }
+        }
+        false
     }
 
     /// Handles one text frame; true when the call is over.
@@ -312,13 +336,13 @@ impl Session {
     }
 
     fn on_mark(&mut self, name: &str) {
-        if !self.book.echoed(name) {
+        if !self.writer.book.echoed(name) {
             // Cancelled by a clear, or not ours: nothing to tell the agent.
             self.record("mark-stale", json!({ "name": name }));
             return;
         }
         self.marks_played += 1;
-        self.ctl.send(OutCmd::MarkPlayed(name.to_string()));
+        self.writer.mark_played(name.to_string());
         self.record("mark-played", json!({ "name": name }));
         if let Some(a) = self.active.as_mut() {
             a.agent.on_mark_played(name, &self.ctl);
@@ -352,7 +376,8 @@ impl Session {
         }
     }
 
-    fn finish(self, w: WriterStats) {
+    fn finish(self) {
+        let w = &self.writer.stats;
         let close_code = w.close_code.or(self.peer_close).unwrap_or(1006);
         let stop_reason = self
             .stop_reason

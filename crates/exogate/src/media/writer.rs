@@ -1,21 +1,15 @@
-//! The writer task: the only owner of the socket's sending half. It frames agent audio into
-//! Exotel-legal chunks and paces them to real time with a bounded lead, so Exotel never gets a
-//! burst and `clear` stays effective; marks follow the audio they end.
+//! The writing half of a media session: frames agent audio into Exotel-legal chunks and paces
+//! them to real time with a bounded lead, so Exotel never gets a burst and `clear` stays
+//! effective; marks follow the audio they end.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use exotel::{OutboundEncoder, SampleRate};
-use futures_util::SinkExt;
-use futures_util::stream::SplitSink;
-use tokio::sync::{mpsc, oneshot};
-use tokio::time::{Instant, sleep_until, timeout};
+use tokio::time::{Instant, timeout};
 
-use std::sync::Mutex;
-
-use super::control::{Idle, MarkBook, OutCmd, Outbox, idle_check};
+use super::control::{Idle, MarkBook, OutCmd, Shared, idle_check};
 
 /// A partial chunk left this long with no new audio ends the utterance (padded, marked).
 const IDLE_FLUSH: Duration = Duration::from_millis(250);
@@ -51,10 +45,8 @@ struct Stream {
     began: Instant,
 }
 
-struct Writer {
-    sink: SplitSink<WebSocket, Message>,
-    book: Arc<MarkBook>,
-    outbox: Arc<Mutex<Outbox>>,
+pub(crate) struct Writer {
+    pub(crate) book: MarkBook,
     cfg: WriterConfig,
     stream: Option<Stream>,
     queue: VecDeque<Item>,
@@ -65,129 +57,105 @@ struct Writer {
     auto_marks: u64,
     close_deadline: Option<Instant>,
     played_close_mark: Option<String>,
-    stats: WriterStats,
-    done: bool,
-}
-
-pub(crate) async fn run(
-    sink: SplitSink<WebSocket, Message>,
-    mut rx: mpsc::UnboundedReceiver<OutCmd>,
-    book: Arc<MarkBook>,
-    outbox: Arc<Mutex<Outbox>>,
-    cfg: WriterConfig,
-    closed: oneshot::Sender<()>,
-) -> WriterStats {
-    let now = Instant::now();
-    let mut w = Writer {
-        sink,
-        book,
-        outbox,
-        cfg,
-        stream: None,
-        queue: VecDeque::new(),
-        play_until: now,
-        idle_at: None,
-        auto_marks: 0,
-        close_deadline: None,
-        played_close_mark: None,
-        stats: WriterStats::default(),
-        done: false,
-    };
-    let timer = sleep_until(Instant::now());
-    tokio::pin!(timer);
-    while !w.done {
-        if let Err(e) = w.pump().await {
-            tracing::debug!(error = %e, "media socket send failed");
-            break;
-        }
-        if w.done {
-            break;
-        }
-        let wake = w.next_wake();
-        // One timer per call, moved rather than re-created on every wake.
-        if let Some(t) = wake {
-            if timer.deadline() != t {
-                timer.as_mut().reset(t);
-            }
-        }
-        tokio::select! {
-            cmd = rx.recv() => match cmd {
-                Some(cmd) => {
-                    if let Err(e) = w.handle(cmd).await {
-                        tracing::debug!(error = %e, "media socket send failed");
-                        break;
-                    }
-                }
-                None => break,
-            },
-            _ = &mut timer, if wake.is_some() => w.on_timer(),
-        }
-    }
-    let _ = closed.send(());
-    w.stats
+    pub(crate) stats: WriterStats,
+    /// We sent a close, or the socket failed: nothing more goes out.
+    pub(crate) done: bool,
 }
 
 impl Writer {
-    async fn send(&mut self, text: String) -> Result<(), axum::Error> {
-        match timeout(SEND_TIMEOUT, self.sink.send(Message::Text(text.into()))).await {
-            Ok(r) => r,
-            Err(_) => Err(axum::Error::new("send timed out")),
+    pub(crate) fn new(cfg: WriterConfig) -> Self {
+        Self {
+            book: MarkBook::default(),
+            cfg,
+            stream: None,
+            queue: VecDeque::new(),
+            play_until: Instant::now(),
+            idle_at: None,
+            auto_marks: 0,
+            close_deadline: None,
+            played_close_mark: None,
+            stats: WriterStats::default(),
+            done: false,
         }
     }
 
-    async fn close(&mut self, code: u16, reason: &'static str) {
+    async fn send(&mut self, ws: &mut WebSocket, text: String) {
+        if self.done {
+            return;
+        }
+        let sent = match timeout(SEND_TIMEOUT, ws.send(Message::Text(text.into()))).await {
+            Ok(r) => r,
+            Err(_) => Err(axum::Error::new("send timed out")),
+        };
+        if let Err(e) = sent {
+            tracing::debug!(error = %e, "media socket send failed");
+            self.done = true;
+        }
+    }
+
+    pub(crate) async fn close(&mut self, ws: &mut WebSocket, code: u16, reason: &'static str) {
+        if self.done {
+            return;
+        }
         self.stats.close_code = Some(code);
         let frame = CloseFrame { code, reason: reason.into() };
-        let _ = timeout(SEND_TIMEOUT, self.sink.send(Message::Close(Some(frame)))).await;
+        let _ = timeout(SEND_TIMEOUT, ws.send(Message::Close(Some(frame)))).await;
         self.done = true;
     }
 
     /// Sends everything the pacing allows.
-    async fn pump(&mut self) -> Result<(), axum::Error> {
+    pub(crate) async fn pump(&mut self, ws: &mut WebSocket) {
         while let Some(front) = self.queue.front() {
+            if self.done {
+                return;
+            }
             let now = Instant::now();
             match front {
                 Item::Frame(_) => {
                     if self.play_until > now + self.cfg.lead {
-                        return Ok(());
+                        return;
                     }
-                    let Some(Item::Frame(pcm)) = self.queue.pop_front() else { return Ok(()) };
-                    let Some(s) = self.stream.as_mut() else { return Ok(()) };
+                    let Some(Item::Frame(pcm)) = self.queue.pop_front() else { return };
+                    let Some(s) = self.stream.as_mut() else { return };
                     let ts = s.began.elapsed().as_millis() as u64;
                     let text = s.encoder.media(&pcm, ts);
                     let dur = Duration::from_micros(s.rate.duration_us(pcm.len()));
                     self.play_until = self.play_until.max(now) + dur;
                     self.stats.frames_out += 1;
                     self.stats.bytes_out += pcm.len() as u64;
-                    self.send(text).await?;
+                    self.send(ws, text).await;
                 }
                 Item::Mark(_) => {
-                    let Some(Item::Mark(name)) = self.queue.pop_front() else { return Ok(()) };
-                    let Some(s) = self.stream.as_mut() else { return Ok(()) };
+                    let Some(Item::Mark(name)) = self.queue.pop_front() else { return };
+                    let Some(s) = self.stream.as_mut() else { return };
                     let text = s.encoder.mark(&name);
                     self.book.sent(&name);
                     self.stats.marks_sent += 1;
-                    self.send(text).await?;
+                    self.send(ws, text).await;
                 }
                 Item::Close { code, after_mark } => {
                     let code = *code;
                     let waiting = after_mark.as_ref().is_some_and(|m| self.played_close_mark.as_ref() != Some(m));
                     if !waiting {
-                        self.close(code, "bot hung up").await;
-                        return Ok(());
+                        self.close(ws, code, "bot hung up").await;
+                        return;
                     }
                     let deadline = self.play_until.max(now) + HANGUP_GRACE;
                     if now >= *self.close_deadline.get_or_insert(deadline) {
-                        self.close(code, "bot hung up").await;
+                        self.close(ws, code, "bot hung up").await;
                     }
-                    return Ok(());
+                    return;
                 }
             }
         }
-        Ok(())
     }
 
-    fn next_wake(&self) -> Option<Instant> {
+    /// The echo of a hang-up's mark arrived: the close can go out.
+    pub(crate) fn mark_played(&mut self, name: String) {
+        self.played_close_mark = Some(name);
+    }
+
+    pub(crate) fn next_wake(&self) -> Option<Instant> {
         let mut wake: Option<Instant> = None;
         let mut at = |t: Instant| wake = Some(wake.map_or(t, |w| w.min(t)));
         match self.queue.front() {
@@ -205,10 +173,10 @@ impl Writer {
         wake
     }
 
-    fn on_timer(&mut self) {
+    pub(crate) fn on_timer(&mut self, shared: &Shared) {
         if self.idle_at.is_some_and(|t| Instant::now() >= t) {
             self.idle_at = None;
-            match idle_check(&self.outbox, IDLE_FLUSH) {
+            match idle_check(shared, IDLE_FLUSH) {
                 Idle::Done => {}
                 Idle::Until(t) => self.idle_at = Some(t),
                 Idle::Ended(tail) => {
@@ -245,7 +213,7 @@ impl Writer {
         self.idle_at = None;
     }
 
-    async fn handle(&mut self, cmd: OutCmd) -> Result<(), axum::Error> {
+    pub(crate) async fn handle(&mut self, ws: &mut WebSocket, cmd: OutCmd) {
         match cmd {
             OutCmd::Begin { stream_sid, rate } => {
                 self.stream = Some(Stream { rate, encoder: OutboundEncoder::new(&stream_sid), began: Instant::now() });
@@ -264,13 +232,13 @@ impl Writer {
                 if let Some(s) = self.stream.as_mut() {
                     let text = s.encoder.clear();
                     self.stats.clears += 1;
-                    self.send(text).await?;
+                    self.send(ws, text).await;
                 }
             }
             OutCmd::DropQueued => self.drop_queued(),
             OutCmd::HangUp { tail, mark } => {
                 if self.stats.hung_up {
-                    return Ok(());
+                    return;
                 }
                 self.stats.hung_up = true;
                 self.idle_at = None;
@@ -280,10 +248,7 @@ impl Writer {
                 }
                 self.queue.push_back(Item::Close { code: 1000, after_mark: has_stream.then_some(mark) });
             }
-            OutCmd::MarkPlayed(name) => self.played_close_mark = Some(name),
-            OutCmd::CloseNow { code, reason } => self.close(code, reason).await,
-            OutCmd::Shutdown => self.close(1000, "call ended").await,
+            OutCmd::CloseNow { code, reason } => self.close(ws, code, reason).await,
         }
-        Ok(())
     }
 }
