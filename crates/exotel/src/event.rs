@@ -1,6 +1,7 @@
 //! Events Exotel sends to the bot (PROTOCOL.md §4), parsed leniently, and composed in the
 //! documented form (for simulators).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
@@ -142,9 +143,9 @@ impl StopReason {
 // ---- wire shapes (lenient) ----
 
 #[derive(Deserialize)]
-struct RawEnvelope {
-    #[serde(alias = "Event")]
-    event: Option<String>,
+struct RawEnvelope<'a> {
+    #[serde(borrow, alias = "Event")]
+    event: Option<Cow<'a, str>>,
     #[serde(default, alias = "sequenceNumber", deserialize_with = "opt_u64")]
     sequence_number: Option<u64>,
     #[serde(default, alias = "streamSid", deserialize_with = "opt_string")]
@@ -236,7 +237,7 @@ const KNOWN: [&str; 7] = ["connected", "start", "media", "dtmf", "mark", "stop",
 impl InboundEvent {
     /// Parses one text frame from Exotel.
     pub fn parse(text: &str) -> Result<Self, ParseError> {
-        match serde_json::from_str::<RawEnvelope>(text) {
+        match serde_json::from_str::<RawEnvelope<'_>>(text) {
             Ok(raw) => Self::from_raw(raw),
             // A shape we can't read: if the event is one we don't know, that's fine; otherwise it's malformed.
             Err(source) => {
@@ -255,11 +256,11 @@ impl InboundEvent {
         }
     }
 
-    fn from_raw(raw: RawEnvelope) -> Result<Self, ParseError> {
+    fn from_raw(raw: RawEnvelope<'_>) -> Result<Self, ParseError> {
         let event = raw.event.ok_or(ParseError::NoEvent)?;
         let seq = raw.sequence_number;
         let top_sid = raw.stream_sid;
-        Ok(match event.as_str() {
+        Ok(match &*event {
             "connected" => Self::Connected { protocol: raw.protocol, version: raw.version },
             "start" => {
                 let s = raw.start.unwrap_or_default();
@@ -311,7 +312,7 @@ impl InboundEvent {
                 })
             }
             "clear" => Self::Clear { stream_sid: top_sid },
-            _ => Self::Unknown { event },
+            _ => Self::Unknown { event: event.into_owned() },
         })
     }
 
