@@ -38,11 +38,12 @@ fn inbound(c: &mut Criterion) {
 fn outbound(c: &mut Criterion) {
     let mut g = c.benchmark_group("outbound");
     for rate in SampleRate::ALL {
-        let spec = FrameSpec::for_rate(rate);
+        let k = rate.hz() / 1000;
+        // The gateway's default: 100 ms chunks (OUT_CHUNK_MS), fed by 20 ms of agent audio at a time.
+        let spec = FrameSpec::for_duration(rate, 100);
         let frame_20ms = vec![3u8; rate.bytes_per_ms() * 20];
-        // Framing one second of 20 ms frames into legal chunks.
         g.throughput(Throughput::Elements(50));
-        g.bench_function(format!("frame_1s_of_20ms_{}k", rate.hz() / 1000), |b| {
+        g.bench_function(format!("frame_1s_of_20ms_{k}k"), |b| {
             b.iter(|| {
                 let mut f = Framer::new(spec);
                 let mut n = 0;
@@ -52,13 +53,24 @@ fn outbound(c: &mut Criterion) {
                 black_box(n)
             })
         });
-        let chunk = vec![5u8; spec.bytes()];
         let mut enc = OutboundEncoder::new("6f048d2e897a0d2d4029560f3f541947");
+        // Everything the outbound side does with one second of a call's audio: frame and encode.
+        g.bench_function(format!("frame_and_encode_1s_{k}k"), |b| {
+            b.iter(|| {
+                let mut f = Framer::new(spec);
+                let mut bytes = 0;
+                for i in 0..50 {
+                    f.push(black_box(&frame_20ms), |chunk| bytes += enc.media(&chunk, i * 20).len());
+                }
+                black_box(bytes)
+            })
+        });
+        let chunk = vec![5u8; spec.bytes()];
         g.throughput(Throughput::Elements(1));
-        g.bench_function(format!("encode_media_chunk_{}k_{}B", rate.hz() / 1000, spec.bytes()), |b| {
+        g.bench_function(format!("encode_media_chunk_{k}k_{}B", spec.bytes()), |b| {
             b.iter(|| black_box(enc.media(black_box(&chunk), 820)))
         });
-        g.bench_function(format!("base64_encode_{}B", spec.bytes()), |b| {
+        g.bench_function(format!("base64_encode_{k}k_{}B", spec.bytes()), |b| {
             b.iter(|| black_box(B64.encode(black_box(&chunk))))
         });
     }
