@@ -23,7 +23,7 @@ pub struct CallInfo {
     pub agent_id: String,
 }
 
-/// One call's agent. Every method runs on the session's reader and must return promptly.
+/// One call's agent. Every method runs on the call's session task and must return promptly.
 pub trait Agent: Send {
     fn on_start(&mut self, _call: &CallInfo, _ctl: &CallControl) {}
     /// Caller audio: PCM16LE mono at the call's rate, any length.
