@@ -122,9 +122,9 @@ fn blackman(u: f64) -> f64 {
 mod tests {
     use super::*;
 
-    /// The project's shared/ folder sits beside the work tree (here and in CI).
+    /// Real recordings kept in the repository (copies of the project's shared audio).
     fn shared(name: &str) -> std::path::PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/audio").join(name)
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/audio").join(name)
     }
 
     fn wav_secs(path: &Path) -> f64 {

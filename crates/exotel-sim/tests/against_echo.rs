@@ -223,7 +223,7 @@ async fn echo_bot_hears_itself_and_every_mark_is_echoed_after_its_audio() {
 async fn sixteen_khz_wav_with_url_credentials() {
     let (listener, addr) = listen().await;
     let bot = tokio::spawn(echo_bot(listener));
-    let wav = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/audio/tone-440hz-2s-24k.wav");
+    let wav = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/audio/tone-440hz-2s-24k.wav");
     let mut cfg = quick(format!("ws://KEY:T%40KEN@{addr}/media?agent=riya"));
     cfg.sample_rate = SampleRate::Hz16000;
     cfg.frame_ms = 100;

@@ -293,6 +293,10 @@ pub(crate) fn idle_check(shared: &Shared, idle: Duration) -> Idle {
     if !ob.unmarked {
         return Idle::Done;
     }
+    if !ob.cmds.is_empty() {
+        // Chunks the session has not taken yet come first; the tail must not overtake them.
+        return Idle::Until(Instant::now());
+    }
     let due = ob.last_audio.map_or_else(Instant::now, |t| t + idle);
     if Instant::now() < due {
         return Idle::Until(due);

@@ -86,9 +86,18 @@ pub(crate) async fn run(mut ws: WebSocket, params: MediaParams, app: Arc<AppStat
         too_big: false,
         early_events: Vec::new(),
     };
+    // Also on a panic in an agent: agents on other tasks must not fill a queue nobody drains.
+    let _closed = CloseOnDrop(s.shared.clone());
     s.serve(&mut ws).await;
-    s.shared.close();
     s.finish();
+}
+
+struct CloseOnDrop(Arc<Shared>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.close();
+    }
 }
 
 impl Session {

@@ -62,23 +62,15 @@ impl TestGateway {
     }
 }
 
-/// A real speech or tone recording from the repository's shared audio, at `rate`.
+/// A real speech or tone recording from the repository's `testdata/audio`, at `rate`.
 pub fn speech(rate: SampleRate) -> Vec<u8> {
     let name = match rate {
         SampleRate::Hz8000 => "caller-order-status-8k.wav",
         SampleRate::Hz16000 => "caller-order-number-16k.wav",
         SampleRate::Hz24000 => "tone-440hz-2s-24k.wav",
     };
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/audio").join(name);
-    match exotel_sim::load_wav(&path, rate) {
-        Ok(pcm) => pcm,
-        // Outside the project checkout the shared audio may be absent; a generated signal still
-        // carries distinct bytes for the echo comparison.
-        Err(e) => {
-            eprintln!("{}: {e}; using a generated tone", path.display());
-            exotel_sim::tone(330.0, 2500, rate)
-        }
-    }
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata/audio").join(name);
+    exotel_sim::load_wav(&path, rate).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 /// Asserts the bot's audio is the caller's audio, in order, then at most one chunk of zero padding.
