@@ -45,7 +45,6 @@ struct Session {
     app: Arc<AppState>,
     params: MediaParams,
     ctl: CallControl,
-    shared: Arc<Shared>,
     writer: Writer,
     local_id: String,
     active: Option<Active>,
@@ -68,7 +67,6 @@ pub(crate) async fn run(mut ws: WebSocket, params: MediaParams, app: Arc<AppStat
     let writer = Writer::new(WriterConfig { lead: app.config.playback_lead });
     let mut s = Session {
         ctl: CallControl::new(shared.clone()),
-        shared,
         writer,
         local_id: crate::ids::call_id(),
         app,
@@ -87,8 +85,8 @@ pub(crate) async fn run(mut ws: WebSocket, params: MediaParams, app: Arc<AppStat
         early_events: Vec::new(),
     };
     // Also on a panic in an agent: agents on other tasks must not fill a queue nobody drains.
-    let _closed = CloseOnDrop(s.shared.clone());
-    s.serve(&mut ws).await;
+    let _closed = CloseOnDrop(shared.clone());
+    s.serve(&mut ws, &shared).await;
     s.finish();
 }
 
@@ -103,11 +101,10 @@ impl Drop for CloseOnDrop {
 impl Session {
     /// The call's one task: reads Exotel's events, hands the agent's output to the writer, and
     /// wakes for pacing. One task owning the whole socket costs one wake-up per inbound message.
-    async fn serve(&mut self, ws: &mut WebSocket) {
+    async fn serve(&mut self, ws: &mut WebSocket, shared: &Shared) {
         let start_deadline = Instant::now() + self.app.config.start_timeout;
         let timer = sleep_until(start_deadline);
         tokio::pin!(timer);
-        let shared = self.shared.clone();
         let mut cmds = VecDeque::new();
         let mut ended = false;
         loop {
@@ -146,7 +143,7 @@ impl Session {
                         self.ctl.send(OutCmd::CloseNow { code: 1008, reason: "no start event" });
                         ended = true;
                     } else {
-                        self.writer.on_timer(&shared);
+                        self.writer.on_timer(shared);
                     }
                 }
             }
