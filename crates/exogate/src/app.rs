@@ -1,28 +1,83 @@
 //! State shared by every request and session.
 
 use std::collections::HashMap;
-use std::sync::atomic::AtomicUsize;
-use std::sync::{Mutex, RwLock};
-use std::time::Instant;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
-use crate::agent::Registry;
+use tokio::sync::{Notify, watch};
+
+use crate::agent::{AgentSpec, Registry};
 use crate::config::{Config, Secret};
 use crate::secrets::Secrets;
-use crate::store::{AgentDef, Phone, Store};
+use crate::store::{Phone, Store};
 
 /// What the bot decided about the rest of the call; the Passthru after the Voicebot applet turns
 /// `Transfer` into a 302 (the flow's branch B, e.g. a Connect applet to a human).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     HangUp,
-    Transfer,
+    /// With the target (a number or a flow id) the bot named, if any.
+    Transfer(Option<String>),
 }
 
 impl Decision {
-    pub fn as_str(self) -> &'static str {
+    pub fn as_str(&self) -> &'static str {
         match self {
             Self::HangUp => "hangup",
-            Self::Transfer => "transfer",
+            Self::Transfer(_) => "transfer",
+        }
+    }
+
+    pub fn target(&self) -> Option<&str> {
+        match self {
+            Self::Transfer(t) => t.as_deref(),
+            Self::HangUp => None,
+        }
+    }
+}
+
+/// A decision waits this long for its Passthru; Stream-mode calls and flows without a Passthru
+/// never ask. The call log keeps it after that (the Passthru falls back to it).
+const DECISION_TTL: Duration = Duration::from_secs(15 * 60);
+/// Decisions held at once; past it the oldest are dropped (and counted).
+const MAX_DECISIONS: usize = 10_000;
+
+/// Media sessions alive, so shutdown can wait for them (they run outside the servers' tasks).
+#[derive(Default)]
+pub struct Sessions {
+    live: AtomicUsize,
+    idle: Notify,
+}
+
+impl Sessions {
+    pub fn enter(self: &Arc<Self>) -> SessionGuard {
+        self.live.fetch_add(1, Ordering::AcqRel);
+        SessionGuard(self.clone())
+    }
+
+    pub fn live(&self) -> usize {
+        self.live.load(Ordering::Acquire)
+    }
+
+    /// Resolves when no session is left.
+    pub async fn all_done(&self) {
+        loop {
+            let idle = self.idle.notified();
+            if self.live() == 0 {
+                return;
+            }
+            idle.await;
+        }
+    }
+}
+
+pub struct SessionGuard(Arc<Sessions>);
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        if self.0.live.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
         }
     }
 }
@@ -39,24 +94,29 @@ pub struct AppState {
     pub api_key: Option<Secret>,
     pub secrets: Secrets,
     /// Agent definitions from the database, by id; read on every call start, so kept in memory.
-    pub agent_defs: RwLock<HashMap<String, AgentDef>>,
+    pub agent_defs: RwLock<HashMap<String, Arc<AgentSpec>>>,
     /// Phone number (last 10 digits) → its default agent.
     pub phone_agents: RwLock<HashMap<String, String>>,
     /// Bot decisions by CallSid, waiting for the Passthru that follows the Voicebot applet.
-    pub decisions: Mutex<HashMap<String, Decision>>,
+    pub decisions: Mutex<HashMap<String, (Decision, Instant)>>,
+    pub decisions_dropped: AtomicU64,
+    /// Media sessions alive.
+    pub sessions: Arc<Sessions>,
+    /// Set when the drain time is over: every session ends its call now.
+    pub drain: watch::Sender<bool>,
 }
 
 impl AppState {
-    /// The implementation id (a registry key) for an agent id, if the agent exists.
-    pub fn agent_kind(&self, agent_id: &str) -> Option<String> {
-        if let Some(kind) = self.agent_defs.read().ok().and_then(|d| d.get(agent_id).map(|a| a.kind.clone())) {
-            return Some(kind);
+    /// An agent as calls use it: a stored definition, or a built-in kind by its own name.
+    pub fn agent_spec(&self, agent_id: &str) -> Option<Arc<AgentSpec>> {
+        if let Some(spec) = self.agent_defs.read().ok().and_then(|d| d.get(agent_id).cloned()) {
+            return Some(spec);
         }
-        self.agents.contains(agent_id).then(|| agent_id.to_string())
+        self.agents.contains(agent_id).then(|| Arc::new(AgentSpec::builtin(agent_id)))
     }
 
     pub fn agent_exists(&self, agent_id: &str) -> bool {
-        self.agent_kind(agent_id).is_some()
+        self.agent_defs.read().is_ok_and(|d| d.contains_key(agent_id)) || self.agents.contains(agent_id)
     }
 
     /// The media endpoint handed to Exotel: PUBLIC_WS_URL (or the one derived from WEBHOOK_BASE_URL),
@@ -78,7 +138,7 @@ impl AppState {
         let defs = self.store.agents().await?;
         let phones = self.store.phones().await?;
         if let Ok(mut d) = self.agent_defs.write() {
-            *d = defs.into_iter().map(|a| (a.id.clone(), a)).collect();
+            *d = defs.iter().map(|a| (a.id.clone(), Arc::new(AgentSpec::from_def(a)))).collect();
         }
         if let Ok(mut p) = self.phone_agents.write() {
             *p = phones
@@ -90,13 +150,24 @@ impl AppState {
     }
 
     pub fn decide(&self, call_sid: &str, decision: Decision) {
-        if let Ok(mut d) = self.decisions.lock() {
-            d.insert(call_sid.to_string(), decision);
+        let Ok(mut d) = self.decisions.lock() else { return };
+        let now = Instant::now();
+        if d.len() >= MAX_DECISIONS {
+            d.retain(|_, (_, at)| now.duration_since(*at) < DECISION_TTL);
         }
+        if d.len() >= MAX_DECISIONS {
+            // Still full of fresh ones: drop the oldest. The call log still has each.
+            if let Some(oldest) = d.iter().min_by_key(|(_, (_, at))| *at).map(|(k, _)| k.clone()) {
+                d.remove(&oldest);
+                self.decisions_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        d.insert(call_sid.to_string(), (decision, now));
     }
 
     pub fn take_decision(&self, call_sid: &str) -> Option<Decision> {
-        self.decisions.lock().ok()?.remove(call_sid)
+        let (d, at) = self.decisions.lock().ok()?.remove(call_sid)?;
+        (at.elapsed() < DECISION_TTL).then_some(d)
     }
 }
 

@@ -62,6 +62,10 @@ pub struct ServeArgs {
     #[arg(long, env = "START_TIMEOUT_SECS")]
     pub start_timeout_secs: Option<f64>,
 
+    /// On SIGTERM/SIGINT, seconds active calls may run before they are ended [default: 30]
+    #[arg(long, env = "DRAIN_SECS")]
+    pub drain_secs: Option<u64>,
+
     /// Bearer key for the control-plane API (/call, /api/...). Without it on a non-loopback bind, a random
     /// key is generated into exogate.api-key beside the database
     #[arg(long, env = "EXOGATE_API_KEY", hide_env_values = true)]
@@ -136,6 +140,8 @@ pub struct Config {
     pub out_chunk_ms: u32,
     pub playback_lead: Duration,
     pub start_timeout: Duration,
+    /// How long shutdown lets active calls run.
+    pub drain: Duration,
     /// Public http(s) base (WEBHOOK_BASE_URL or RENDER_EXTERNAL_URL), for callback URLs.
     pub public_base_url: Option<String>,
     pub api_key: Option<Secret>,
@@ -155,6 +161,7 @@ impl Default for Config {
             out_chunk_ms: 100,
             playback_lead: Duration::from_millis(300),
             start_timeout: Duration::from_secs(10),
+            drain: Duration::from_secs(30),
             public_base_url: None,
             api_key: None,
             secret_key: None,
@@ -209,6 +216,10 @@ impl Config {
         if !(start_timeout > 0.0 && start_timeout <= 3600.0) {
             bail!("START_TIMEOUT_SECS must be between 0 and 3600 seconds, got {start_timeout}");
         }
+        let drain_secs = pick!(drain_secs).unwrap_or(d.drain.as_secs());
+        if drain_secs > 3600 {
+            bail!("DRAIN_SECS must be at most 3600, got {drain_secs}");
+        }
         let out_chunk_ms = pick!(out_chunk_ms).unwrap_or(d.out_chunk_ms);
         if !(20..=6000).contains(&out_chunk_ms) {
             bail!("OUT_CHUNK_MS must be between 20 and 6000, got {out_chunk_ms}");
@@ -234,6 +245,7 @@ impl Config {
             out_chunk_ms,
             playback_lead: Duration::from_millis(pick!(playback_lead_ms).unwrap_or(300) as u64),
             start_timeout: Duration::from_secs_f64(start_timeout),
+            drain: Duration::from_secs(drain_secs),
             public_base_url: public_base.map(|b| b.trim().trim_end_matches('/').to_string()),
             api_key: api_key.map(Secret),
             secret_key: pick!(secret_key).filter(|k| !k.is_empty()).map(Secret),

@@ -1,5 +1,4 @@
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use exogate::{Config, ServeArgs};
@@ -69,11 +68,31 @@ fn main() -> ExitCode {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = Config::from_args(args)?;
+    let drain = config.drain;
     let gateway = exogate::start(config).await?;
-    tokio::signal::ctrl_c().await?;
-    tracing::info!("shutting down");
-    gateway.shutdown(Duration::from_secs(5)).await;
+    let signal = stop_signal().await?;
+    tracing::info!(signal, "shutting down: no new calls; active calls drain");
+    gateway.shutdown(drain).await;
+    tracing::info!("stopped");
     Ok(())
+}
+
+/// SIGTERM (what systemd, Render and Kubernetes send on every deploy) or SIGINT.
+async fn stop_signal() -> anyhow::Result<&'static str> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r.map(|()| "SIGINT").map_err(Into::into),
+            _ = term.recv() => Ok("SIGTERM"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await?;
+        Ok("ctrl-c")
+    }
 }
 
 fn report(result: anyhow::Result<()>) -> ExitCode {

@@ -66,8 +66,15 @@ pub async fn start_with_agents(config: Config, agents: Registry) -> anyhow::Resu
         agent_defs: Default::default(),
         phone_agents: Default::default(),
         decisions: Default::default(),
+        decisions_dropped: Default::default(),
+        sessions: Default::default(),
+        drain: watch::Sender::new(false),
     });
     state.reload_caches().await?;
+    let interrupted = state.store.mark_interrupted().await.context("cannot mark interrupted calls")?;
+    if interrupted > 0 {
+        tracing::warn!(calls = interrupted, "calls left in progress by a previous process marked interrupted");
+    }
     tokio::spawn(crate::dialer::reconcile_loop(state.clone()));
     let (stop, stopped) = watch::channel(false);
     let serve = |listener: TcpListener, router: axum::Router| {
@@ -88,11 +95,26 @@ pub async fn start_with_agents(config: Config, agents: Registry) -> anyhow::Resu
     Ok(Gateway { http_addr, ws_addr, state, stop, tasks })
 }
 
+/// After the drain, how long sessions get to close their sockets and write their rows.
+const END_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl Gateway {
-    /// Stops accepting, lets open calls end (up to `grace`), and flushes the call log.
-    pub async fn shutdown(self, grace: std::time::Duration) {
+    /// Stops accepting new connections, lets active calls run for up to `drain`, then ends the
+    /// rest properly (the agent is told, the socket closes with 1001, the row is finished) and
+    /// flushes the call log.
+    pub async fn shutdown(self, drain: std::time::Duration) {
         let _ = self.stop.send(true);
-        let _ = tokio::time::timeout(grace, futures_util::future::join_all(self.tasks)).await;
+        let sessions = self.state.sessions.clone();
+        let live = sessions.live();
+        if live > 0 {
+            tracing::info!(calls = live, drain_secs = drain.as_secs(), "draining active calls");
+        }
+        if tokio::time::timeout(drain, sessions.all_done()).await.is_err() {
+            tracing::info!(calls = sessions.live(), "drain time over; ending the remaining calls");
+            let _ = self.state.drain.send(true);
+            let _ = tokio::time::timeout(END_GRACE, sessions.all_done()).await;
+        }
+        let _ = tokio::time::timeout(END_GRACE, futures_util::future::join_all(self.tasks)).await;
         self.state.store.flush().await;
     }
 }

@@ -170,7 +170,9 @@ fn a_call_survives_the_process_being_killed_mid_call() {
     let _ = call.join();
     let again = serve(&server.db);
     let page = reqwest::blocking_get(&format!("http://{}/api/calls/killed-1", again.http));
-    assert!(page.contains("\"status\":\"in-progress\""), "{page}");
+    // The row survived, and the new process knows no session will ever finish it.
+    assert!(page.contains("\"status\":\"interrupted\""), "{page}");
+    assert!(page.contains("\"stop_reason\":\"process-restarted\""), "{page}");
     assert!(page.contains("\"kind\":\"start\""), "{page}");
 }
 

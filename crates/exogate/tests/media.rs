@@ -143,7 +143,7 @@ struct Speaker;
 
 impl Agent for Speaker {
     fn on_start(&mut self, call: &CallInfo, ctl: &CallControl) {
-        ctl.play(&exotel_sim::tone(440.0, 5000, call.sample_rate));
+        ctl.play(&exotel_sim::tone(440.0, 5000, call.sample_rate)).unwrap();
         ctl.mark("greeting");
     }
     fn on_audio(&mut self, _pcm: &[u8], _ctl: &CallControl) {}
@@ -213,7 +213,7 @@ impl Agent for Remote {
         let (ctl, rate) = (ctl.clone(), call.sample_rate);
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(300)).await;
-            ctl.play(&exotel_sim::tone(440.0, 1000, rate));
+            ctl.play(&exotel_sim::tone(440.0, 1000, rate)).unwrap();
             ctl.mark("reply");
         });
     }

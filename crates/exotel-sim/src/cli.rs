@@ -1,5 +1,5 @@
-//! The command line: `exogate sim call ...`, `exogate sim load ...` and `exogate sim exotel ...`
-//! (the `exogate` binary embeds [`SimCommand`]).
+//! The command line: `exogate sim call ...`, `exogate sim load ...`, `exogate sim exotel ...` and
+//! `exogate sim bot ...` (the `exogate` binary embeds [`SimCommand`]).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -10,6 +10,7 @@ use anyhow::{Context, bail};
 use clap::ArgGroup;
 use exotel::SampleRate;
 
+pub use crate::fake_bot::cli::BotArgs;
 pub use crate::fake_exotel::cli::ExotelArgs;
 use crate::{AudioSource, CallConfig, CallReport, LoadConfig, LoadReport, SimError, Target};
 
@@ -40,6 +41,11 @@ pub enum SimCommand {
     /// plays each call as Exotel would: Voicebot applet (dynamic URL + media leg), Passthru with
     /// Stream[...], status callbacks with retries. Runs until Ctrl-C.
     Exotel(ExotelArgs),
+    /// Runs a fake upstream voice bot: a WebSocket server speaking Exotel Voicebot or Twilio
+    /// Media Streams that echoes (plain, re-chunked, paced, with marks), greets, hangs up, dies,
+    /// sends garbage or hangs, for testing a gateway's bridge. Prints `listening ws://...` and one
+    /// line per ended connection; runs until Ctrl-C.
+    Bot(BotArgs),
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -178,6 +184,7 @@ pub async fn run(cmd: SimCommand) -> ExitCode {
         SimCommand::Call(args) => call(args).await,
         SimCommand::Load(args) => load(args).await,
         SimCommand::Exotel(args) => crate::fake_exotel::cli::run(args).await,
+        SimCommand::Bot(args) => crate::fake_bot::cli::run(args).await,
     }
 }
 

@@ -8,12 +8,16 @@
 //!
 //! [`fake_exotel`] goes one level up: a fake Exotel REST API (`Calls/connect`) that plays each
 //! placed call the way Exotel would, for testing a gateway end to end.
+//!
+//! [`fake_bot`] is the other end: a fake upstream voice bot (a WebSocket server speaking Exotel
+//! Voicebot or Twilio Media Streams) for testing a gateway's bridge to the user's own bot.
 
 mod audio;
 mod call;
 pub mod cli;
 mod config;
 mod error;
+pub mod fake_bot;
 pub mod fake_exotel;
 pub mod load;
 pub mod playback;

@@ -14,6 +14,7 @@ pub mod rest;
 pub mod webhook;
 
 pub use audio::SampleRate;
+pub use audio::resample::{ResampleError, Resampler};
 pub use event::{InboundEvent, MediaFormat, ParseError, Start, StopReason};
 pub use framer::{FrameSpec, FrameSpecError, Framer};
 pub use outbound::{OutboundEncoder, OutboundEvent};

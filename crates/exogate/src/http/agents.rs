@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 
 use super::error::ApiError;
 use super::json_body::JsonBody;
+use crate::agent::OnFailure;
 use crate::app::AppState;
 use crate::store::AgentInput;
 
@@ -64,6 +65,25 @@ async fn save(app: &AppState, id: &str, input: &AgentInput) -> Result<Json<Value
     }
     if input.settings.as_ref().is_some_and(|s| !s.is_object()) {
         return Err(ApiError::bad_request("settings must be a JSON object"));
+    }
+    // Settings are checked now, against the kind the agent will have, not when a call arrives.
+    let stored = app.store.agent(id).await?;
+    let kind = input.kind.clone().or_else(|| stored.as_ref().map(|a| a.kind.clone())).unwrap_or_else(|| "echo".into());
+    let settings = match (&input.settings, &stored) {
+        (Some(s), _) => s.clone(),
+        (None, Some(a)) => serde_json::from_str(&a.settings).unwrap_or_else(|_| json!({})),
+        (None, None) => json!({}),
+    };
+    let factory = app.agents.get(&kind).ok_or_else(|| ApiError::bad_request(format!("unknown kind {kind:?}")))?;
+    let check = |e: crate::agent::SettingsError| ApiError::bad_request(e.to_string());
+    factory.validate(&settings).map_err(check)?;
+    if let crate::agent::OnFailure::Agent(other) = OnFailure::parse(&settings).map_err(check)? {
+        if other == id {
+            return Err(ApiError::bad_request("settings.on_failure: an agent cannot fall back to itself"));
+        }
+        if !app.agent_exists(&other) {
+            return Err(ApiError::bad_request(format!("settings.on_failure: no agent {other:?}")));
+        }
     }
     app.store.upsert_agent(id, input).await?;
     app.reload_caches().await?;

@@ -73,22 +73,23 @@ pub(crate) async fn passthru(State(app): State<Arc<AppState>>, input: WebhookInp
         "passthru"
     );
     // The bot's decision picks the flow's branch: 302 (B) to transfer, 200 (A) otherwise.
-    let decision = match app.take_decision(&call_sid) {
-        Some(d) => Some(d),
-        None => app
-            .store
-            .find_call(&call_sid)
-            .await?
-            .and_then(|c| c.bot_decision)
-            .and_then(|d| (d == Decision::Transfer.as_str()).then_some(Decision::Transfer)),
-    };
-    if decision == Some(Decision::Transfer) {
+    let decision =
+        match app.take_decision(&call_sid) {
+            Some(d) => Some(d),
+            None => app.store.find_call(&call_sid).await?.and_then(|c| {
+                (c.bot_decision.as_deref() == Some("transfer")).then(|| Decision::Transfer(c.transfer_to))
+            }),
+        };
+    if let Some(Decision::Transfer(target)) = decision {
         tracing::info!(call_sid = %call_sid, "passthru: bot asked for a transfer; answering 302");
-        let location = format!("/api/exotel/passthru?CallSid={}&decision=transfer", urlencode(&call_sid));
+        let mut location = format!("/api/exotel/passthru?CallSid={}&decision=transfer", urlencode(&call_sid));
+        if let Some(t) = &target {
+            location.push_str(&format!("&target={}", urlencode(t)));
+        }
         return Ok((
             StatusCode::FOUND,
             [(header::LOCATION, location)],
-            Json(json!({ "ok": true, "decision": "transfer" })),
+            Json(json!({ "ok": true, "decision": "transfer", "target": target })),
         )
             .into_response());
     }

@@ -1,4 +1,6 @@
-//! The agent's handle on its call, and the commands it queues for the session's writer.
+//! The agent's handle on its call ([`CallControl`]) and the queue between the agent and the
+//! session's writer. The queue is bounded by playing time: an agent that floods gets
+//! [`QueueFull`] and the dropped audio is counted on the call, never held.
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
@@ -9,9 +11,15 @@ use std::time::Duration;
 
 use exotel::{FrameSpec, Framer, SampleRate};
 use futures_util::task::AtomicWaker;
+use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::agent::CallEnd;
 use crate::app::Decision;
+
+/// Agent audio waiting to be sent (not yet at Exotel) is capped at this much playing time.
+/// Bots that send a whole reply at once (Twilio's OpenAI sample, Vocode) need tens of seconds.
+pub const MAX_QUEUED_AUDIO: Duration = Duration::from_secs(60);
 
 pub(crate) enum OutCmd {
     /// The stream is known: from now on audio can be framed for it.
@@ -20,7 +28,7 @@ pub(crate) enum OutCmd {
     Chunk(Vec<u8>),
     /// An utterance began with less than a chunk: the writer starts watching for its end.
     Touch,
-    /// End of an utterance: its padded tail (if any), then the mark.
+    /// A mark after the audio before it; `tail` (an utterance's padded end) goes first.
     Mark { tail: Option<Vec<u8>>, name: String },
     /// Barge-in: Exotel's `clear`, our queue dropped, pending marks cancelled.
     Clear,
@@ -28,44 +36,25 @@ pub(crate) enum OutCmd {
     DropQueued,
     /// Finish queued audio, mark it, close with 1000 once the mark is echoed (or a timeout).
     HangUp { tail: Option<Vec<u8>>, mark: String },
-    /// Close at once (policy violations).
+    /// Close at once (policy violations, shutdown).
     CloseNow { code: u16, reason: &'static str },
-}
-
-/// Marks sent to Exotel and not yet echoed, oldest first, so stale echoes after `clear` are ignored.
-#[derive(Default)]
-pub(crate) struct MarkBook {
-    pending: VecDeque<String>,
-}
-
-impl MarkBook {
-    pub(crate) fn sent(&mut self, name: &str) {
-        self.pending.push_back(name.to_string());
-    }
-
-    pub(crate) fn cancel_all(&mut self) {
-        self.pending.clear();
-    }
-
-    /// True if `name` was pending. Marks before it are implied played (Exotel plays in order).
-    pub(crate) fn echoed(&mut self, name: &str) -> bool {
-        match self.pending.iter().position(|m| m == name) {
-            Some(i) => {
-                self.pending.drain(..=i);
-                true
-            }
-            None => false,
-        }
-    }
+    /// The agent of generation `.0` gave up on the call (its bot died, it could not start): the
+    /// session applies its `on_failure`, unless a newer agent has taken over since.
+    Failed(u64, String),
+    /// Why the agent ended the call, for the call log (e.g. "bot closed its socket (1000)").
+    Note(String),
 }
 
 /// Agent output not yet taken by the session: framed audio and commands, in order.
 #[derive(Default)]
 pub(crate) struct Outbox {
     framer: Option<Framer>,
+    rate: Option<SampleRate>,
     last_audio: Option<Instant>,
     /// Audio went out since the last mark: the utterance still needs its end.
     unmarked: bool,
+    /// Marks placed while part of a chunk is held back: they follow the chunk that completes it.
+    deferred: Vec<String>,
     cmds: VecDeque<OutCmd>,
     /// The session is handling an event and drains the queue afterwards: no wake-up needed.
     busy: bool,
@@ -81,6 +70,24 @@ impl Outbox {
         self.cmds.push_back(cmd);
         if !self.busy {
             wake.wake();
+        }
+    }
+
+    /// Ends the utterance: its padded tail (if any) and the marks that waited for it.
+    fn end(&mut self) -> (Option<Vec<u8>>, Vec<String>) {
+        self.unmarked = false;
+        let tail = self.framer.as_mut().and_then(Framer::finish);
+        (tail, std::mem::take(&mut self.deferred))
+    }
+
+    fn push_end(&mut self, wake: &Wake) {
+        let (tail, marks) = self.end();
+        let mut tail = tail;
+        for name in marks {
+            self.push(OutCmd::Mark { tail: tail.take(), name }, wake);
+        }
+        if let Some(t) = tail {
+            self.push(OutCmd::Chunk(t), wake);
         }
     }
 }
@@ -101,11 +108,61 @@ impl Wake {
     }
 }
 
+/// Where the agent's audio stands, shared between the agent (any task) and the writer.
+pub(crate) struct Position {
+    base: Instant,
+    /// Bytes the agent queued that have not been sent to Exotel yet.
+    pub(crate) unsent: AtomicU64,
+    /// When Exotel will have played everything sent, as µs after `base` (the writer's estimate).
+    pub(crate) play_until_us: AtomicU64,
+    /// Bytes of agent audio Exotel confirmed played (through mark echoes).
+    pub(crate) played: AtomicU64,
+    /// Agent audio refused because the queue was full.
+    pub(crate) dropped_out: AtomicU64,
+    /// Caller audio an agent task could not keep up with (see [`crate::agent::task`]).
+    pub(crate) dropped_in: AtomicU64,
+}
+
+impl Default for Position {
+    fn default() -> Self {
+        Self {
+            base: Instant::now(),
+            unsent: AtomicU64::new(0),
+            play_until_us: AtomicU64::new(0),
+            played: AtomicU64::new(0),
+            dropped_out: AtomicU64::new(0),
+            dropped_in: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Position {
+    pub(crate) fn set_play_until(&self, t: Instant) {
+        self.play_until_us.store(t.saturating_duration_since(self.base).as_micros() as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn sent(&self, bytes: usize) {
+        let _ = self.unsent.fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| Some(u.saturating_sub(bytes as u64)));
+    }
+}
+
 /// The session's side of the queue: one per call, shared with every clone of its [`CallControl`].
-#[derive(Default)]
 pub(crate) struct Shared {
     outbox: Mutex<Outbox>,
     wake: Wake,
+    pub(crate) position: Position,
+    ended: watch::Sender<Option<CallEnd>>,
+}
+
+impl Default for Shared {
+    fn default() -> Self {
+        Self {
+            outbox: Mutex::default(),
+            wake: Wake::default(),
+            position: Position::default(),
+            ended: watch::Sender::new(None),
+        }
+    }
 }
 
 impl Shared {
@@ -125,13 +182,23 @@ impl Shared {
         }
     }
 
-    /// The call is over: agents that still hold a control can't make the queue grow.
-    pub(crate) fn close(&self) {
+    /// The call is over: agents that still hold a control can't make the queue grow, and every
+    /// [`CallControl::ended`] resolves. The first end given wins.
+    pub(crate) fn close(&self, end: CallEnd) {
         if let Ok(mut ob) = self.outbox.lock() {
             ob.closed = true;
             ob.framer = None;
+            ob.deferred = Vec::new();
             ob.cmds = VecDeque::new();
         }
+        self.ended.send_if_modified(|e| {
+            if e.is_none() {
+                *e = Some(end);
+                true
+            } else {
+                false
+            }
+        });
     }
 
     /// Resolves once an agent on another task has queued output.
@@ -153,24 +220,43 @@ pub(crate) enum Idle {
     Done,
     /// Audio is still arriving: look again then.
     Until(Instant),
-    /// The utterance ended: its padded tail, if any.
-    Ended(Option<Vec<u8>>),
+    /// The utterance ended: its padded tail, if any, and the marks that waited for it.
+    Ended(Option<Vec<u8>>, Vec<String>),
 }
 
-impl Outbox {
-    fn end(&mut self) -> Option<Vec<u8>> {
-        self.unmarked = false;
-        self.framer.as_mut().and_then(Framer::finish)
+/// The writer's check for an utterance that stopped without a mark: `idle` after the last audio,
+/// its tail is padded and handed over.
+pub(crate) fn idle_check(shared: &Shared, idle: Duration) -> Idle {
+    let Ok(mut ob) = shared.outbox.lock() else { return Idle::Done };
+    if !ob.unmarked {
+        return Idle::Done;
     }
+    if !ob.cmds.is_empty() {
+        // Chunks the session has not taken yet come first; the tail must not overtake them.
+        return Idle::Until(Instant::now());
+    }
+    let due = ob.last_audio.map_or_else(Instant::now, |t| t + idle);
+    if Instant::now() < due {
+        return Idle::Until(due);
+    }
+    let (tail, marks) = ob.end();
+    Idle::Ended(tail, marks)
 }
 
-/// Lets an agent send audio of any length, marks, clear and hang-up. Cheap to clone; never blocks;
-/// after the call has ended every method is a no-op.
+/// The queue is full (see [`MAX_QUEUED_AUDIO`]): the audio was dropped and counted on the call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the call's playback queue is full ({} s of audio); audio dropped", MAX_QUEUED_AUDIO.as_secs())]
+pub struct QueueFull;
+
+/// Lets an agent send audio of any length, marks, clear and hang-up, and see how much is queued
+/// and played. Cheap to clone; never blocks; after the call has ended every method is a no-op.
 #[derive(Clone)]
 pub struct CallControl {
     shared: Arc<Shared>,
     marks: Arc<AtomicU64>,
     decision: Arc<DecisionSlot>,
+    /// Which of the call's agents holds this control (a fallback agent gets a new one).
+    generation: u64,
 }
 
 pub(crate) type DecisionSink = Box<dyn Fn(Decision) + Send + Sync>;
@@ -184,13 +270,23 @@ struct DecisionSlot {
 
 impl CallControl {
     pub(crate) fn new(shared: Arc<Shared>) -> Self {
-        Self { shared, marks: Arc::new(AtomicU64::new(0)), decision: Arc::default() }
+        Self { shared, marks: Arc::new(AtomicU64::new(0)), decision: Arc::default(), generation: 0 }
+    }
+
+    /// The control handed to the call's `generation`-th agent.
+    pub(crate) fn for_agent(&self, generation: u64) -> Self {
+        Self { generation, ..self.clone() }
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
     }
 
     /// The stream is known: audio from now on is framed for `rate`.
     pub(crate) fn begin(&self, stream_sid: String, rate: SampleRate, chunk_ms: u32) {
         let Ok(mut ob) = self.shared.outbox.lock() else { return };
         ob.framer = Some(Framer::new(FrameSpec::for_duration(rate, chunk_ms)));
+        ob.rate = Some(rate);
         ob.push(OutCmd::Begin { stream_sid, rate }, &self.shared.wake);
     }
 
@@ -198,8 +294,10 @@ impl CallControl {
     pub(crate) fn drop_pending(&self, cmd: OutCmd) {
         let Ok(mut ob) = self.shared.outbox.lock() else { return };
         if let Some(f) = ob.framer.as_mut() {
+            self.shared.position.sent(f.pending_len());
             f.clear();
         }
+        ob.deferred.clear();
         ob.unmarked = false;
         ob.push(cmd, &self.shared.wake);
     }
@@ -216,25 +314,45 @@ impl CallControl {
         }
     }
 
+    /// True once the agent hung up or transferred.
+    pub fn decided(&self) -> bool {
+        self.decision.made.load(Ordering::Acquire)
+    }
+
     /// Queues PCM16LE mono at the call's rate. It is cut into Exotel-legal chunks and paced.
-    pub fn play(&self, pcm: &[u8]) {
+    /// Before the stream has started (no `start` yet) audio is dropped silently.
+    pub fn play(&self, pcm: &[u8]) -> Result<(), QueueFull> {
         if pcm.is_empty() {
-            return;
+            return Ok(());
         }
-        let Ok(mut ob) = self.shared.outbox.lock() else { return };
+        let Ok(mut ob) = self.shared.outbox.lock() else { return Ok(()) };
         let wake = &self.shared.wake;
-        let Outbox { framer, last_audio, unmarked, cmds, busy, .. } = &mut *ob;
-        let Some(framer) = framer.as_mut() else { return };
+        let Outbox { framer, rate, last_audio, unmarked, deferred, cmds, busy, .. } = &mut *ob;
+        let (Some(framer), Some(rate)) = (framer.as_mut(), *rate) else { return Ok(()) };
+        let pos = &self.shared.position;
+        let cap = MAX_QUEUED_AUDIO.as_millis() as u64 * rate.bytes_per_ms() as u64;
+        if pos.unsent.load(Ordering::Acquire) + pcm.len() as u64 > cap {
+            pos.dropped_out.fetch_add(pcm.len() as u64, Ordering::Relaxed);
+            return Err(QueueFull);
+        }
+        pos.unsent.fetch_add(pcm.len() as u64, Ordering::AcqRel);
         *last_audio = Some(Instant::now());
         let before = cmds.len();
         if !*unmarked {
             *unmarked = true;
             cmds.push_back(OutCmd::Touch);
         }
-        framer.push(pcm, |chunk| cmds.push_back(OutCmd::Chunk(chunk)));
+        framer.push(pcm, |chunk| {
+            cmds.push_back(OutCmd::Chunk(chunk));
+            // Marks placed inside this chunk's audio follow it.
+            for name in deferred.drain(..) {
+                cmds.push_back(OutCmd::Mark { tail: None, name });
+            }
+        });
         if cmds.len() > before && !*busy {
             wake.wake();
         }
+        Ok(())
     }
 
     /// Ends the current utterance and marks it. Returns the mark's unique name, which
@@ -242,8 +360,24 @@ impl CallControl {
     pub fn mark(&self, label: &str) -> String {
         let name = self.unique(label);
         if let Ok(mut ob) = self.shared.outbox.lock() {
-            let tail = ob.end();
-            ob.push(OutCmd::Mark { tail, name: name.clone() }, &self.shared.wake);
+            ob.push_end(&self.shared.wake);
+            ob.push(OutCmd::Mark { tail: None, name: name.clone() }, &self.shared.wake);
+        }
+        name
+    }
+
+    /// A mark at the current end of queued audio that does not end the utterance: nothing is
+    /// padded, so a bot that marks every few milliseconds adds no silence. If part of a chunk is
+    /// still held back, the mark follows the chunk that completes it (or the utterance's end).
+    pub fn mark_here(&self, label: &str) -> String {
+        let name = self.unique(label);
+        if let Ok(mut ob) = self.shared.outbox.lock() {
+            let holding = ob.framer.as_ref().is_some_and(|f| f.pending_len() > 0);
+            if holding {
+                ob.deferred.push(name.clone());
+            } else {
+                ob.push(OutCmd::Mark { tail: None, name: name.clone() }, &self.shared.wake);
+            }
         }
         name
     }
@@ -262,14 +396,64 @@ impl CallControl {
     /// Like [`CallControl::hang_up`], but the Passthru applet after the Voicebot applet then answers
     /// 302, so the flow takes its other branch (e.g. a Connect applet to a human).
     pub fn transfer(&self) {
-        self.decide(Decision::Transfer);
+        self.transfer_to(None);
+    }
+
+    /// A transfer with a target (a number or a flow id) that the Passthru answer reports.
+    pub fn transfer_to(&self, target: Option<String>) {
+        self.decide(Decision::Transfer(target));
         self.end_call("transfer");
+    }
+
+    /// Records why the agent is ending the call (e.g. "bot closed its socket (1000)").
+    pub fn note(&self, reason: impl Into<String>) {
+        self.send(OutCmd::Note(reason.into()));
+    }
+
+    /// The agent cannot go on (its bot died, sent garbage, …): the session applies the agent's
+    /// `on_failure` (hang up, transfer, or another agent) and records `reason` on the call.
+    pub fn fail(&self, reason: impl Into<String>) {
+        self.send(OutCmd::Failed(self.generation, reason.into()));
+    }
+
+    /// Audio queued and not yet played: what we hold plus what Exotel is still playing.
+    pub fn queued(&self) -> Duration {
+        let pos = &self.shared.position;
+        let rate = self.shared.outbox.lock().ok().and_then(|ob| ob.rate).unwrap_or_default();
+        let unsent = Duration::from_micros(rate.duration_us(pos.unsent.load(Ordering::Acquire) as usize));
+        let until = pos.base + Duration::from_micros(pos.play_until_us.load(Ordering::Relaxed));
+        unsent + until.saturating_duration_since(Instant::now())
+    }
+
+    /// Agent audio Exotel has confirmed played (up to the last echoed mark).
+    pub fn played(&self) -> Duration {
+        let rate = self.shared.outbox.lock().ok().and_then(|ob| ob.rate).unwrap_or_default();
+        Duration::from_micros(rate.duration_us(self.shared.position.played.load(Ordering::Relaxed) as usize))
+    }
+
+    /// How the call ended, once it has.
+    pub fn end(&self) -> Option<CallEnd> {
+        self.shared.ended.borrow().clone()
+    }
+
+    /// Resolves when the call ends, whatever the cause (Exotel `stop`, a dropped socket, hang-up,
+    /// shutdown, a panic in the agent).
+    pub async fn ended(&self) -> CallEnd {
+        let mut rx = self.shared.ended.subscribe();
+        match rx.wait_for(Option::is_some).await {
+            Ok(end) => end.clone().unwrap_or_else(CallEnd::disconnected),
+            // The session is gone without a word: the call is over all the same.
+            Err(_) => CallEnd::disconnected(),
+        }
     }
 
     fn end_call(&self, label: &str) {
         let mark = self.unique(label);
         if let Ok(mut ob) = self.shared.outbox.lock() {
-            let tail = ob.end();
+            let (mut tail, marks) = ob.end();
+            for name in marks {
+                ob.push(OutCmd::Mark { tail: tail.take(), name }, &self.shared.wake);
+            }
             ob.push(OutCmd::HangUp { tail, mark }, &self.shared.wake);
         }
     }
@@ -286,20 +470,81 @@ impl CallControl {
     }
 }
 
-/// The writer's check for an utterance that stopped without a mark: `idle` after the last audio,
-/// its tail is padded and handed over.
-pub(crate) fn idle_check(shared: &Shared, idle: Duration) -> Idle {
-    let Ok(mut ob) = shared.outbox.lock() else { return Idle::Done };
-    if !ob.unmarked {
-        return Idle::Done;
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn control() -> CallControl {
+        let ctl = CallControl::new(Arc::new(Shared::default()));
+        ctl.begin("s".into(), SampleRate::Hz8000, 200);
+        ctl
     }
-    if !ob.cmds.is_empty() {
-        // Chunks the session has not taken yet come first; the tail must not overtake them.
-        return Idle::Until(Instant::now());
+
+    fn drain(ctl: &CallControl) -> Vec<String> {
+        let mut q = VecDeque::new();
+        ctl.shared.take(&mut q);
+        q.into_iter()
+            .filter_map(|c| match c {
+                OutCmd::Chunk(c) => Some(format!("chunk{}", c.len())),
+                OutCmd::Mark { tail, name } => {
+                    Some(format!("{}mark:{name}", tail.map_or(String::new(), |_| "tail+".into())))
+                }
+                _ => None,
+            })
+            .collect()
     }
-    let due = ob.last_audio.map_or_else(Instant::now, |t| t + idle);
-    if Instant::now() < due {
-        return Idle::Until(due);
+
+    #[test]
+    fn mark_here_waits_for_the_chunk_holding_it() {
+        let ctl = control();
+        ctl.play(&[0; 4000]).unwrap();
+        let m = ctl.mark_here("b");
+        assert_eq!(drain(&ctl), ["chunk3200"]);
+        ctl.play(&[0; 2400]).unwrap();
+        assert_eq!(drain(&ctl), ["chunk3200".to_string(), format!("mark:{m}")]);
     }
-    Idle::Ended(ob.end())
+
+    #[test]
+    fn mark_here_on_a_chunk_boundary_goes_at_once() {
+        let ctl = control();
+        ctl.play(&[0; 3200]).unwrap();
+        let m = ctl.mark_here("b");
+        assert_eq!(drain(&ctl), ["chunk3200".to_string(), format!("mark:{m}")]);
+    }
+
+    #[test]
+    fn deferred_marks_follow_the_padded_tail() {
+        let ctl = control();
+        ctl.play(&[0; 1000]).unwrap();
+        let m = ctl.mark_here("b");
+        let end = ctl.mark("end");
+        assert_eq!(drain(&ctl), [format!("tail+mark:{m}"), format!("mark:{end}")]);
+    }
+
+    #[test]
+    fn queue_is_bounded_and_drops_are_counted() {
+        let ctl = control();
+        let minute = vec![0u8; 60 * 16_000];
+        assert_eq!(ctl.play(&minute), Ok(()));
+        assert_eq!(ctl.play(&[0; 320]), Err(QueueFull));
+        assert_eq!(ctl.shared.position.dropped_out.load(Ordering::Relaxed), 320);
+        assert!(ctl.queued() >= Duration::from_secs(59), "{:?}", ctl.queued());
+        ctl.clear();
+        // The held-back part is dropped at once; the writer drops the rest when it takes the clear.
+        assert!(ctl.shared.position.unsent.load(Ordering::Relaxed) <= 60 * 16_000);
+    }
+
+    #[tokio::test]
+    async fn ended_resolves_once_with_the_first_end() {
+        let ctl = control();
+        let waiter = tokio::spawn({
+            let ctl = ctl.clone();
+            async move { ctl.ended().await }
+        });
+        ctl.shared.close(CallEnd::new(crate::agent::EndReason::Shutdown));
+        ctl.shared.close(CallEnd::disconnected());
+        assert_eq!(waiter.await.unwrap().reason, crate::agent::EndReason::Shutdown);
+        assert_eq!(ctl.end().map(|e| e.reason), Some(crate::agent::EndReason::Shutdown));
+        assert_eq!(ctl.play(&[0; 320]), Ok(()), "a closed call accepts and ignores audio");
+    }
 }

@@ -41,11 +41,16 @@ pub(crate) async fn upgrade(
         }
     }
     let params = MediaParams { rate, query_params };
+    // Counted from the upgrade on, so shutdown waits for the session too.
+    let guard = app.sessions.enter();
     ws.max_message_size(MAX_MESSAGE)
         .max_frame_size(MAX_MESSAGE)
         .read_buffer_size(READ_BUFFER)
         // Each message is written when sent: the writer already paces and sends one at a time.
         .write_buffer_size(0)
         .max_write_buffer_size(MAX_WRITE_BUFFER)
-        .on_upgrade(move |socket| session::run(socket, params, app))
+        .on_upgrade(move |socket| async move {
+            session::run(socket, params, app).await;
+            drop(guard);
+        })
 }

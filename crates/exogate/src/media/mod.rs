@@ -6,5 +6,5 @@ mod endpoint;
 mod session;
 mod writer;
 
-pub use control::CallControl;
+pub use control::{CallControl, MAX_QUEUED_AUDIO, QueueFull};
 pub(crate) use endpoint::upgrade;

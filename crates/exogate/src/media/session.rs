@@ -3,6 +3,7 @@
 //! Bad input is counted and skipped, never fatal.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -13,19 +14,25 @@ use base64::engine::general_purpose::STANDARD as B64;
 use exotel::event::{Dtmf, Media, Start, Stop};
 use exotel::redact::mask_phone;
 use exotel::{InboundEvent, SampleRate};
-use futures_util::StreamExt;
+use futures_util::future::OptionFuture;
+use futures_util::{FutureExt, StreamExt};
 use serde_json::json;
 use tokio::time::{Instant, sleep_until, timeout};
 
 use super::control::{CallControl, OutCmd, Shared};
 use super::writer::{Writer, WriterConfig};
-use crate::agent::{Agent, CallInfo};
+use crate::agent::{Agent, AgentFuture, AgentSetup, AgentSpec, CallEnd, CallInfo, EndReason, OnFailure};
 use crate::app::{AppState, Decision};
 use crate::store::{CallKey, CallPatch, Status};
 
 /// Timeline entries per call for bad input; the count keeps going, the log stays small.
 const BAD_EVENTS_RECORDED: u64 = 10;
 const CLOSE_HANDSHAKE_WAIT: Duration = Duration::from_secs(2);
+/// Caller audio held for an agent still being made (a bridge connecting to its bot); beyond it
+/// audio is dropped and counted. 10 s at 24 kHz.
+const BACKLOG_BYTES: usize = 480_000;
+/// Fallbacks chained per call (agent A fails → B fails → C): past this the call hangs up.
+const MAX_FALLBACKS: u8 = 2;
 
 /// What the upgrade request said.
 pub(crate) struct MediaParams {
@@ -36,18 +43,48 @@ pub(crate) struct MediaParams {
 
 struct Active {
     info: CallInfo,
-    agent: Box<dyn Agent>,
     key: CallKey,
     started: Instant,
+}
+
+/// The call's agent, from being made to being done.
+enum Slot {
+    None,
+    Making { spec: Arc<AgentSpec>, fut: AgentFuture },
+    Ready { spec: Arc<AgentSpec>, agent: Box<dyn Agent>, started: bool },
+}
+
+/// Caller events that reached the session while the agent was still being made.
+enum Held {
+    Audio(Vec<u8>),
+    Dtmf(String),
+    Clear,
 }
 
 struct Session {
     app: Arc<AppState>,
     params: MediaParams,
     ctl: CallControl,
+    /// The current agent's control (a fallback agent gets a fresh generation).
+    agent_ctl: CallControl,
+    generation: u64,
     writer: Writer,
     local_id: String,
     active: Option<Active>,
+    slot: Slot,
+    held: VecDeque<Held>,
+    held_bytes: usize,
+    /// Agents made so far for this call beyond the first (fallbacks).
+    fallbacks: u8,
+    /// A failure before `start`: applied once the stream exists.
+    failed_early: Option<OnFailure>,
+    agent_failure: Option<String>,
+    fallback: Option<String>,
+    agent_note: Option<String>,
+    /// The agent failed and nothing took the call over.
+    failed_for_good: bool,
+    shutdown: bool,
+    exotel_stop: Option<exotel::StopReason>,
     frames_in: u64,
     bytes_in: u64,
     bad: u64,
@@ -65,13 +102,27 @@ struct Session {
 pub(crate) async fn run(mut ws: WebSocket, params: MediaParams, app: Arc<AppState>) {
     let shared = Arc::new(Shared::default());
     let writer = Writer::new(WriterConfig { lead: app.config.playback_lead });
+    let ctl = CallControl::new(shared.clone());
     let mut s = Session {
-        ctl: CallControl::new(shared.clone()),
+        agent_ctl: ctl.clone(),
+        ctl,
+        generation: 0,
         writer,
         local_id: crate::ids::call_id(),
         app,
         params,
         active: None,
+        slot: Slot::None,
+        held: VecDeque::new(),
+        held_bytes: 0,
+        fallbacks: 0,
+        failed_early: None,
+        agent_failure: None,
+        fallback: None,
+        agent_note: None,
+        failed_for_good: false,
+        shutdown: false,
+        exotel_stop: None,
         frames_in: 0,
         bytes_in: 0,
         bad: 0,
@@ -84,17 +135,22 @@ pub(crate) async fn run(mut ws: WebSocket, params: MediaParams, app: Arc<AppStat
         too_big: false,
         early_events: Vec::new(),
     };
-    // Also on a panic in an agent: agents on other tasks must not fill a queue nobody drains.
+    // Even on a bug in the session itself, agents on other tasks learn that the call is over
+    // and can't fill a queue nobody drains.
     let _closed = CloseOnDrop(shared.clone());
-    s.serve(&mut ws, &shared).await;
-    s.finish();
+    s.make_early_agent();
+    if AssertUnwindSafe(s.serve(&mut ws, &shared)).catch_unwind().await.is_err() {
+        tracing::error!(call_id = %s.local_id, "media session panicked; ending the call");
+        s.stop_reason.get_or_insert_with(|| "internal-error".into());
+    }
+    s.finish(&shared);
 }
 
 struct CloseOnDrop(Arc<Shared>);
 
 impl Drop for CloseOnDrop {
     fn drop(&mut self) {
-        self.0.close();
+        self.0.close(CallEnd::disconnected());
     }
 }
 
@@ -107,16 +163,25 @@ impl Session {
         tokio::pin!(timer);
         let mut cmds = VecDeque::new();
         let mut ended = false;
+        let mut drain = self.app.drain.subscribe();
         loop {
             shared.take(&mut cmds);
             for cmd in cmds.drain(..) {
-                self.writer.handle(ws, cmd).await;
+                match cmd {
+                    OutCmd::Failed(generation, reason) if generation == self.generation => self.agent_failed(reason),
+                    OutCmd::Failed(..) => {}
+                    OutCmd::Note(note) => {
+                        self.record("agent-note", json!({ "note": note }));
+                        self.agent_note = Some(note);
+                    }
+                    cmd => self.writer.handle(ws, cmd, &shared.position).await,
+                }
             }
             if ended {
                 self.writer.close(ws, 1000, "call ended").await;
                 return;
             }
-            self.writer.pump(ws).await;
+            self.writer.pump(ws, &shared.position).await;
             if self.writer.done {
                 break;
             }
@@ -136,6 +201,22 @@ impl Session {
                     ended = self.on_message(msg);
                 }
                 () = shared.queued() => {}
+                Some(made) = OptionFuture::from(match &mut self.slot {
+                    Slot::Making { fut, .. } => Some(AssertUnwindSafe(fut).catch_unwind()),
+                    _ => None,
+                }) => {
+                    shared.enter();
+                    let made = made.unwrap_or_else(|_| Err(crate::agent::AgentError("agent panicked while starting".into())));
+                    self.agent_made(made);
+                }
+                _ = drain.wait_for(|now| *now), if !self.shutdown => {
+                    // The drain time is over: end the call properly.
+                    self.shutdown = true;
+                    self.stop_reason.get_or_insert_with(|| "shutdown".into());
+                    shared.enter();
+                    self.ctl.send(OutCmd::CloseNow { code: 1001, reason: "gateway shutting down" });
+                    ended = true;
+                }
                 () = &mut timer, if wake.is_some() => {
                     if self.active.is_none() && Instant::now() >= start_deadline {
                         self.stop_reason = Some("no-start".into());
@@ -219,6 +300,7 @@ impl Session {
             InboundEvent::Clear { .. } => {
                 self.ctl.drop_pending(OutCmd::DropQueued);
                 self.record("clear-from-exotel", json!({}));
+                self.deliver(Held::Clear);
             }
             InboundEvent::Unknown { event } => self.bad_input("unknown-event", json!({ "event": event })),
         }
@@ -234,10 +316,14 @@ impl Session {
         let stream_sid = start.stream_sid.clone().unwrap_or_else(crate::ids::stream_sid);
         let mut custom = self.params.query_params.clone();
         custom.extend(start.custom_parameters.clone());
-        let agent_id = self.choose_agent(&custom, start.to.as_deref());
+        let agent_id = match &self.slot {
+            Slot::Making { spec, .. } | Slot::Ready { spec, .. } => spec.id.clone(),
+            Slot::None => self.choose_agent(&custom, start.to.as_deref()),
+        };
         let info = CallInfo {
             call_sid: start.call_sid.clone(),
             stream_sid: stream_sid.clone(),
+            account_sid: start.account_sid.clone(),
             from: start.from.clone(),
             to: start.to.clone(),
             custom_parameters: custom,
@@ -285,18 +371,26 @@ impl Session {
         self.ctl.begin(stream_sid, rate, self.app.config.out_chunk_ms);
         let (app, decision_key, call_sid) = (self.app.clone(), key.clone(), start.call_sid.clone());
         self.ctl.on_decision(Box::new(move |d: Decision| {
+            let target = d.target().map(str::to_string);
+            app.store.upsert(
+                decision_key.clone(),
+                CallPatch::new().text("bot_decision", Some(d.as_str())).text("transfer_to", target.clone()),
+            );
+            app.store.event(decision_key.clone(), "decision", json!({ "decision": d.as_str(), "target": target }));
             if let Some(sid) = &call_sid {
                 app.decide(sid, d);
             }
-            app.store.upsert(decision_key.clone(), CallPatch::new().text("bot_decision", Some(d.as_str())));
-            app.store.event(decision_key.clone(), "decision", json!({ "decision": d.as_str() }));
         }));
-        let kind = self.app.agent_kind(&agent_id).unwrap_or_else(|| self.app.config.default_agent.clone());
-        let factory = self.app.agents.get(&kind).or_else(|| self.app.agents.get(&self.app.config.default_agent));
-        let Some(factory) = factory else { return };
-        let mut agent = factory.create(&info);
-        agent.on_start(&info, &self.ctl);
-        self.active = Some(Active { info, agent, key, started: Instant::now() });
+        self.active = Some(Active { info, key, started: Instant::now() });
+        if let Some(plan) = self.failed_early.take() {
+            self.apply_failure(plan);
+            return;
+        }
+        if matches!(self.slot, Slot::None) {
+            let spec = self.app.agent_spec(&agent_id).unwrap_or_else(|| Arc::new(AgentSpec::builtin("echo")));
+            self.make_agent(spec);
+        }
+        self.start_agent();
     }
 
     /// `agentId` custom parameter, else the called phone's default agent, else DEFAULT_AGENT.
@@ -314,6 +408,173 @@ impl Session {
             .unwrap_or_else(|| self.app.config.default_agent.clone())
     }
 
+    /// A known `agentId` in the URL whose kind can start before `start` (a bridge): start making
+    /// it now, so its connection overlaps Exotel's wait for `start`.
+    fn make_early_agent(&mut self) {
+        let query = &self.params.query_params;
+        let Some(id) = query.iter().find(|(k, _)| k.eq_ignore_ascii_case("agentId")).map(|(_, v)| v.clone()) else {
+            return;
+        };
+        let Some(spec) = self.app.agent_spec(&id) else { return };
+        let early = self.app.agents.get(&spec.kind).is_some_and(|f| f.early(&spec, query));
+        if early {
+            self.make_agent(spec);
+        }
+    }
+
+    fn make_agent(&mut self, spec: Arc<AgentSpec>) {
+        let Some(factory) = self.app.agents.get(&spec.kind) else {
+            self.agent_failed(format!("agent kind {:?} is not available", spec.kind));
+            return;
+        };
+        self.generation += 1;
+        self.agent_ctl = self.ctl.for_agent(self.generation);
+        let setup = AgentSetup {
+            spec: spec.clone(),
+            call: self.active.as_ref().map(|a| a.info.clone()),
+            query: self.params.query_params.clone(),
+            ctl: self.agent_ctl.clone(),
+        };
+        let mut fut = match std::panic::catch_unwind(AssertUnwindSafe(|| factory.create(setup))) {
+            Ok(f) => f,
+            Err(_) => return self.agent_failed("agent panicked while starting".into()),
+        };
+        // Synchronous agents (echo) are ready at once: no trip through the select loop.
+        match AssertUnwindSafe(&mut fut).catch_unwind().now_or_never() {
+            Some(Ok(made)) => {
+                self.slot = Slot::Making { spec, fut: Box::pin(std::future::pending()) };
+                self.agent_made(made);
+            }
+            Some(Err(_)) => self.agent_failed("agent panicked while starting".into()),
+            None => self.slot = Slot::Making { spec, fut },
+        }
+    }
+
+    fn agent_made(&mut self, made: Result<Box<dyn Agent>, crate::agent::AgentError>) {
+        let spec = match std::mem::replace(&mut self.slot, Slot::None) {
+            Slot::Making { spec, .. } => spec,
+            other => {
+                self.slot = other;
+                return;
+            }
+        };
+        match made {
+            Ok(agent) => {
+                self.slot = Slot::Ready { spec, agent, started: false };
+                self.start_agent();
+            }
+            Err(e) => {
+                self.slot = Slot::Making { spec, fut: Box::pin(std::future::pending()) };
+                self.agent_failed(e.0);
+            }
+        }
+    }
+
+    /// Once both the agent and the stream exist: `on_start`, then what the caller said meanwhile.
+    fn start_agent(&mut self) {
+        let Some(info) = self.active.as_ref().map(|a| a.info.clone()) else { return };
+        let Slot::Ready { started, .. } = &mut self.slot else { return };
+        if *started {
+            return;
+        }
+        *started = true;
+        self.with_agent(|agent, ctl| agent.on_start(&info, ctl));
+        while let Some(h) = self.held.pop_front() {
+            self.deliver(h);
+        }
+        self.held_bytes = 0;
+    }
+
+    /// Hands a caller event to the agent, or holds it while the agent is being made.
+    fn deliver(&mut self, event: Held) {
+        match &self.slot {
+            Slot::Ready { started: true, .. } => {}
+            Slot::Ready { .. } | Slot::Making { .. } => {
+                if let Held::Audio(pcm) = &event {
+                    if self.held_bytes + pcm.len() > BACKLOG_BYTES {
+                        self.ctl.shared().position.dropped_in.fetch_add(pcm.len() as u64, Ordering::Relaxed);
+                        return;
+                    }
+                    self.held_bytes += pcm.len();
+                }
+                self.held.push_back(event);
+                return;
+            }
+            Slot::None => return,
+        }
+        match event {
+            Held::Audio(pcm) => self.with_agent(|a, ctl| a.on_audio(&pcm, ctl)),
+            Held::Dtmf(d) => self.with_agent(|a, ctl| a.on_dtmf(&d, ctl)),
+            Held::Clear => self.with_agent(|a, ctl| a.on_clear(ctl)),
+        }
+    }
+
+    /// Runs an agent callback; a panic in it is an agent failure, not the end of the session.
+    fn with_agent(&mut self, f: impl FnOnce(&mut dyn Agent, &CallControl)) {
+        let Slot::Ready { agent, .. } = &mut self.slot else { return };
+        let ctl = &self.agent_ctl;
+        if std::panic::catch_unwind(AssertUnwindSafe(|| f(agent.as_mut(), ctl))).is_err() {
+            self.agent_failed("agent panicked".into());
+        }
+    }
+
+    /// The agent could not be made or gave up: record why, tell it its part is over, and apply
+    /// its `on_failure`.
+    fn agent_failed(&mut self, reason: String) {
+        let spec = match std::mem::replace(&mut self.slot, Slot::None) {
+            Slot::Ready { spec, mut agent, .. } => {
+                let end = CallEnd::new(EndReason::AgentFailed(reason.clone()));
+                let _ = std::panic::catch_unwind(AssertUnwindSafe(|| agent.on_end(&end)));
+                Some(spec)
+            }
+            Slot::Making { spec, .. } => Some(spec),
+            Slot::None => None,
+        };
+        let agent_id = spec.as_ref().map_or("-", |s| s.id.as_str()).to_string();
+        let mut plan = spec.map(|s| s.on_failure.clone()).unwrap_or_default();
+        if self.fallbacks >= MAX_FALLBACKS && matches!(plan, OnFailure::Agent(_)) {
+            plan = OnFailure::HangUp;
+        }
+        tracing::warn!(call_id = %self.local_id, agent = %agent_id, reason = %reason, fallback = %plan.describe(), "agent failed");
+        self.record("agent-failed", json!({ "agent": agent_id, "reason": reason, "fallback": plan.describe() }));
+        self.agent_failure = Some(format!("{agent_id}: {reason}"));
+        self.fallback = Some(plan.describe());
+        if self.active.is_none() {
+            self.failed_early = Some(plan);
+            return;
+        }
+        self.apply_failure(plan);
+    }
+
+    fn apply_failure(&mut self, plan: OnFailure) {
+        self.held.clear();
+        self.held_bytes = 0;
+        match plan {
+            OnFailure::HangUp => {
+                self.failed_for_good = true;
+                self.ctl.hang_up();
+            }
+            OnFailure::Transfer(target) => {
+                self.failed_for_good = true;
+                self.ctl.transfer_to(target);
+            }
+            OnFailure::Agent(id) => match self.app.agent_spec(&id) {
+                Some(spec) => {
+                    self.fallbacks += 1;
+                    if let Some(a) = self.active.as_mut() {
+                        a.info.agent_id = id.clone();
+                    }
+                    self.make_agent(spec);
+                }
+                None => {
+                    self.record("agent-failed", json!({ "agent": id, "reason": "fallback agent does not exist" }));
+                    self.failed_for_good = true;
+                    self.ctl.hang_up();
+                }
+            },
+        }
+    }
+
     fn on_media(&mut self, media: Media) {
         if self.active.is_none() {
             self.bad_input("media-before-start", json!({}));
@@ -328,39 +589,38 @@ impl Session {
         }
         self.frames_in += 1;
         self.bytes_in += pcm.len() as u64;
-        if let Some(a) = self.active.as_mut() {
-            a.agent.on_audio(&pcm, &self.ctl);
+        if let Slot::Ready { agent, started: true, .. } = &mut self.slot {
+            // The hot path: no copy, no queue.
+            let ctl = &self.agent_ctl;
+            if std::panic::catch_unwind(AssertUnwindSafe(|| agent.on_audio(&pcm, ctl))).is_err() {
+                self.agent_failed("agent panicked".into());
+            }
+            return;
         }
+        self.deliver(Held::Audio(pcm));
     }
 
     fn on_dtmf(&mut self, dtmf: Dtmf) {
         self.dtmf.push_str(&dtmf.digit);
         self.record("dtmf", json!({ "digit": dtmf.digit, "duration_ms": dtmf.duration_ms }));
-        if let Some(a) = self.active.as_mut() {
-            a.agent.on_dtmf(&dtmf.digit, &self.ctl);
-        }
+        self.deliver(Held::Dtmf(dtmf.digit));
     }
 
     fn on_mark(&mut self, name: &str) {
-        if !self.writer.book.echoed(name) {
+        if !self.writer.mark_echoed(name, &self.ctl.shared().position) {
             // Cancelled by a clear, or not ours: nothing to tell the agent.
             self.record("mark-stale", json!({ "name": name }));
             return;
         }
         self.marks_played += 1;
-        self.writer.mark_played(name.to_string());
         self.record("mark-played", json!({ "name": name }));
-        if let Some(a) = self.active.as_mut() {
-            a.agent.on_mark_played(name, &self.ctl);
-        }
+        self.with_agent(|a, ctl| a.on_mark_played(name, ctl));
     }
 
     fn on_stop(&mut self, stop: Stop) {
         self.stop_reason = Some(stop.reason.as_str().to_string());
         self.record("stop", json!({ "reason": stop.reason.as_str() }));
-        if let Some(a) = self.active.as_mut() {
-            a.agent.on_stop(&stop.reason);
-        }
+        self.exotel_stop = Some(stop.reason);
     }
 
     fn record(&mut self, kind: &'static str, detail: serde_json::Value) {
@@ -382,11 +642,39 @@ impl Session {
         }
     }
 
-    fn finish(self) {
+    /// How the call ended, as the agent is told.
+    fn end(&self) -> CallEnd {
+        let reason = if let Some(r) = &self.exotel_stop {
+            EndReason::Stop(r.clone())
+        } else if self.shutdown {
+            EndReason::Shutdown
+        } else if self.active.is_none() {
+            EndReason::NoStart
+        } else if self.failed_for_good {
+            EndReason::AgentFailed(self.agent_failure.clone().unwrap_or_default())
+        } else if self.writer.stats.hung_up {
+            EndReason::AgentEnded
+        } else {
+            EndReason::Disconnected
+        };
+        CallEnd::new(reason)
+    }
+
+    fn finish(mut self, shared: &Shared) {
+        let end = self.end();
+        if let Slot::Ready { agent, .. } = &mut self.slot {
+            if std::panic::catch_unwind(AssertUnwindSafe(|| agent.on_end(&end))).is_err() {
+                tracing::warn!(call_id = %self.local_id, "agent panicked in on_end");
+            }
+        }
+        self.slot = Slot::None;
+        shared.close(end);
+        let pos = &shared.position;
         let w = &self.writer.stats;
         let close_code = w.close_code.or(self.peer_close).unwrap_or(1006);
         let stop_reason = self
             .stop_reason
+            .or(self.failed_for_good.then(|| "agent-failed".to_string()))
             .or(w.hung_up.then(|| "bot-hangup".to_string()))
             .unwrap_or_else(|| if self.too_big { "message-too-big" } else { "disconnected" }.to_string());
         let (key, status, duration_ms, agent, call_sid, stream_sid) = match &self.active {
@@ -413,6 +701,7 @@ impl Session {
                 (key, Status::Failed, None, String::new(), None, String::new())
             }
         };
+        let count = |v: u64| (v > 0).then_some(v as i64);
         self.app.store.event(key.clone(), "end", json!({ "close_code": close_code, "reason": stop_reason }));
         self.app.store.upsert(
             key,
@@ -431,6 +720,11 @@ impl Session {
                 .int("close_code", Some(close_code as i64))
                 .int("bad_messages", Some(self.bad as i64))
                 .int("seq_gaps", Some(self.seq_gaps as i64))
+                .int("dropped_in_bytes", count(pos.dropped_in.load(Ordering::Relaxed)))
+                .int("dropped_out_bytes", count(pos.dropped_out.load(Ordering::Relaxed)))
+                .text("agent_failure", self.agent_failure.as_ref())
+                .text("agent_fallback", self.fallback.as_ref())
+                .text("agent_note", self.agent_note.as_ref())
                 .status(status),
         );
         tracing::info!(

@@ -5,11 +5,42 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use std::sync::atomic::Ordering;
+
+use axum::extract::ws::{CloseFrame, Message};
 use exotel::{OutboundEncoder, SampleRate};
+use futures_util::{Sink, SinkExt};
 use tokio::time::{Instant, timeout};
 
-use super::control::{Idle, MarkBook, OutCmd, Shared, idle_check};
+use super::control::{Idle, OutCmd, Position, Shared, idle_check};
+
+/// Where the writer sends: the call's WebSocket, or a plain sink in tests.
+pub(crate) trait Out: Sink<Message, Error = axum::Error> + Unpin + Send {}
+impl<T: Sink<Message, Error = axum::Error> + Unpin + Send> Out for T {}
+
+/// Marks sent to Exotel and not yet echoed, oldest first, each with the audio position (bytes sent
+/// before it), so stale echoes after `clear` are ignored and the played position is known.
+#[derive(Default)]
+pub(crate) struct MarkBook {
+    pending: VecDeque<(String, u64)>,
+}
+
+impl MarkBook {
+    pub(crate) fn sent(&mut self, name: &str, at: u64) {
+        self.pending.push_back((name.to_string(), at));
+    }
+
+    pub(crate) fn cancel_all(&mut self) {
+        self.pending.clear();
+    }
+
+    /// The mark's position if `name` was pending. Marks before it are implied played (Exotel
+    /// plays in order).
+    pub(crate) fn echoed(&mut self, name: &str) -> Option<u64> {
+        let i = self.pending.iter().position(|(m, _)| m == name)?;
+        self.pending.drain(..=i).last().map(|(_, at)| at)
+    }
+}
 
 /// A partial chunk left this long with no new audio ends the utterance (padded, marked).
 const IDLE_FLUSH: Duration = Duration::from_millis(250);
@@ -79,7 +110,7 @@ impl Writer {
         }
     }
 
-    async fn send(&mut self, ws: &mut WebSocket, text: String) {
+    async fn send(&mut self, ws: &mut impl Out, text: String) {
         if self.done {
             return;
         }
@@ -93,7 +124,7 @@ impl Writer {
         }
     }
 
-    pub(crate) async fn close(&mut self, ws: &mut WebSocket, code: u16, reason: &'static str) {
+    pub(crate) async fn close(&mut self, ws: &mut impl Out, code: u16, reason: &'static str) {
         if self.done {
             return;
         }
@@ -104,7 +135,7 @@ impl Writer {
     }
 
     /// Sends everything the pacing allows.
-    pub(crate) async fn pump(&mut self, ws: &mut WebSocket) {
+    pub(crate) async fn pump(&mut self, ws: &mut impl Out, pos: &Position) {
         while let Some(front) = self.queue.front() {
             if self.done {
                 return;
@@ -121,6 +152,8 @@ impl Writer {
                     let text = s.encoder.media(&pcm, ts);
                     let dur = Duration::from_micros(s.rate.duration_us(pcm.len()));
                     self.play_until = self.play_until.max(now) + dur;
+                    pos.set_play_until(self.play_until);
+                    pos.sent(pcm.len());
                     self.stats.frames_out += 1;
                     self.stats.bytes_out += pcm.len() as u64;
                     self.send(ws, text).await;
@@ -129,7 +162,7 @@ impl Writer {
                     let Some(Item::Mark(name)) = self.queue.pop_front() else { return };
                     let Some(s) = self.stream.as_mut() else { return };
                     let text = s.encoder.mark(&name);
-                    self.book.sent(&name);
+                    self.book.sent(&name, self.stats.bytes_out);
                     self.stats.marks_sent += 1;
                     self.send(ws, text).await;
                 }
@@ -150,9 +183,13 @@ impl Writer {
         }
     }
 
-    /// The echo of a hang-up's mark arrived: the close can go out.
-    pub(crate) fn mark_played(&mut self, name: String) {
-        self.played_close_mark = Some(name);
+    /// Exotel echoed a mark: true if it was ours and still pending (then the played position
+    /// moves up to it, and a hang-up waiting for it can close).
+    pub(crate) fn mark_echoed(&mut self, name: &str, pos: &Position) -> bool {
+        let Some(at) = self.book.echoed(name) else { return false };
+        pos.played.fetch_max(at, Ordering::Relaxed);
+        self.played_close_mark = Some(name.to_string());
+        true
     }
 
     pub(crate) fn next_wake(&self) -> Option<Instant> {
@@ -179,7 +216,11 @@ impl Writer {
             match idle_check(shared, IDLE_FLUSH) {
                 Idle::Done => {}
                 Idle::Until(t) => self.idle_at = Some(t),
-                Idle::Ended(tail) => {
+                Idle::Ended(mut tail, marks) => {
+                    // Marks that waited for the held-back part follow the padded tail.
+                    for name in marks {
+                        self.end_utterance(tail.take(), name);
+                    }
                     self.auto_marks += 1;
                     let name = format!("utt-{}", self.auto_marks);
                     self.end_utterance(tail, name);
@@ -200,7 +241,9 @@ impl Writer {
         self.idle_at = Some(Instant::now() + IDLE_FLUSH);
     }
 
-    fn drop_queued(&mut self) {
+    fn drop_queued(&mut self, pos: &Position) {
+        let dropped: usize = self.queue.iter().map(|i| if let Item::Frame(f) = i { f.len() } else { 0 }).sum();
+        pos.sent(dropped);
         self.queue.retain(|i| matches!(i, Item::Close { .. }));
         // A hang-up whose mark will never be echoed now closes straight away.
         for item in self.queue.iter_mut() {
@@ -210,10 +253,11 @@ impl Writer {
         }
         self.book.cancel_all();
         self.play_until = Instant::now();
+        pos.set_play_until(self.play_until);
         self.idle_at = None;
     }
 
-    pub(crate) async fn handle(&mut self, ws: &mut WebSocket, cmd: OutCmd) {
+    pub(crate) async fn handle(&mut self, ws: &mut impl Out, cmd: OutCmd, pos: &Position) {
         match cmd {
             OutCmd::Begin { stream_sid, rate } => {
                 self.stream = Some(Stream { rate, encoder: OutboundEncoder::new(&stream_sid), began: Instant::now() });
@@ -224,18 +268,22 @@ impl Writer {
             }
             OutCmd::Touch => self.arm_idle(),
             OutCmd::Mark { tail, name } => {
+                // A mark with a tail ends an utterance; one without may sit mid-utterance
+                // (`mark_here`), where the idle check must keep watching.
+                if tail.is_some() {
+                    self.idle_at = None;
+                }
                 self.end_utterance(tail, name);
-                self.idle_at = None;
             }
             OutCmd::Clear => {
-                self.drop_queued();
+                self.drop_queued(pos);
                 if let Some(s) = self.stream.as_mut() {
                     let text = s.encoder.clear();
                     self.stats.clears += 1;
                     self.send(ws, text).await;
                 }
             }
-            OutCmd::DropQueued => self.drop_queued(),
+            OutCmd::DropQueued => self.drop_queued(pos),
             OutCmd::HangUp { tail, mark } => {
                 if self.stats.hung_up {
                     return;
@@ -249,6 +297,8 @@ impl Writer {
                 self.queue.push_back(Item::Close { code: 1000, after_mark: has_stream.then_some(mark) });
             }
             OutCmd::CloseNow { code, reason } => self.close(ws, code, reason).await,
+            // The session handles these before the writer sees the queue.
+            OutCmd::Failed(..) | OutCmd::Note(_) => {}
         }
     }
 }

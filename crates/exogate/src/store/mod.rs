@@ -73,6 +73,21 @@ impl Store {
         }
     }
 
+    /// Calls whose media was running when a previous process died: no session will ever finish
+    /// them, so they are marked `interrupted`. Returns how many.
+    pub async fn mark_interrupted(&self) -> anyhow::Result<u64> {
+        let now = now_text();
+        let done = sqlx::query(
+            "UPDATE calls SET status = 'interrupted', ended_at = ?1, updated_at = ?1, \
+             stop_reason = COALESCE(stop_reason, 'process-restarted') \
+             WHERE status = 'in-progress' AND started_at IS NOT NULL AND ended_at IS NULL",
+        )
+        .bind(&now)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     pub async fn ping(&self) -> bool {
         sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
     }

@@ -35,6 +35,8 @@ pub enum Status {
     Busy,
     NoAnswer,
     Canceled,
+    /// Left in progress by a process that was killed; marked when the next one starts.
+    Interrupted,
 }
 
 impl Status {
@@ -49,6 +51,7 @@ impl Status {
             Self::Busy => "busy",
             Self::NoAnswer => "no-answer",
             Self::Canceled => "canceled",
+            Self::Interrupted => "interrupted",
         }
     }
 
@@ -72,7 +75,7 @@ impl Status {
             "queued" | "connecting" => 1,
             "ringing" => 2,
             "in-progress" => 3,
-            "completed" | "failed" | "busy" | "no-answer" | "canceled" => 4,
+            "completed" | "failed" | "busy" | "no-answer" | "canceled" | "interrupted" => 4,
             _ => 0,
         }
     }

@@ -69,6 +69,12 @@ pub struct CallRow {
     pub error_message: Option<String>,
     pub bot_decision: Option<String>,
     pub exotel_status: Option<String>,
+    pub transfer_to: Option<String>,
+    pub agent_failure: Option<String>,
+    pub agent_fallback: Option<String>,
+    pub agent_note: Option<String>,
+    pub dropped_in_bytes: Option<i64>,
+    pub dropped_out_bytes: Option<i64>,
 }
 
 #[derive(Debug, Clone, Serialize, FromRow)]

@@ -1,0 +1,132 @@
+//! An agent written as one async task: the session's callbacks become a bounded stream of
+//! [`CallEvent`]s, and the task answers through its [`CallControl`]. A bridge or an AI pipeline is
+//! then a plain loop over `events.next()` and its own sockets.
+//!
+//! The stream is bounded: a task that falls behind loses caller audio (counted on the call as
+//! `dropped_in`), never the session's memory. The end of the call always arrives, as the last
+//! event, even when the queue was full.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::Ordering;
+
+use futures_util::FutureExt;
+use tokio::sync::mpsc;
+
+use super::{Agent, CallControl, CallEnd, CallInfo};
+
+/// Events queued for a task before caller audio is dropped: ~25 s of Exotel's 100 ms frames.
+pub const EVENT_QUEUE: usize = 256;
+
+/// What happens on the call, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CallEvent {
+    Start(CallInfo),
+    /// Caller audio: PCM16LE mono at the call's rate.
+    Audio(Vec<u8>),
+    Dtmf(String),
+    /// Exotel played everything before this mark (a name [`CallControl::mark`] returned).
+    MarkPlayed(String),
+    /// Exotel itself sent `clear`.
+    Clear,
+    /// The last event.
+    End(CallEnd),
+}
+
+/// The task's side: the call's events, then `None` after [`CallEvent::End`].
+pub struct CallEvents {
+    rx: mpsc::Receiver<CallEvent>,
+    ctl: CallControl,
+    done: bool,
+}
+
+impl CallEvents {
+    pub async fn next(&mut self) -> Option<CallEvent> {
+        if self.done {
+            return None;
+        }
+        let event = tokio::select! {
+            biased;
+            e = self.rx.recv() => e,
+            end = self.ctl.ended() => {
+                // Deliver what was queued before the end, then the end itself.
+                match self.rx.try_recv() {
+                    Ok(e) => Some(e),
+                    Err(_) => Some(CallEvent::End(end)),
+                }
+            }
+        };
+        let event = match event {
+            Some(e) => e,
+            None => CallEvent::End(self.ctl.ended().await),
+        };
+        if matches!(event, CallEvent::End(_)) {
+            self.done = true;
+        }
+        Some(event)
+    }
+}
+
+/// The session's side: forwards callbacks into the task's queue.
+struct Forwarder {
+    tx: mpsc::Sender<CallEvent>,
+    ctl: CallControl,
+}
+
+impl Forwarder {
+    fn forward(&self, event: CallEvent) {
+        if let Err(mpsc::error::TrySendError::Full(e)) = self.tx.try_send(event) {
+            let pos = &self.ctl.shared().position;
+            match e {
+                CallEvent::Audio(pcm) => {
+                    pos.dropped_in.fetch_add(pcm.len() as u64, Ordering::Relaxed);
+                }
+                other => {
+                    tracing::warn!(event = ?std::mem::discriminant(&other), "agent task is not keeping up; event dropped")
+                }
+            }
+        }
+    }
+}
+
+impl Agent for Forwarder {
+    fn on_start(&mut self, call: &CallInfo, _ctl: &CallControl) {
+        self.forward(CallEvent::Start(call.clone()));
+    }
+    fn on_audio(&mut self, pcm: &[u8], _ctl: &CallControl) {
+        self.forward(CallEvent::Audio(pcm.to_vec()));
+    }
+    fn on_dtmf(&mut self, digit: &str, _ctl: &CallControl) {
+        self.forward(CallEvent::Dtmf(digit.to_string()));
+    }
+    fn on_mark_played(&mut self, name: &str, _ctl: &CallControl) {
+        self.forward(CallEvent::MarkPlayed(name.to_string()));
+    }
+    fn on_clear(&mut self, _ctl: &CallControl) {
+        self.forward(CallEvent::Clear);
+    }
+    fn on_end(&mut self, end: &CallEnd) {
+        // If the queue is full the task still gets the end through `ctl.ended()`.
+        let _ = self.tx.try_send(CallEvent::End(end.clone()));
+    }
+}
+
+/// Runs `body` as the call's agent on its own task. If the task returns (or panics) while the
+/// call is still up and it has neither hung up nor transferred, that is an agent failure: the
+/// session applies `on_failure`.
+pub fn spawn<F, Fut>(ctl: &CallControl, body: F) -> Box<dyn Agent>
+where
+    F: FnOnce(CallEvents, CallControl) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel(EVENT_QUEUE);
+    let events = CallEvents { rx, ctl: ctl.clone(), done: false };
+    let fut = body(events, ctl.clone());
+    let watch = ctl.clone();
+    tokio::spawn(async move {
+        let outcome = AssertUnwindSafe(fut).catch_unwind().await;
+        if watch.end().is_none() && !watch.decided() {
+            watch.fail(if outcome.is_err() { "agent task panicked" } else { "agent task ended" });
+        }
+    });
+    Box::new(Forwarder { tx, ctl: ctl.clone() })
+}

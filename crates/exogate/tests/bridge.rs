@@ -1,0 +1,327 @@
+//! Bridge agents end to end: the simulator plays Exotel, the real gateway bridges each call to a
+//! fake upstream bot (Exotel or Twilio protocol), over real sockets.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TestGateway, assert_echo, speech};
+use exotel::SampleRate;
+use exotel_sim::fake_bot::{Behavior, BotConfig, BotProtocol, BotSession, FakeBot};
+use exotel_sim::{AudioSource, CallConfig, CallReport, Target, run_call};
+use serde_json::{Value, json};
+
+async fn bot(protocol: BotProtocol, behavior: Behavior) -> FakeBot {
+    FakeBot::start(0, BotConfig { protocol, behavior, ..BotConfig::default() }).await.expect("bot starts")
+}
+
+async fn agent(gw: &TestGateway, id: &str, settings: Value) {
+    let r = gw
+        .http
+        .post(gw.http_url("/api/agents"))
+        .json(&json!({ "id": id, "kind": "bridge", "settings": settings }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+}
+
+fn call(gw: &TestGateway, agent: &str, rate: SampleRate, audio: AudioSource) -> CallConfig {
+    let mut cfg = CallConfig {
+        target: Target::Ws(gw.ws_url()),
+        sample_rate: rate,
+        audio,
+        idle_tail: Duration::from_millis(1500),
+        ..CallConfig::default()
+    };
+    cfg.custom_parameters.insert("agentId".into(), agent.into());
+    cfg
+}
+
+async fn ended(bot: &FakeBot) -> BotSession {
+    let sessions = bot.wait_ended(1, Duration::from_secs(10)).await;
+    sessions.into_iter().next().expect("the bot's session ended")
+}
+
+fn events(s: &BotSession) -> Vec<&str> {
+    s.received.iter().filter_map(|v| v["event"].as_str()).collect()
+}
+
+/// Normalised cross-correlation of two PCM16LE signals at the best lag up to `max_lag` samples.
+fn correlation(a: &[u8], b: &[u8], max_lag: usize) -> f64 {
+    let s = |x: &[u8]| x.chunks_exact(2).map(|c| i16::from_le_bytes([c[0], c[1]]) as f64).collect::<Vec<_>>();
+    let (a, b) = (s(a), s(b));
+    (0..max_lag)
+        .map(|lag| {
+            let n = a.len().min(b.len().saturating_sub(lag));
+            let (mut ab, mut aa, mut bb) = (0.0, 0.0, 0.0);
+            for i in 0..n {
+                ab += a[i] * b[i + lag];
+                aa += a[i] * a[i];
+                bb += b[i + lag] * b[i + lag];
+            }
+            ab / (aa.sqrt() * bb.sqrt()).max(1.0)
+        })
+        .fold(0.0, f64::max)
+}
+
+fn assert_legal(report: &CallReport) {
+    assert!(report.ok(), "violations: {:?}", report.violations);
+    assert!(
+        report.chunk_sizes.iter().all(|&c| c % 320 == 0 && (3200..=100_000).contains(&c)),
+        "chunk sizes {:?}",
+        report.chunk_sizes
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exotel_bot_sees_the_real_call_and_its_echo_arrives_byte_exact() {
+    let gw = TestGateway::start().await;
+    let bot = bot(BotProtocol::Exotel, Behavior::Echo).await;
+    let url = format!("ws://{}/ws/{{call_sid}}?lang={{custom.lang}}&from={{from}}", bot.addr());
+    agent(&gw, "mybot", json!({ "url": url, "headers": { "Authorization": "Bearer t0k" } })).await;
+    let mut cfg = call(&gw, "mybot", SampleRate::Hz8000, AudioSource::Pcm(speech(SampleRate::Hz8000)));
+    cfg.custom_parameters.insert("lang".into(), "hi".into());
+    let call_sid = cfg.call_sid.clone();
+    let report = run_call(cfg).await.expect("call runs");
+    assert_legal(&report);
+    assert_echo(&report.sent_pcm, &report.received_pcm);
+
+    let s = ended(&bot).await;
+    assert_eq!(s.path_and_query, format!("/ws/{call_sid}?lang=hi&from=%2B919876543210"));
+    assert!(s.headers.iter().any(|(k, v)| k == "authorization" && v == "Bearer t0k"), "{:?}", s.headers);
+    let ev = events(&s);
+    assert_eq!(&ev[..2], ["connected", "start"], "{ev:?}");
+    assert_eq!(ev.last(), Some(&"stop"), "{ev:?}");
+    let start = &s.received[1];
+    assert_eq!(start["start"]["call_sid"], call_sid.as_str());
+    assert_eq!(start["stream_sid"], start["start"]["stream_sid"]);
+    assert_eq!(start["start"]["from"], "+919876543210");
+    assert_eq!(start["start"]["custom_parameters"]["lang"], "hi");
+    assert_eq!(start["start"]["media_format"]["sample_rate"], "8000");
+    assert_eq!(s.received.last().unwrap()["stop"]["reason"], "callended");
+    assert_eq!(s.audio_in, report.sent_pcm, "the bot got the caller's audio, unchanged");
+    assert_eq!(s.ended.as_deref(), Some("closed 1000"));
+
+    let row = gw.call(&call_sid).await;
+    assert_eq!(row["agent"], "mybot");
+    assert_eq!(row["status"], "completed");
+    assert_eq!(row["stop_reason"], "callended");
+    assert_eq!(row["agent_failure"], Value::Null);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_twilio_bot_runs_unchanged_on_a_16k_call() {
+    let gw = TestGateway::start().await;
+    let bot = bot(BotProtocol::Twilio, Behavior::Echo).await;
+    agent(&gw, "tw", json!({ "url": bot.url(), "protocol": "twilio" })).await;
+    let audio = speech(SampleRate::Hz16000);
+    let cfg = call(&gw, "tw", SampleRate::Hz16000, AudioSource::Pcm(audio.clone()));
+    let call_sid = cfg.call_sid.clone();
+    let report = run_call(cfg).await.expect("call runs");
+    assert_legal(&report);
+    let c = correlation(&report.sent_pcm, &report.received_pcm, 16 * 40);
+    eprintln!("twilio 16 kHz echo correlation after μ-law and 16→8→16 kHz: {c:.4}");
+    assert!(c >= 0.95, "correlation {c}");
+
+    let s = ended(&bot).await;
+    let ev = events(&s);
+    assert_eq!(&ev[..2], ["connected", "start"], "{ev:?}");
+    assert_eq!(ev.last(), Some(&"stop"), "{ev:?}");
+    let start = &s.received[1];
+    assert_eq!(start["sequenceNumber"], "1");
+    assert_eq!(start["start"]["mediaFormat"], json!({"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}));
+    assert_eq!(start["start"]["customParameters"]["from_number"], "+919876543210");
+    assert!(start["start"]["callSid"].as_str().unwrap().starts_with("CA"));
+    let media: Vec<&Value> = s.received.iter().filter(|v| v["event"] == "media").collect();
+    assert!(media.len() > 50);
+    for (i, m) in media.iter().enumerate().take(20) {
+        assert_eq!(m["media"]["chunk"], (i + 1).to_string());
+        assert_eq!(m["media"]["track"], "inbound");
+        assert_eq!(m["streamSid"], start["streamSid"]);
+    }
+    // 8 kHz μ-law, 20 ms frames: about half as many bytes as 16 kHz PCM16 has samples.
+    let expected = report.sent_pcm.len() / 4;
+    assert!(s.audio_in.len().abs_diff(expected) <= 480, "{} vs {expected}", s.audio_in.len());
+    assert_eq!(gw.call(&call_sid).await["agent"], "tw");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whatever_sizes_and_pace_a_bot_sends_exotel_gets_legal_paced_chunks() {
+    let gw = TestGateway::start().await;
+    let small = bot(BotProtocol::Exotel, Behavior::EchoChunked { bytes: 320 }).await;
+    let fast = bot(BotProtocol::Exotel, Behavior::EchoPaced { chunk_ms: 40, speed: 2.0 }).await;
+    agent(&gw, "small", json!({ "url": small.url() })).await;
+    agent(&gw, "fast", json!({ "url": fast.url() })).await;
+    for id in ["small", "fast"] {
+        let audio = speech(SampleRate::Hz8000);
+        let report = run_call(call(&gw, id, SampleRate::Hz8000, AudioSource::Pcm(audio))).await.unwrap();
+        assert_legal(&report);
+        // No audio lost, reordered or duplicated (the chunked bot holds back a last partial 320).
+        let n = report.sent_pcm.len() / 320 * 320;
+        assert_echo(&report.sent_pcm[..n], &report.received_pcm[..report.received_pcm.len().min(n)]);
+        assert!(report.received_pcm.len() >= n, "{id}: {} of {n}", report.received_pcm.len());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bot_marks_come_back_in_order_once_played() {
+    let gw = TestGateway::start().await;
+    for protocol in [BotProtocol::Exotel, BotProtocol::Twilio] {
+        let bot = bot(protocol, Behavior::EchoWithMarks { every_ms: 400 }).await;
+        let id = format!("marks-{protocol}");
+        agent(&gw, &id, json!({ "url": bot.url(), "protocol": protocol.to_string() })).await;
+        let report =
+            run_call(call(&gw, &id, SampleRate::Hz8000, AudioSource::Tone { hz: 440.0, ms: 2400 })).await.unwrap();
+        assert_legal(&report);
+        let s = ended(&bot).await;
+        let sent: Vec<String> = (1..=s.marks_echoed.len()).map(|n| format!("bot-{n}")).collect();
+        assert!(s.marks_echoed.len() >= 4, "{protocol}: echoed {:?}", s.marks_echoed);
+        assert_eq!(s.marks_echoed, sent, "{protocol}: in order, each once");
+        // The bot's marks reached Exotel as marks of ours, echoed by the simulator after playback.
+        assert!(report.marks_echoed.len() >= s.marks_echoed.len(), "{protocol}: {:?}", report.marks_echoed);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bots_clear_cuts_playback_and_resolves_its_marks() {
+    let gw = TestGateway::start().await;
+    let bot = bot(BotProtocol::Twilio, Behavior::Greeting { ms: 6000 }).await;
+    agent(&gw, "greeter", json!({ "url": bot.url(), "protocol": "twilio" })).await;
+    let mut cfg = call(&gw, "greeter", SampleRate::Hz8000, AudioSource::Tone { hz: 300.0, ms: 2500 });
+    cfg.dtmf.push((Duration::from_millis(1200), "#".into()));
+    let report = run_call(cfg).await.unwrap();
+    assert!(report.ok(), "{:?}", report.violations);
+    assert!(report.clears_received >= 1, "Exotel got the bot's clear");
+    // 6 s of greeting were queued; the clear at 1.2 s cut it (plus at most one chunk and the lead).
+    let played_ms = report.received_pcm.len() / 16;
+    assert!(played_ms < 4000, "{played_ms} ms of greeting played");
+    let s = ended(&bot).await;
+    assert_eq!(s.marks_echoed.first().map(String::as_str), Some("greeting-done"), "{:?}", s.marks_echoed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bot_closing_its_socket_ends_the_call_after_its_audio() {
+    let gw = TestGateway::start().await;
+    let bot = bot(BotProtocol::Exotel, Behavior::HangUpAfter { after_ms: 1500 }).await;
+    agent(&gw, "bye", json!({ "url": bot.url() })).await;
+    let cfg = call(&gw, "bye", SampleRate::Hz8000, AudioSource::Tone { hz: 440.0, ms: 5000 });
+    let call_sid = cfg.call_sid.clone();
+    let report = run_call(cfg).await.unwrap();
+    assert!(report.ok(), "{:?}", report.violations);
+    assert!(report.closed_by_bot, "{}", report.summary());
+    assert_eq!(report.close_code, Some(1000));
+    assert!(report.duration < Duration::from_millis(4500), "{:?}", report.duration);
+    assert!(!report.received_pcm.is_empty());
+    let row = gw.call(&call_sid).await;
+    assert_eq!(row["agent_note"], "bot closed its socket (1000)");
+    assert_eq!(row["stop_reason"], "bot-hangup");
+    assert_eq!(row["bot_decision"], "hangup");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_bot_hands_the_call_to_the_fallback_agent() {
+    let gw = TestGateway::start().await;
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    agent(&gw, "gone", json!({ "url": format!("ws://{dead}/ws"), "on_failure": "echo" })).await;
+    let cfg = call(&gw, "gone", SampleRate::Hz8000, AudioSource::Pcm(speech(SampleRate::Hz8000)));
+    let call_sid = cfg.call_sid.clone();
+    let report = run_call(cfg).await.unwrap();
+    assert_legal(&report);
+    assert_echo(&report.sent_pcm, &report.received_pcm);
+    let row = gw.call(&call_sid).await;
+    assert!(row["agent_failure"].as_str().unwrap().contains("cannot connect"), "{}", row["agent_failure"]);
+    assert_eq!(row["agent_fallback"], "agent:echo");
+    assert_eq!(row["agent"], "gone");
+    assert_eq!(row["status"], "completed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_dead_and_garbage_bots_each_get_on_failure() {
+    let gw = TestGateway::start().await;
+    let slow = FakeBot::start(
+        0,
+        BotConfig { protocol: BotProtocol::Exotel, behavior: Behavior::Echo, accept_delay: Duration::from_secs(3) },
+    )
+    .await
+    .unwrap();
+    let dies = bot(BotProtocol::Exotel, Behavior::DieAfter { after_ms: 800 }).await;
+    let garbage = bot(BotProtocol::Twilio, Behavior::Garbage { count: 40 }).await;
+    agent(&gw, "slow", json!({ "url": slow.url(), "connect_timeout_ms": 300 })).await;
+    agent(&gw, "dies", json!({ "url": dies.url(), "on_failure": "transfer", "transfer_to": "+918047491899" })).await;
+    agent(&gw, "garbage", json!({ "url": garbage.url(), "protocol": "twilio" })).await;
+    let cases = [("slow", "did not accept within 300 ms"), ("dies", "connection lost"), ("garbage", "unreadable")];
+    for (id, why) in cases {
+        let cfg = call(&gw, id, SampleRate::Hz8000, AudioSource::Tone { hz: 440.0, ms: 4000 });
+        let call_sid = cfg.call_sid.clone();
+        let report = run_call(cfg).await.unwrap();
+        assert!(report.ok(), "{id}: {:?}", report.violations);
+        assert!(report.closed_by_bot, "{id}: the gateway ended its part: {}", report.summary());
+        assert_eq!(report.close_code, Some(1000), "{id}");
+        let row = gw.call(&call_sid).await;
+        let failure = row["agent_failure"].as_str().unwrap_or_default();
+        assert!(failure.contains(why), "{id}: {failure}");
+        assert_eq!(row["stop_reason"], "agent-failed", "{id}");
+    }
+    // The dead bot's fallback was a transfer: the Passthru after the applet answers 302 with it.
+    let rows = gw.get_json("/api/calls?agent=dies").await.1;
+    let row = &rows["calls"][0];
+    assert_eq!(row["bot_decision"], "transfer");
+    assert_eq!(row["transfer_to"], "+918047491899");
+    let no_redirect = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let r = no_redirect
+        .get(gw.http_url(&format!("/api/exotel/passthru?CallSid={}", row["call_sid"].as_str().unwrap())))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    let location = r.headers()["location"].to_str().unwrap().to_string();
+    assert!(location.contains("target=%2B918047491899"), "{location}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bridge_settings_are_checked_when_saved() {
+    let gw = TestGateway::start().await;
+    for (settings, field) in [
+        (json!({}), "settings.url"),
+        (json!({ "url": "http://bot" }), "settings.url"),
+        (json!({ "url": "ws://bot/{nope}" }), "settings.url"),
+        (json!({ "url": "ws://bot", "protocol": "sip" }), "settings.protocol"),
+        (json!({ "url": "ws://bot", "sample_rate": 11025 }), "settings.sample_rate"),
+        (json!({ "url": "ws://bot", "on_failure": "nobody" }), "settings.on_failure"),
+        (json!({ "url": "ws://bot", "connect_timeout_ms": "soon" }), "settings.connect_timeout_ms"),
+    ] {
+        let r = gw
+            .http
+            .post(gw.http_url("/api/agents"))
+            .json(&json!({ "id": "b", "kind": "bridge", "settings": settings }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{settings}");
+        let body: Value = r.json().await.unwrap();
+        assert!(body["error"].as_str().unwrap().starts_with(field), "{settings}: {body}");
+    }
+    // An update is checked against the merged definition too.
+    agent(&gw, "ok", json!({ "url": "ws://bot" })).await;
+    let r = gw.http.patch(gw.http_url("/api/agents/ok")).json(&json!({ "settings": {"url": 5} })).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_in_the_url_connects_before_start_and_serves_the_call() {
+    let gw = TestGateway::start().await;
+    let bot = bot(BotProtocol::Exotel, Behavior::Echo).await;
+    agent(&gw, "early", json!({ "url": bot.url(), "sample_rate": 8000 })).await;
+    // A 16 kHz call to a bot that wants 8 kHz: resampled both ways.
+    let mut cfg = call(&gw, "early", SampleRate::Hz16000, AudioSource::Pcm(speech(SampleRate::Hz16000)));
+    cfg.custom_parameters.clear();
+    cfg.target = Target::Ws(format!("{}media?agentId=early", gw.ws_url()));
+    let report = run_call(cfg).await.unwrap();
+    assert_legal(&report);
+    let c = correlation(&report.sent_pcm, &report.received_pcm, 16 * 40);
+    eprintln!("16 kHz call through an 8 kHz Exotel bot: echo correlation {c:.4}");
+    assert!(c >= 0.9, "correlation {c}");
+    let s = ended(&bot).await;
+    assert_eq!(s.received[1]["start"]["media_format"]["sample_rate"], "8000");
+}
