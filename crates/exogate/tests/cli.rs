@@ -221,3 +221,38 @@ fn http_post(url: &str, body: &str, bearer: Option<&str>) -> String {
     s.read_to_string(&mut out).unwrap();
     out
 }
+
+#[test]
+fn sigterm_drains_active_calls_then_ends_them_and_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = serve_with(&format!("sqlite://{}", dir.path().join("calls.db").display()), &[("DRAIN_SECS", "3")]);
+    let ws = format!("ws://{}/", server.ws);
+    let short_ws = ws.clone();
+    // One call ends by itself within the drain time, one outlives it.
+    let short = std::thread::spawn(move || {
+        sim(&["--url", &short_ws, "--call-sid", "drained-1", "--tone", "440", "--duration-ms", "900"])
+    });
+    let long = std::thread::spawn(move || {
+        sim(&["--url", &ws, "--call-sid", "ended-1", "--tone", "440", "--duration-ms", "10000"])
+    });
+    std::thread::sleep(Duration::from_millis(700));
+    let pid = server.child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let started = Instant::now();
+    let status = server.child.wait().unwrap();
+    assert!(status.success(), "exit status {status:?}: {}", server.log.lock().unwrap());
+    assert!(started.elapsed() < Duration::from_secs(9), "shutdown took {:?}", started.elapsed());
+    let _ = short.join();
+    let (_, out) = long.join().unwrap();
+    assert!(out.contains("1001"), "the long call was closed with 1001 going away: {out}");
+    let log = server.log.lock().unwrap().clone();
+    assert!(log.contains("SIGTERM"), "{log}");
+    let again = serve(&server.db);
+    let drained = reqwest::blocking_get(&format!("http://{}/api/calls/drained-1", again.http));
+    assert!(drained.contains("\"status\":\"completed\""), "{drained}");
+    assert!(drained.contains("\"stop_reason\":\"callended\""), "{drained}");
+    let ended = reqwest::blocking_get(&format!("http://{}/api/calls/ended-1", again.http));
+    assert!(ended.contains("\"status\":\"completed\""), "{ended}");
+    assert!(ended.contains("\"stop_reason\":\"shutdown\""), "{ended}");
+    assert!(ended.contains("\"close_code\":1001"), "{ended}");
+}

@@ -73,7 +73,8 @@ impl Bot {
 }
 
 async fn bridge(gw: &TestGateway, id: &str, bot: &Bot, protocol: &str) {
-    let settings = json!({ "url": format!("ws://127.0.0.1:{}/ws", bot.port), "protocol": protocol, "sample_rate": 8000 });
+    let settings =
+        json!({ "url": format!("ws://127.0.0.1:{}/ws", bot.port), "protocol": protocol, "sample_rate": 8000 });
     let r = gw
         .http
         .post(gw.http_url("/api/agents"))
@@ -98,7 +99,11 @@ fn call(gw: &TestGateway, agent: &str, audio: AudioSource) -> CallConfig {
 
 fn assert_legal(report: &CallReport) {
     assert!(report.ok(), "violations: {:?}", report.violations);
-    assert!(report.chunk_sizes.iter().all(|&c| c % 320 == 0 && (3200..=100_000).contains(&c)), "{:?}", report.chunk_sizes);
+    assert!(
+        report.chunk_sizes.iter().all(|&c| c % 320 == 0 && (3200..=100_000).contains(&c)),
+        "{:?}",
+        report.chunk_sizes
+    );
 }
 
 /// Correlation at the best lag (Pipecat adds a little delay of its own).

@@ -77,7 +77,7 @@ pub(crate) async fn passthru(State(app): State<Arc<AppState>>, input: WebhookInp
         match app.take_decision(&call_sid) {
             Some(d) => Some(d),
             None => app.store.find_call(&call_sid).await?.and_then(|c| {
-                (c.bot_decision.as_deref() == Some("transfer")).then(|| Decision::Transfer(c.transfer_to))
+                (c.bot_decision.as_deref() == Some("transfer")).then_some(Decision::Transfer(c.transfer_to))
             }),
         };
     if let Some(Decision::Transfer(target)) = decision {

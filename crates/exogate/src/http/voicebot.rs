@@ -17,7 +17,7 @@ use super::webhook_input::WebhookInput;
 use crate::app::AppState;
 use crate::store::{CallKey, CallPatch, Status};
 
-/// Exotel's limits on the applet's custom parameters (PROTOCOL.md §2.2).
+/// Exotel's limits on the applet's custom parameters (docs/protocol.md §2.2).
 const MAX_CUSTOM_PARAMS: usize = 3;
 const MAX_CUSTOM_CHARS: usize = 256;
 

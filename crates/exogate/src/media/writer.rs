@@ -38,7 +38,7 @@ impl MarkBook {
     /// plays in order).
     pub(crate) fn echoed(&mut self, name: &str) -> Option<u64> {
         let i = self.pending.iter().position(|(m, _)| m == name)?;
-        self.pending.drain(..=i).last().map(|(_, at)| at)
+        self.pending.drain(..=i).next_back().map(|(_, at)| at)
     }
 }
 
