@@ -54,7 +54,7 @@ pub async fn run_call(cfg: CallConfig) -> Result<CallReport, SimError> {
 }
 
 /// The applet's dynamic URL: a GET carrying the call details Exotel's other URL applets send,
-/// answered by `{"url":"wss://..."}` (PROTOCOL.md §2.3).
+/// answered by `{"url":"wss://..."}` (docs/protocol.md §2.3).
 pub(crate) async fn resolve_dynamic(cfg: &CallConfig, raw: &str) -> Result<String, SimError> {
     let redacted = redact_url(raw);
     let mut url = Url::parse(raw).map_err(|e| SimError::InvalidUrl { url: redacted.clone(), reason: e.to_string() })?;

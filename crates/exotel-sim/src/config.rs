@@ -14,7 +14,7 @@ use crate::SimError;
 pub enum Target {
     /// A `ws://` or `wss://` URL, dialled directly.
     Ws(String),
-    /// An `http(s)://` URL that answers `{"url":"ws://..."}` (PROTOCOL.md §2.3).
+    /// An `http(s)://` URL that answers `{"url":"ws://..."}` (docs/protocol.md §2.3).
     Dynamic(String),
 }
 

@@ -1,6 +1,6 @@
 //! Plays Exotel's side of one Voicebot call against any bot WebSocket: `connected`, `start`,
 //! caller audio in real time, DTMF, mark echoes when the simulated playback reaches them, and
-//! `stop`. Everything the bot sends is checked against Exotel's rules (PROTOCOL.md §5) and
+//! `stop`. Everything the bot sends is checked against Exotel's rules (docs/protocol.md §5) and
 //! lands in a [`CallReport`].
 //!
 //! [`load`] runs many such calls at once against one server, cheaply, and measures the server's

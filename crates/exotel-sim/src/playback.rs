@@ -18,7 +18,7 @@ enum Queued {
 pub struct Cleared {
     pub dropped_chunks: usize,
     pub dropped_bytes: usize,
-    /// Marks that sat behind dropped audio; they are never echoed (PROTOCOL.md §4.5 leaves
+    /// Marks that sat behind dropped audio; they are never echoed (docs/protocol.md §4.5 leaves
     /// Exotel's behaviour open, and dropping is the choice that catches bots waiting forever).
     pub dropped_marks: Vec<String>,
 }

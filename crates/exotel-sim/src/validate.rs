@@ -1,5 +1,5 @@
 //! The rules Exotel's side applies (or would trip over) when reading a bot's messages
-//! (PROTOCOL.md §5). Each broken rule is one finding with a stable rule id.
+//! (docs/protocol.md §5). Each broken rule is one finding with a stable rule id.
 
 use std::fmt;
 use std::time::Duration;
@@ -141,7 +141,7 @@ pub fn check(frame: BotFrame<'_>, our_sid: &str) -> Checked {
     Checked { event, findings }
 }
 
-/// Exotel's outbound chunk rules (PROTOCOL.md §5.1). One size can break two rules (1000 bytes is
+/// Exotel's outbound chunk rules (docs/protocol.md §5.1). One size can break two rules (1000 bytes is
 /// both off the 320 grid and under the minimum); each is reported.
 pub fn chunk_findings(len: usize) -> Vec<Finding> {
     let mut out = Vec::new();

@@ -572,3 +572,20 @@ async fn concurrent_calls_are_kept_apart() {
         assert_eq!((&s.audio_in, &s.audio_out), (&audios[call], &audios[call]));
     }
 }
+
+#[tokio::test]
+async fn stop_without_close_times_out_and_the_bot_closes() {
+    let bot = bot(BotProtocol::Twilio, Behavior::Echo).await;
+    let mut ws = connect(&bot.url()).await;
+    ws.send(start(BotProtocol::Twilio, None)).await.unwrap();
+    ws.send(stop(BotProtocol::Twilio)).await.unwrap();
+    let t0 = Instant::now();
+    // The bot waits 10 s for the peer's close after `stop`, then closes with 1000 itself.
+    match tokio::time::timeout(WAIT * 2, ws.next()).await.unwrap() {
+        Some(Ok(Message::Close(Some(frame)))) => assert_eq!(frame.code, CloseCode::Normal),
+        other => panic!("expected close 1000, got {other:?}"),
+    }
+    assert!(t0.elapsed() >= Duration::from_secs(9), "{:?}", t0.elapsed());
+    let s = one_ended(&bot).await;
+    assert_eq!(s.ended.as_deref(), Some("stop-timeout"));
+}

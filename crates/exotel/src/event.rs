@@ -1,4 +1,4 @@
-//! Events Exotel sends to the bot (PROTOCOL.md §4), parsed leniently, and composed in the
+//! Events Exotel sends to the bot (docs/protocol.md §4), parsed leniently, and composed in the
 //! documented form (for simulators).
 
 use std::borrow::Cow;

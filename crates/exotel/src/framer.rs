@@ -1,4 +1,4 @@
-//! Turns PCM of any length into Exotel-legal outbound chunks (PROTOCOL.md §5.1): every chunk a
+//! Turns PCM of any length into Exotel-legal outbound chunks (docs/protocol.md §5.1): every chunk a
 //! multiple of 320 bytes and within 3200..=100000 bytes. Only an utterance's tail is padded.
 
 use crate::SampleRate;

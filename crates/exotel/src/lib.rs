@@ -2,7 +2,7 @@
 //! an outbound framer that only ever produces Exotel-legal chunks, webhook (Passthru, dynamic-URL)
 //! parsing, and a REST client for placing outbound calls ([`rest`]). No server lives here.
 //!
-//! Every parser follows PROTOCOL.md §4.8: accept every documented spelling, send the documented one.
+//! Every parser follows docs/protocol.md §4.8: accept every documented spelling, send the documented one.
 
 pub mod audio;
 pub mod event;

@@ -1,4 +1,4 @@
-//! Messages the bot sends to Exotel (PROTOCOL.md §5): composed in the documented form, and parsed
+//! Messages the bot sends to Exotel (docs/protocol.md §5): composed in the documented form, and parsed
 //! (leniently, reporting what deviates) for simulators that check a bot.
 
 use base64::Engine;

@@ -1,4 +1,4 @@
-//! Log hygiene: phone numbers masked, credentials stripped from URLs (PROTOCOL.md §11.7).
+//! Log hygiene: phone numbers masked, credentials stripped from URLs (docs/protocol.md §11.7).
 
 /// `+919876543210` → `+91******3210`; short values are masked whole.
 pub fn mask_phone(number: &str) -> String {

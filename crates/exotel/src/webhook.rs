@@ -1,5 +1,5 @@
 //! Call details Exotel sends to HTTP applets: Passthru (flat keys, `Stream[Key]` bracket keys, or a
-//! single JSON string under `Stream`) and the Voicebot dynamic-URL request (PROTOCOL.md §2.3, §7).
+//! single JSON string under `Stream`) and the Voicebot dynamic-URL request (docs/protocol.md §2.3, §7).
 //! Keys are matched case-insensitively; unknown keys are kept (they are the applet's custom parameters).
 
 use std::collections::BTreeMap;

@@ -302,3 +302,130 @@ impl Writer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use super::*;
+
+    /// A socket that keeps what the writer sends.
+    #[derive(Default)]
+    struct Capture(Vec<Message>);
+
+    impl Sink<Message> for Capture {
+        type Error = axum::Error;
+        fn poll_ready(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+        fn start_send(mut self: Pin<&mut Self>, item: Message) -> Result<(), Self::Error> {
+            self.0.push(item);
+            Ok(())
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl Capture {
+        fn events(&self) -> Vec<String> {
+            self.0
+                .iter()
+                .map(|m| match m {
+                    Message::Text(t) => {
+                        let v: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
+                        v["event"].as_str().unwrap().to_string()
+                    }
+                    Message::Close(f) => format!("close {}", f.as_ref().map_or(0, |f| f.code)),
+                    _ => "other".into(),
+                })
+                .collect()
+        }
+    }
+
+    const CHUNK: usize = 3200; // 200 ms at 8 kHz
+
+    async fn writer_with(chunks: usize, ws: &mut Capture, pos: &Position) -> Writer {
+        let mut w = Writer::new(WriterConfig { lead: Duration::from_millis(300) });
+        w.handle(ws, OutCmd::Begin { stream_sid: "s".into(), rate: SampleRate::Hz8000 }, pos).await;
+        for _ in 0..chunks {
+            w.handle(ws, OutCmd::Chunk(vec![0; CHUNK]), pos).await;
+        }
+        w
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn audio_is_paced_to_real_time_with_a_bounded_lead() {
+        let (mut ws, shared) = (Capture::default(), Shared::default());
+        let pos = &shared.position;
+        let mut w = writer_with(10, &mut ws, pos).await;
+        let began = Instant::now();
+        w.pump(&mut ws, pos).await;
+        // 200 ms chunks, 300 ms lead: two go at once, then one per 200 ms of playing time.
+        assert_eq!(w.stats.frames_out, 2);
+        while w.stats.frames_out < 10 {
+            let wake = w.next_wake().expect("frames are waiting, so the writer has a wake time");
+            tokio::time::sleep_until(wake).await;
+            // As the session does when its timer fires (the idle check included).
+            w.on_timer(&shared);
+            w.pump(&mut ws, pos).await;
+            let ahead = w.play_until - Instant::now();
+            assert!(ahead <= Duration::from_millis(300) + Duration::from_millis(200), "{ahead:?} ahead");
+        }
+        // A chunk goes out once what is queued at Exotel is down to the lead: the last one when
+        // 300 ms + its own 200 ms remain, so 2 s of audio is sent over 1.5 s.
+        assert_eq!(began.elapsed(), Duration::from_millis(1500));
+        assert_eq!(pos.unsent.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn clear_drops_what_is_queued_and_stale_marks() {
+        let (mut ws, pos) = (Capture::default(), Position::default());
+        let mut w = writer_with(5, &mut ws, &pos).await;
+        w.handle(&mut ws, OutCmd::Mark { tail: None, name: "m-1".into() }, &pos).await;
+        w.pump(&mut ws, &pos).await;
+        w.handle(&mut ws, OutCmd::Clear, &pos).await;
+        w.pump(&mut ws, &pos).await;
+        assert_eq!(ws.events(), ["media", "media", "clear"]);
+        assert_eq!(w.next_wake(), None, "nothing left to pace");
+        assert!(!w.mark_echoed("m-1", &pos), "a mark cleared before it was sent is stale");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn marks_give_the_played_position_and_hang_up_waits_for_its_mark() {
+        let (mut ws, pos) = (Capture::default(), Position::default());
+        let mut w = writer_with(1, &mut ws, &pos).await;
+        w.handle(&mut ws, OutCmd::Mark { tail: None, name: "m-1".into() }, &pos).await;
+        w.handle(&mut ws, OutCmd::HangUp { tail: Some(vec![0; CHUNK]), mark: "hangup-2".into() }, &pos).await;
+        w.pump(&mut ws, &pos).await;
+        assert_eq!(ws.events(), ["media", "mark", "media", "mark"]);
+        assert!(w.mark_echoed("m-1", &pos));
+        assert_eq!(pos.played.load(Ordering::Relaxed), CHUNK as u64);
+        // No close before the hang-up's mark is echoed…
+        w.pump(&mut ws, &pos).await;
+        assert!(!w.done);
+        assert!(w.mark_echoed("hangup-2", &pos));
+        w.pump(&mut ws, &pos).await;
+        assert_eq!(ws.events().last().map(String::as_str), Some("close 1000"));
+        assert_eq!(w.stats.close_code, Some(1000));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hang_up_whose_mark_never_comes_back_closes_after_a_grace() {
+        let (mut ws, pos) = (Capture::default(), Position::default());
+        let mut w = writer_with(1, &mut ws, &pos).await;
+        w.handle(&mut ws, OutCmd::HangUp { tail: None, mark: "hangup-1".into() }, &pos).await;
+        w.pump(&mut ws, &pos).await;
+        assert!(!w.done);
+        let deadline = w.next_wake().expect("the close has a deadline");
+        // The chunk plays for 200 ms, then the grace.
+        assert_eq!(deadline - Instant::now(), Duration::from_millis(200) + HANGUP_GRACE);
+        tokio::time::sleep_until(deadline).await;
+        w.pump(&mut ws, &pos).await;
+        assert!(w.done);
+    }
+}

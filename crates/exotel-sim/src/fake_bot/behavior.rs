@@ -38,7 +38,7 @@ pub enum Behavior {
     Silent,
 }
 
-/// Pipecat's output: 40 ms chunks at about 2× real time (TWILIO-MEDIA-STREAMS.md §2).
+/// Pipecat's output: 40 ms chunks at about 2× real time (docs/twilio.md §2).
 const PACED_DEFAULT: (u32, f32) = (40, 2.0);
 
 impl FromStr for Behavior {

@@ -1,5 +1,5 @@
 //! The audio units of each protocol: Exotel carries PCM16LE at the call's rate, Twilio μ-law at
-//! 8 kHz (TWILIO-MEDIA-STREAMS.md §5). The bot echoes bytes untouched, so only the greeting tone
+//! 8 kHz (docs/twilio.md §5). The bot echoes bytes untouched, so only the greeting tone
 //! and the byte/millisecond maths need to know which.
 
 use exotel::SampleRate;
@@ -8,10 +8,10 @@ use super::BotProtocol;
 
 /// The greeting's pitch.
 const GREETING_HZ: f32 = 440.0;
-/// Exotel's smallest legal chunk and its grid (PROTOCOL.md §5.1).
+/// Exotel's smallest legal chunk and its grid (docs/protocol.md §5.1).
 const EXOTEL_MIN_CHUNK: usize = 3200;
 const EXOTEL_GRID: usize = 320;
-/// Twilio's own cadence: 20 ms frames (TWILIO-MEDIA-STREAMS.md §3).
+/// Twilio's own cadence: 20 ms frames (docs/twilio.md §3).
 const TWILIO_FRAME: usize = 160;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,7 +62,7 @@ pub fn greeting_audio(protocol: BotProtocol, rate: SampleRate, ms: u32) -> Vec<u
     Format::new(protocol, rate).tone(ms)
 }
 
-/// G.711 μ-law, the full-16-bit form of the Sun reference (TWILIO-MEDIA-STREAMS.md §5).
+/// G.711 μ-law, the full-16-bit form of the Sun reference (docs/twilio.md §5).
 pub(super) fn linear_to_ulaw(sample: i16) -> u8 {
     const BIAS: i32 = 0x84;
     const CLIP: i32 = 32635;

@@ -1,6 +1,6 @@
 //! A fake upstream voice bot: the WebSocket **server** a gateway's bridge dials for each call,
-//! speaking either the Exotel Voicebot protocol (PROTOCOL.md §4 in, §5 out) or Twilio Media
-//! Streams (TWILIO-MEDIA-STREAMS.md §1 in, §2 out), with a scripted [`Behavior`] (echo in
+//! speaking either the Exotel Voicebot protocol (docs/protocol.md §4 in, §5 out) or Twilio Media
+//! Streams (docs/twilio.md §1 in, §2 out), with a scripted [`Behavior`] (echo in
 //! several shapes, marks, a greeting, hang-up, death, garbage, silence). Everything each
 //! connection sees and sends is recorded in a [`BotSession`] for tests and benchmarks.
 //!

@@ -10,10 +10,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use super::format::Format;
 use super::responder::{Out, Responder};
@@ -21,6 +21,8 @@ use super::wire::{self, Encoder, Inbound};
 use super::{Behavior, BotConfig, BotProtocol, SessionHandle};
 
 type Ws = WebSocketStream<TcpStream>;
+/// What one read of the socket gives.
+type Incoming = Option<Result<Message, WsError>>;
 
 /// After the bot closes, how long it keeps reading for the peer's close reply (and records).
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
@@ -33,6 +35,8 @@ const DIE_LINGER: Duration = Duration::from_secs(2);
 /// No close code in the peer's close frame (RFC 6455 §7.4.1).
 const NO_STATUS: u16 = 1005;
 
+// tungstenite's upgrade callback fixes the (large) error type; nothing here can shrink it.
+#[allow(clippy::result_large_err)]
 pub(super) async fn serve(tcp: TcpStream, config: Arc<BotConfig>, handle: SessionHandle) {
     if !config.accept_delay.is_zero() {
         tokio::time::sleep(config.accept_delay).await;
@@ -94,7 +98,7 @@ impl<'a> Conversation<'a> {
     }
 
     async fn run(mut self, mut ws: Ws) -> String {
-        let stop_by = loop {
+        loop {
             let wake = self.next_wake();
             let step = tokio::select! {
                 msg = ws.next() => self.on_message(msg, &mut ws).await,
@@ -104,25 +108,25 @@ impl<'a> Conversation<'a> {
                 Next::Continue => {}
                 Next::HangUp => return self.hang_up(ws).await,
                 Next::Die => return self.die(ws).await,
-                Next::Stopped => break Instant::now() + STOP_GRACE,
+                Next::Stopped => return self.after_stop(ws).await,
                 Next::Ended(reason) => return reason,
             }
-        };
-        // After `stop` the bot sends nothing more; it records until the peer closes.
+        }
+    }
+
+    /// After `stop` the bot sends nothing more; it records until the peer closes.
+    async fn after_stop(&self, mut ws: Ws) -> String {
+        let give_up = Instant::now() + STOP_GRACE;
         loop {
-            match before(stop_by, ws.next()).await {
-                None => {
-                    let _ = timeout(CLOSE_GRACE, ws.close(Some(normal_close("stop without close")))).await;
-                    return "stop-timeout".into();
-                }
-                Some(msg) => {
-                    if let Some(reason) = self.on_peer_end(&msg, &mut ws).await {
-                        return reason;
-                    }
-                    if let Some(Ok(msg)) = msg {
-                        self.record(&msg);
-                    }
-                }
+            let Ok(msg) = tokio::time::timeout_at(give_up, ws.next()).await else {
+                let _ = timeout(CLOSE_GRACE, ws.close(Some(normal_close("stop without close")))).await;
+                return "stop-timeout".into();
+            };
+            if let Some(reason) = self.on_peer_end(&msg, &mut ws).await {
+                return reason;
+            }
+            if let Some(Ok(msg)) = msg {
+                self.record(&msg);
             }
         }
     }
@@ -147,11 +151,7 @@ impl<'a> Conversation<'a> {
         self.send(ws, outs).await
     }
 
-    async fn on_message(
-        &mut self,
-        msg: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>,
-        ws: &mut Ws,
-    ) -> Next {
+    async fn on_message(&mut self, msg: Incoming, ws: &mut Ws) -> Next {
         if let Some(reason) = self.on_peer_end(&msg, ws).await {
             return Next::Ended(reason);
         }
@@ -197,11 +197,7 @@ impl<'a> Conversation<'a> {
     }
 
     /// The peer closed or the socket broke: the session's end reason, after closing our side.
-    async fn on_peer_end(
-        &self,
-        msg: &Option<Result<Message, tokio_tungstenite::tungstenite::Error>>,
-        ws: &mut Ws,
-    ) -> Option<String> {
+    async fn on_peer_end(&self, msg: &Incoming, ws: &mut Ws) -> Option<String> {
         match msg {
             None | Some(Err(_)) => Some("dropped".into()),
             Some(Ok(Message::Close(frame))) => {
@@ -314,8 +310,4 @@ async fn sleep_until_opt(at: Option<Instant>) {
         Some(at) => sleep_until(at).await,
         None => std::future::pending().await,
     }
-}
-
-async fn before<F: std::future::Future>(at: Instant, f: F) -> Option<F::Output> {
-    tokio::time::timeout_at(at, f).await.ok()
 }

@@ -1,6 +1,6 @@
 //! The two wire protocols, reduced to what the bot acts on. Exotel is read with the `exotel`
-//! crate's lenient parser and written with its documented encoder (PROTOCOL.md §4, §5); Twilio
-//! is read and written by hand in its camelCase form (TWILIO-MEDIA-STREAMS.md §1, §2).
+//! crate's lenient parser and written with its documented encoder (docs/protocol.md §4, §5); Twilio
+//! is read and written by hand in its camelCase form (docs/twilio.md §1, §2).
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;

@@ -1,5 +1,5 @@
 //! The REST side: routing, Basic auth, `Calls/connect` validation, rate limiting, and answers in
-//! JSON (`.json` paths) or Twilio-style XML (PROTOCOL.md §8).
+//! JSON (`.json` paths) or Twilio-style XML (docs/protocol.md §8).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -272,7 +272,7 @@ fn xml_escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&apos;")
 }
 
-/// The `Call` resource as `Calls/connect` and the call-details API show it (PROTOCOL.md §8.3).
+/// The `Call` resource as `Calls/connect` and the call-details API show it (docs/protocol.md §8.3).
 fn call_document(call: &FakeCall, account: &str, exophone: &str, format: Format) -> Doc {
     let mut d = Doc::new("Call");
     d.str("Sid", &call.sid);
@@ -301,7 +301,7 @@ fn call_document(call: &FakeCall, account: &str, exophone: &str, format: Format)
     d
 }
 
-/// PROTOCOL.md §2.4: XML only.
+/// docs/protocol.md §2.4: XML only.
 fn active_streams(active: usize) -> Response {
     let body = format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<TwilioResponse>\n  <Stream>\n    \
@@ -406,7 +406,7 @@ pub(crate) struct ConnectRequest {
     pub time_out: Option<u32>,
 }
 
-/// Exotel's checks on `Calls/connect` (PROTOCOL.md §8.2), strict on names: PascalCase only.
+/// Exotel's checks on `Calls/connect` (docs/protocol.md §8.2), strict on names: PascalCase only.
 pub(crate) fn validate_connect(form: &[(String, String)], account: &str) -> Result<ConnectRequest, Invalid> {
     let from = field(form, "From").ok_or_else(|| missing("From is required"))?;
     check_number("From", from)?;

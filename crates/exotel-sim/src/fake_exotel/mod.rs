@@ -1,5 +1,5 @@
 //! A fake Exotel: a local HTTP server with the parts of Exotel's REST API a gateway calls
-//! (`Calls/connect`, call details, `ActiveStreams`; PROTOCOL.md §8), which then plays each call
+//! (`Calls/connect`, call details, `ActiveStreams`; docs/protocol.md §8), which then plays each call
 //! the way Exotel would: the Voicebot applet's dynamic URL (§2.3), the media leg through
 //! [`crate::run_call`], the Passthru after it with the `Stream[...]` outcome (§7.2), and the
 //! status callbacks with Exotel's retries (§9).

@@ -23,7 +23,7 @@ const RING: Duration = Duration::from_millis(100);
 /// From `Calls/connect` to giving up on a busy / unanswered / failed number.
 const UNANSWERED_AFTER: Duration = Duration::from_millis(200);
 const DYNAMIC_URL_TIMEOUT: Duration = Duration::from_secs(5);
-/// Exotel retries a failed WebSocket handshake once (PROTOCOL.md §2.4).
+/// Exotel retries a failed WebSocket handshake once (docs/protocol.md §2.4).
 const WS_ATTEMPTS: u32 = 2;
 const WS_RETRY_DELAY: Duration = Duration::from_millis(200);
 const PASSTHRU_TIMEOUT: Duration = Duration::from_secs(5);
@@ -149,7 +149,7 @@ async fn voicebot_applet(shared: &Arc<Shared>, call: &FakeCall) -> StreamOutcome
 }
 
 /// The applet's URL, dialled directly when ws(s)://, otherwise asked for `{"url":...}` with the
-/// call details a URL applet sends (PROTOCOL.md §2.3).
+/// call details a URL applet sends (docs/protocol.md §2.3).
 async fn resolve_voicebot(shared: &Shared, call: &FakeCall) -> Result<String, String> {
     let cfg = &shared.cfg;
     let Some(url) = &cfg.voicebot_url else {
@@ -249,7 +249,7 @@ async fn media_leg(shared: &Shared, call: &FakeCall, ws_url: &str, stream_sid: &
 }
 
 /// The Passthru applet after the Voicebot applet: a GET with the call details and the
-/// `Stream[...]` outcome (PROTOCOL.md §7.2). The answer's status is the branch taken.
+/// `Stream[...]` outcome (docs/protocol.md §7.2). The answer's status is the branch taken.
 async fn passthru(
     shared: &Shared,
     call: &FakeCall,
@@ -327,7 +327,7 @@ fn opt(v: Option<&str>) -> CbVal {
     v.map_or(CbVal::Null, |s| CbVal::Str(s.to_string()))
 }
 
-/// The fields of a status callback (PROTOCOL.md §9): the four defaults always, the rest when the
+/// The fields of a status callback (docs/protocol.md §9): the four defaults always, the rest when the
 /// request asked for `StatusCallbackEvents`.
 pub(crate) fn callback_fields(call: &FakeCall, exophone: &str, event: CallbackEvent) -> Vec<(&'static str, CbVal)> {
     let terminal = event == CallbackEvent::Terminal;

@@ -8,7 +8,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 
 /// Builds one call's `media` events: `{"event":"media","sequence_number":"N","stream_sid":"…",
-/// "media":{"chunk":"K","timestamp":"T","payload":"…"}}` (PROTOCOL.md §4.3, form A).
+/// "media":{"chunk":"K","timestamp":"T","payload":"…"}}` (docs/protocol.md §4.3, form A).
 #[derive(Debug, Clone)]
 pub struct MediaEncoder {
     /// `","stream_sid":"<sid>","media":{"chunk":"`

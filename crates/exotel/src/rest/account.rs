@@ -1,4 +1,4 @@
-//! Account credentials and the API host (PROTOCOL.md §8.1).
+//! Account credentials and the API host (docs/protocol.md §8.1).
 
 use std::fmt;
 

@@ -1,4 +1,4 @@
-//! The `Call` resource Exotel answers with (PROTOCOL.md §8.3): JSON `{"Call":{…}}` (any key casing,
+//! The `Call` resource Exotel answers with (docs/protocol.md §8.3): JSON `{"Call":{…}}` (any key casing,
 //! also snake_case), or the XML `<TwilioResponse><Call>…</Call></TwilioResponse>`.
 
 use serde::Serialize;
@@ -88,7 +88,7 @@ impl CallResource {
 mod tests {
     use super::*;
 
-    /// PROTOCOL.md §8.3, verbatim.
+    /// docs/protocol.md §8.3, verbatim.
     const DOC_JSON: &str = r#"{
   "Call": {
     "Sid": "80bfbec2d78bbbf10fb851f4fa165211",

@@ -1,4 +1,4 @@
-//! The HTTP side: one request per call, no silent retries (PROTOCOL.md §8).
+//! The HTTP side: one request per call, no silent retries (docs/protocol.md §8).
 
 use std::time::{Duration, SystemTime};
 

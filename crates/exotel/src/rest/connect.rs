@@ -1,4 +1,4 @@
-//! The `Calls/connect` request (PROTOCOL.md §8.2): call a number, then run a flow (mode A) or stream
+//! The `Calls/connect` request (docs/protocol.md §8.2): call a number, then run a flow (mode A) or stream
 //! straight to a bot WebSocket (mode B, "Connect Voice AI").
 
 use reqwest::Url;

@@ -1,5 +1,5 @@
 //! What can go wrong talking to Exotel, sorted by the one question a dialler has to answer:
-//! *could the call have been placed?* Only [`RestError::Ambiguous`] says "maybe" (PROTOCOL.md §8.1, §8.4).
+//! *could the call have been placed?* Only [`RestError::Ambiguous`] says "maybe" (docs/protocol.md §8.1, §8.4).
 
 use std::time::{Duration, SystemTime};
 

@@ -1,4 +1,4 @@
-//! A small client for Exotel's Voice v1 REST API (PROTOCOL.md §8): place an outbound call with
+//! A small client for Exotel's Voice v1 REST API (docs/protocol.md §8): place an outbound call with
 //! `Calls/connect`, and read a call back with `Calls/{sid}`.
 //!
 //! Errors answer the question a dialler cares about: was the call placed? [`RestError::Ambiguous`] is

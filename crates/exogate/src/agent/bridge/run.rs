@@ -134,7 +134,12 @@ impl Bridge {
                     let text = self.wire.stop(&end);
                     self.send(text).await;
                     let frame = CloseFrame { code: CloseCode::Normal, reason: "call ended".into() };
-                    let _ = timeout(CLOSE_WAIT, self.bot.close(Some(frame))).await;
+                    // Our close, then the bot's reply, so the handshake completes (bounded).
+                    let _ = timeout(CLOSE_WAIT, async {
+                        let _ = self.bot.close(Some(frame)).await;
+                        while let Some(Ok(_)) = self.bot.next().await {}
+                    })
+                    .await;
                     self.open = false;
                 }
                 return true;
@@ -183,6 +188,8 @@ impl Bridge {
             Some(Ok(Message::Close(frame))) => {
                 self.open = false;
                 let code = frame.as_ref().map_or(1005, |f| u16::from(f.code));
+                // Send tungstenite's queued reply: the stream's own `close` would refuse now.
+                let _ = timeout(CLOSE_WAIT, SinkExt::close(&mut self.bot)).await;
                 let mut tail = Vec::new();
                 self.wire.flush_output(&mut tail);
                 self.play(&tail);
