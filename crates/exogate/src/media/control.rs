@@ -73,8 +73,18 @@ impl Outbox {
         }
     }
 
+    /// Audio went out since the last mark, and when the last of it came.
+    pub(crate) fn open_utterance(&self) -> Option<Option<Instant>> {
+        self.unmarked.then_some(self.last_audio)
+    }
+
+    /// Commands the session has not taken yet.
+    pub(crate) fn has_cmds(&self) -> bool {
+        !self.cmds.is_empty()
+    }
+
     /// Ends the utterance: its padded tail (if any) and the marks that waited for it.
-    fn end(&mut self) -> (Option<Vec<u8>>, Vec<String>) {
+    pub(crate) fn end(&mut self) -> (Option<Vec<u8>>, Vec<String>) {
         self.unmarked = false;
         let tail = self.framer.as_mut().and_then(Framer::finish);
         (tail, std::mem::take(&mut self.deferred))
@@ -201,6 +211,11 @@ impl Shared {
         });
     }
 
+    /// Runs `f` on the outbox under its lock (the writer's idle check must look and act at once).
+    pub(crate) fn with_outbox<T>(&self, f: impl FnOnce(&mut Outbox) -> T) -> Option<T> {
+        self.outbox.lock().ok().map(|mut ob| f(&mut ob))
+    }
+
     /// Resolves once an agent on another task has queued output.
     pub(crate) async fn queued(&self) {
         poll_fn(|cx| {
@@ -212,35 +227,6 @@ impl Shared {
         })
         .await
     }
-}
-
-/// What the writer's idle check found.
-pub(crate) enum Idle {
-    /// Nothing pending.
-    Done,
-    /// Audio is still arriving: look again then.
-    Until(Instant),
-    /// The utterance ended: its padded tail, if any, and the marks that waited for it.
-    Ended(Option<Vec<u8>>, Vec<String>),
-}
-
-/// The writer's check for an utterance that stopped without a mark: `idle` after the last audio,
-/// its tail is padded and handed over.
-pub(crate) fn idle_check(shared: &Shared, idle: Duration) -> Idle {
-    let Ok(mut ob) = shared.outbox.lock() else { return Idle::Done };
-    if !ob.unmarked {
-        return Idle::Done;
-    }
-    if !ob.cmds.is_empty() {
-        // Chunks the session has not taken yet come first; the tail must not overtake them.
-        return Idle::Until(Instant::now());
-    }
-    let due = ob.last_audio.map_or_else(Instant::now, |t| t + idle);
-    if Instant::now() < due {
-        return Idle::Until(due);
-    }
-    let (tail, marks) = ob.end();
-    Idle::Ended(tail, marks)
 }
 
 /// The queue is full (see [`MAX_QUEUED_AUDIO`]): the audio was dropped and counted on the call.

@@ -12,7 +12,7 @@ use exotel::{OutboundEncoder, SampleRate};
 use futures_util::{Sink, SinkExt};
 use tokio::time::{Instant, timeout};
 
-use super::control::{Idle, OutCmd, Position, Shared, idle_check};
+use super::control::{OutCmd, Outbox, Position, Shared};
 
 /// Where the writer sends: the call's WebSocket, or a plain sink in tests.
 pub(crate) trait Out: Sink<Message, Error = axum::Error> + Unpin + Send {}
@@ -62,6 +62,32 @@ pub(crate) struct WriterStats {
     /// The close code we sent, if we closed.
     pub close_code: Option<u16>,
     pub hung_up: bool,
+}
+
+/// What the writer's idle check found.
+enum Idle {
+    /// Nothing pending.
+    Done,
+    /// Audio is still arriving: look again then.
+    Until(Instant),
+    /// The utterance ended: its padded tail, if any, and the marks that waited for it.
+    Ended(Option<Vec<u8>>, Vec<String>),
+}
+
+/// An utterance that stopped without a mark: `idle` after the agent's last audio, its tail is
+/// padded and handed over.
+fn idle_check(ob: &mut Outbox, idle: Duration) -> Idle {
+    let Some(last_audio) = ob.open_utterance() else { return Idle::Done };
+    if ob.has_cmds() {
+        // Chunks the session has not taken yet come first; the tail must not overtake them.
+        return Idle::Until(Instant::now());
+    }
+    let due = last_audio.map_or_else(Instant::now, |t| t + idle);
+    if Instant::now() < due {
+        return Idle::Until(due);
+    }
+    let (tail, marks) = ob.end();
+    Idle::Ended(tail, marks)
 }
 
 enum Item {
@@ -213,7 +239,7 @@ impl Writer {
     pub(crate) fn on_timer(&mut self, shared: &Shared) {
         if self.idle_at.is_some_and(|t| Instant::now() >= t) {
             self.idle_at = None;
-            match idle_check(shared, IDLE_FLUSH) {
+            match shared.with_outbox(|ob| idle_check(ob, IDLE_FLUSH)).unwrap_or(Idle::Done) {
                 Idle::Done => {}
                 Idle::Until(t) => self.idle_at = Some(t),
                 Idle::Ended(mut tail, marks) => {
