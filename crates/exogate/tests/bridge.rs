@@ -325,3 +325,55 @@ async fn an_agent_in_the_url_connects_before_start_and_serves_the_call() {
     let s = ended(&bot).await;
     assert_eq!(s.received[1]["start"]["media_format"]["sample_rate"], "8000");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_twilio_bot_can_hang_up_through_the_emulated_rest_api() {
+    let gw = TestGateway::start().await;
+    let bot = bot(BotProtocol::Twilio, Behavior::Echo).await;
+    let token = "tok-0123456789abcdef";
+    agent(
+        &gw,
+        "rest",
+        json!({ "url": bot.url(), "protocol": "twilio", "account_sid": "AC0000000000000000000000000000beef", "auth_token": token }),
+    )
+    .await;
+    let cfg = call(&gw, "rest", SampleRate::Hz8000, AudioSource::Tone { hz: 440.0, ms: 8000 });
+    let exotel_sid = cfg.call_sid.clone();
+    let running = tokio::spawn(run_call(cfg));
+    // Wait for the bot's `start` to learn the ids it was given, as a bot would.
+    let mut start = Value::Null;
+    for _ in 0..100 {
+        if let Some(s) = bot.sessions().first().and_then(|s| s.received.get(1).cloned()) {
+            start = s;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let call_sid = start["start"]["callSid"].as_str().expect("the bot got start").to_string();
+    let account = start["start"]["accountSid"].as_str().unwrap().to_string();
+    assert_eq!(account, "AC0000000000000000000000000000beef");
+    let url = |sid: &str| gw.http_url(&format!("/2010-04-01/Accounts/{account}/Calls/{sid}.json"));
+    let post = |url: String, password: &'static str| {
+        gw.http.post(url).basic_auth(&account, Some(password)).form(&[("Status", "completed")]).send()
+    };
+    let wrong = post(url(&call_sid), "not-the-token-at-all").await.unwrap();
+    assert_eq!(wrong.status(), 401);
+    assert_eq!(wrong.json::<Value>().await.unwrap()["code"], 20003);
+    let unknown = post(url("CA00000000000000000000000000000000"), "tok-0123456789abcdef").await.unwrap();
+    assert_eq!(unknown.status(), 404);
+    assert_eq!(unknown.json::<Value>().await.unwrap()["code"], 20404);
+    let ok = post(url(&call_sid), "tok-0123456789abcdef").await.unwrap();
+    assert_eq!(ok.status(), 200);
+    let body: Value = ok.json().await.unwrap();
+    assert_eq!((body["sid"].as_str(), body["status"].as_str()), (Some(call_sid.as_str()), Some("completed")));
+
+    let report = running.await.unwrap().unwrap();
+    assert!(report.closed_by_bot && report.close_code == Some(1000), "{}", report.summary());
+    assert!(report.duration < Duration::from_secs(7), "{:?}", report.duration);
+    let row = gw.call(&exotel_sid).await;
+    assert_eq!(row["agent_note"], "bot ended the call through the Twilio API");
+    let s = ended(&bot).await;
+    assert_eq!(events(&s).last(), Some(&"stop"), "the bot is told the call ended");
+    // The call is gone: the API no longer finds it.
+    assert_eq!(post(url(&call_sid), "tok-0123456789abcdef").await.unwrap().status(), 404);
+}

@@ -10,6 +10,7 @@ mod outbound;
 mod passthru;
 mod phones;
 mod status_callback;
+mod twilio_api;
 mod voicebot;
 mod webhook_input;
 
@@ -42,6 +43,8 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/voicebot/connect", get(voicebot::dynamic_url).post(voicebot::dynamic_url))
         .route("/api/v1/exotel/voice/connect", get(voicebot::dynamic_url).post(voicebot::dynamic_url))
         .route("/media", get(crate::media::upgrade))
+        // Bridged Twilio bots hang up through Twilio's REST API, pointed at us (their auth: Basic).
+        .route("/2010-04-01/Accounts/{account}/Calls/{call}", post(twilio_api::update))
         .with_state(state)
 }
 

@@ -8,12 +8,14 @@ mod exotel_wire;
 mod marks;
 mod run;
 mod settings;
+mod twilio_rest;
 mod twilio_wire;
 mod wire;
 
 use std::collections::BTreeMap;
 
 pub use settings::{BridgeSettings, Protocol};
+pub use twilio_rest::{UpdateOutcome, update as update_call};
 
 use super::{AgentError, AgentFactory, AgentFuture, AgentSetup, AgentSpec, SettingsError};
 use wire::Wire;
@@ -32,7 +34,8 @@ impl AgentFactory for BridgeFactory {
                 Protocol::Exotel => Box::new(exotel_wire::ExotelWire::new(settings.sample_rate)),
                 Protocol::Twilio => Box::new(twilio_wire::TwilioWire::new(settings.account_sid.clone())),
             };
-            Ok(super::task::spawn(&setup.ctl, move |events, ctl| run::run(ws, wire, events, ctl)))
+            let token = settings.auth_token.clone();
+            Ok(super::task::spawn(&setup.ctl, move |events, ctl| run::run(ws, wire, events, ctl, token)))
         })
     }
 

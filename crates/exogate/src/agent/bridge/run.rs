@@ -11,6 +11,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use super::connect::BotSocket;
 use super::marks::{BotMarks, FALLBACK};
+use super::twilio_rest::{Registered, register};
 use super::wire::{BotMsg, Wire};
 use crate::agent::{CallControl, CallEvent, CallEvents};
 
@@ -35,7 +36,13 @@ struct Bridge {
     pcm: Vec<u8>,
 }
 
-pub(crate) async fn run(bot: BotSocket, wire: Box<dyn Wire>, mut events: CallEvents, ctl: CallControl) {
+pub(crate) async fn run(
+    bot: BotSocket,
+    wire: Box<dyn Wire>,
+    mut events: CallEvents,
+    ctl: CallControl,
+    auth_token: Option<String>,
+) {
     let mut b = Bridge {
         bot,
         wire,
@@ -50,13 +57,19 @@ pub(crate) async fn run(bot: BotSocket, wire: Box<dyn Wire>, mut events: CallEve
     };
     let connected = b.wire.connected();
     b.send(connected).await;
+    // Reachable through the emulated Twilio API from `start` until the bridge ends.
+    let mut _api: Option<Registered> = None;
     loop {
         let due = b.marks.next_due();
         tokio::select! {
             event = events.next() => {
                 let Some(event) = event else { break };
+                let start = matches!(event, CallEvent::Start(_));
                 if b.on_event(event).await {
                     break;
+                }
+                if let (true, Some(token), Some((call_sid, account))) = (start, &auth_token, b.wire.twilio_ids()) {
+                    _api = Some(register(&call_sid, &account, token, &b.ctl));
                 }
             }
             msg = b.bot.next(), if b.open => b.on_bot(msg).await,

@@ -27,6 +27,9 @@ pub struct BridgeSettings {
     pub connect_timeout: Duration,
     /// Twilio protocol: the `accountSid` the bot sees.
     pub account_sid: Option<String>,
+    /// Twilio protocol: the bot may end its call through Twilio's REST API pointed at exogate,
+    /// with Basic auth `account_sid:auth_token`.
+    pub auth_token: Option<String>,
 }
 
 const PLACEHOLDERS: [&str; 4] = ["call_sid", "stream_sid", "from", "to"];
@@ -103,8 +106,16 @@ impl BridgeSettings {
             Some(Value::String(s)) if !s.is_empty() && s.len() <= 64 => Some(s.clone()),
             Some(_) => return Err(err("account_sid", "must be a string of 1-64 chars")),
         };
+        let auth_token = match settings.get("auth_token") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) if s.len() >= 16 && s.len() <= 256 => Some(s.clone()),
+            Some(_) => return Err(err("auth_token", "must be a string of 16-256 chars")),
+        };
+        if auth_token.is_some() && (protocol != Protocol::Twilio || account_sid.is_none()) {
+            return Err(err("auth_token", "needs protocol \"twilio\" and an account_sid (the API's user name)"));
+        }
         crate::agent::OnFailure::parse(settings)?;
-        Ok(Self { url, headers, protocol, sample_rate, connect_timeout, account_sid })
+        Ok(Self { url, headers, protocol, sample_rate, connect_timeout, account_sid, auth_token })
     }
 
     /// True if the URL can be filled from the socket's query alone (no `start` fields needed).

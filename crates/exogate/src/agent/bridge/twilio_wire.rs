@@ -212,6 +212,10 @@ impl Wire for TwilioWire {
             r.reset();
         }
     }
+
+    fn twilio_ids(&self) -> Option<(String, String)> {
+        (!self.call_sid.is_empty()).then(|| (self.call_sid.clone(), self.account()))
+    }
 }
 
 /// Twilio's media event, written directly (the hot path). Every scalar but the payload's is a

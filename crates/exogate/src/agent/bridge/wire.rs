@@ -29,4 +29,8 @@ pub(crate) trait Wire: Send {
     fn flush_output(&mut self, pcm_out: &mut Vec<u8>);
     /// After the bot's `clear`: the output resampler must not play cancelled speech.
     fn reset_output(&mut self);
+    /// Twilio protocol, after `start`: the `(callSid, accountSid)` the bot was given.
+    fn twilio_ids(&self) -> Option<(String, String)> {
+        None
+    }
 }
