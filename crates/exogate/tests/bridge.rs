@@ -5,10 +5,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestGateway, assert_echo, speech};
+use common::{TestGateway, assert_echo, assert_legal, correlation, speech};
 use exotel::SampleRate;
 use exotel_sim::fake_bot::{Behavior, BotConfig, BotProtocol, BotSession, FakeBot};
-use exotel_sim::{AudioSource, CallConfig, CallReport, Target, run_call};
+use exotel_sim::{AudioSource, CallConfig, Target, run_call};
 use serde_json::{Value, json};
 
 async fn bot(protocol: BotProtocol, behavior: Behavior) -> FakeBot {
@@ -45,33 +45,6 @@ async fn ended(bot: &FakeBot) -> BotSession {
 
 fn events(s: &BotSession) -> Vec<&str> {
     s.received.iter().filter_map(|v| v["event"].as_str()).collect()
-}
-
-/// Normalised cross-correlation of two PCM16LE signals at the best lag up to `max_lag` samples.
-fn correlation(a: &[u8], b: &[u8], max_lag: usize) -> f64 {
-    let s = |x: &[u8]| x.chunks_exact(2).map(|c| i16::from_le_bytes([c[0], c[1]]) as f64).collect::<Vec<_>>();
-    let (a, b) = (s(a), s(b));
-    (0..max_lag)
-        .map(|lag| {
-            let n = a.len().min(b.len().saturating_sub(lag));
-            let (mut ab, mut aa, mut bb) = (0.0, 0.0, 0.0);
-            for i in 0..n {
-                ab += a[i] * b[i + lag];
-                aa += a[i] * a[i];
-                bb += b[i + lag] * b[i + lag];
-            }
-            ab / (aa.sqrt() * bb.sqrt()).max(1.0)
-        })
-        .fold(0.0, f64::max)
-}
-
-fn assert_legal(report: &CallReport) {
-    assert!(report.ok(), "violations: {:?}", report.violations);
-    assert!(
-        report.chunk_sizes.iter().all(|&c| c % 320 == 0 && (3200..=100_000).contains(&c)),
-        "chunk sizes {:?}",
-        report.chunk_sizes
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,9 +13,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{TestGateway, speech};
+use common::{TestGateway, assert_legal, correlation, speech};
 use exotel::SampleRate;
-use exotel_sim::{AudioSource, CallConfig, CallReport, Target, run_call};
+use exotel_sim::{AudioSource, CallConfig, Target, run_call};
 use serde_json::json;
 
 struct Bot {
@@ -97,33 +97,6 @@ fn call(gw: &TestGateway, agent: &str, audio: AudioSource) -> CallConfig {
     cfg
 }
 
-fn assert_legal(report: &CallReport) {
-    assert!(report.ok(), "violations: {:?}", report.violations);
-    assert!(
-        report.chunk_sizes.iter().all(|&c| c % 320 == 0 && (3200..=100_000).contains(&c)),
-        "{:?}",
-        report.chunk_sizes
-    );
-}
-
-/// Correlation at the best lag (Pipecat adds a little delay of its own).
-fn correlation(a: &[u8], b: &[u8]) -> f64 {
-    let s = |x: &[u8]| x.chunks_exact(2).map(|c| i16::from_le_bytes([c[0], c[1]]) as f64).collect::<Vec<_>>();
-    let (a, b) = (s(a), s(b));
-    (0..800)
-        .map(|lag| {
-            let n = a.len().min(b.len().saturating_sub(lag));
-            let (mut ab, mut aa, mut bb) = (0.0, 0.0, 0.0);
-            for i in 0..n {
-                ab += a[i] * b[i + lag];
-                aa += a[i] * a[i];
-                bb += b[i + lag] * b[i + lag];
-            }
-            ab / (aa.sqrt() * bb.sqrt()).max(1.0)
-        })
-        .fold(0.0, f64::max)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipecat_exotel_serializer_echo_is_byte_exact_and_hangs_up_both_ways() {
     let Some(bot) = Bot::start("exotel") else { return };
@@ -168,7 +141,7 @@ async fn pipecat_twilio_serializer_runs_on_exotel_unchanged() {
     let audio = speech(SampleRate::Hz8000);
     let report = run_call(call(&gw, "pipecat-tw", AudioSource::Pcm(audio.clone()))).await.unwrap();
     assert_legal(&report);
-    let c = correlation(&audio, &report.received_pcm);
+    let c = correlation(&audio, &report.received_pcm, 800);
     eprintln!("Pipecat Twilio serializer echo through exogate, after μ-law both ways: correlation {c:.4}");
     assert!(c >= 0.95, "correlation {c}");
     bot.wait_line("END 1").await;

@@ -92,3 +92,32 @@ pub fn assert_echo_prefix(sent: &[u8], received: &[u8]) {
         assert!(b == 0 || sent.get(i) == Some(&b), "byte {i} is neither the caller's audio nor padding");
     }
 }
+
+/// Normalised cross-correlation of two PCM16LE signals at the best lag up to `max_lag` samples
+/// (resamplers and bots add a little delay).
+pub fn correlation(a: &[u8], b: &[u8], max_lag: usize) -> f64 {
+    let s = |x: &[u8]| x.chunks_exact(2).map(|c| i16::from_le_bytes([c[0], c[1]]) as f64).collect::<Vec<_>>();
+    let (a, b) = (s(a), s(b));
+    (0..max_lag)
+        .map(|lag| {
+            let n = a.len().min(b.len().saturating_sub(lag));
+            let (mut ab, mut aa, mut bb) = (0.0, 0.0, 0.0);
+            for i in 0..n {
+                ab += a[i] * b[i + lag];
+                aa += a[i] * a[i];
+                bb += b[i + lag] * b[i + lag];
+            }
+            ab / (aa.sqrt() * bb.sqrt()).max(1.0)
+        })
+        .fold(0.0, f64::max)
+}
+
+/// No rule broken, and every chunk Exotel got is legal: a multiple of 320 bytes, 3200..=100000.
+pub fn assert_legal(report: &exotel_sim::CallReport) {
+    assert!(report.ok(), "violations: {:?}", report.violations);
+    assert!(
+        report.chunk_sizes.iter().all(|&c| c % 320 == 0 && (3200..=100_000).contains(&c)),
+        "chunk sizes {:?}",
+        report.chunk_sizes
+    );
+}
