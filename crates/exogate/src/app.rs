@@ -43,7 +43,8 @@ const DECISION_TTL: Duration = Duration::from_secs(15 * 60);
 /// Decisions held at once; past it the oldest are dropped (and counted).
 const MAX_DECISIONS: usize = 10_000;
 
-/// Media sessions alive, so shutdown can wait for them (they run outside the servers' tasks).
+/// Calls alive (a media session and the agent tasks holding its control), so shutdown can wait
+/// for them: they run outside the servers' tasks.
 #[derive(Default)]
 pub struct Sessions {
     live: AtomicUsize,

@@ -350,3 +350,21 @@ async fn a_twilio_bot_can_hang_up_through_the_emulated_rest_api() {
     // The call is gone: the API no longer finds it.
     assert_eq!(post(url(&call_sid), "tok-0123456789abcdef").await.unwrap().status(), 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_waits_for_the_bridge_to_tell_its_bot() {
+    let t = TestGateway::start().await;
+    let bot = bot(BotProtocol::Exotel, Behavior::Echo).await;
+    agent(&t, "b", json!({ "url": bot.url() })).await;
+    let running = tokio::spawn(run_call(call(&t, "b", SampleRate::Hz8000, AudioSource::Tone { hz: 440.0, ms: 8000 })));
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let TestGateway { gw, dir: _dir, .. } = t;
+    gw.shutdown(Duration::from_millis(200)).await;
+    // By the time shutdown returns, the bot has been sent `stop` and its socket closed.
+    let s = bot.sessions().into_iter().next().expect("the bot was called");
+    assert_eq!(events(&s).last(), Some(&"stop"), "{:?}", events(&s));
+    assert_eq!(s.received.last().unwrap()["stop"]["reason"], "stopped");
+    assert_eq!(s.ended.as_deref(), Some("closed 1000"));
+    let report = running.await.unwrap().unwrap();
+    assert_eq!(report.close_code, Some(1001), "{}", report.summary());
+}

@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::agent::CallEnd;
-use crate::app::Decision;
+use crate::app::{Decision, SessionGuard};
 
 /// Agent audio waiting to be sent (not yet at Exotel) is capped at this much playing time.
 /// Bots that send a whole reply at once (Twilio's OpenAI sample, Vocode) need tens of seconds.
@@ -162,20 +162,28 @@ pub(crate) struct Shared {
     wake: Wake,
     pub(crate) position: Position,
     ended: watch::Sender<Option<CallEnd>>,
+    /// Counts the call as live until the session and every holder of its control (an agent's
+    /// task closing its bot socket) are done, so shutdown waits for them.
+    _alive: Option<SessionGuard>,
 }
 
 impl Default for Shared {
     fn default() -> Self {
+        Self::new(None)
+    }
+}
+
+impl Shared {
+    pub(crate) fn new(alive: Option<SessionGuard>) -> Self {
         Self {
             outbox: Mutex::default(),
             wake: Wake::default(),
             position: Position::default(),
             ended: watch::Sender::new(None),
+            _alive: alive,
         }
     }
-}
 
-impl Shared {
     /// Marks the session busy: output queued from now on waits for [`Shared::take`].
     pub(crate) fn enter(&self) {
         if let Ok(mut ob) = self.outbox.lock() {

@@ -49,8 +49,5 @@ pub(crate) async fn upgrade(
         // Each message is written when sent: the writer already paces and sends one at a time.
         .write_buffer_size(0)
         .max_write_buffer_size(MAX_WRITE_BUFFER)
-        .on_upgrade(move |socket| async move {
-            session::run(socket, params, app).await;
-            drop(guard);
-        })
+        .on_upgrade(move |socket| session::run(socket, params, app, guard))
 }

@@ -22,7 +22,7 @@ use tokio::time::{Instant, sleep_until, timeout};
 use super::control::{CallControl, OutCmd, Shared};
 use super::writer::{Writer, WriterConfig};
 use crate::agent::{Agent, AgentFuture, AgentSetup, AgentSpec, CallEnd, CallInfo, EndReason, OnFailure};
-use crate::app::{AppState, Decision};
+use crate::app::{AppState, Decision, SessionGuard};
 use crate::store::{CallKey, CallPatch, Status};
 
 /// Timeline entries per call for bad input; the count keeps going, the log stays small.
@@ -99,8 +99,8 @@ struct Session {
     early_events: Vec<(&'static str, serde_json::Value)>,
 }
 
-pub(crate) async fn run(mut ws: WebSocket, params: MediaParams, app: Arc<AppState>) {
-    let shared = Arc::new(Shared::default());
+pub(crate) async fn run(mut ws: WebSocket, params: MediaParams, app: Arc<AppState>, alive: SessionGuard) {
+    let shared = Arc::new(Shared::new(Some(alive)));
     let writer = Writer::new(WriterConfig { lead: app.config.playback_lead });
     let ctl = CallControl::new(shared.clone());
     let mut s = Session {
