@@ -99,8 +99,7 @@ pub struct AppState {
     /// Phone number (last 10 digits) → its default agent.
     pub phone_agents: RwLock<HashMap<String, String>>,
     /// Bot decisions by CallSid, waiting for the Passthru that follows the Voicebot applet.
-    pub decisions: Mutex<HashMap<String, (Decision, Instant)>>,
-    pub decisions_dropped: AtomicU64,
+    pub decisions: Decisions,
     /// Media sessions alive.
     pub sessions: Arc<Sessions>,
     /// Set when the drain time is over: every session ends its call now.
@@ -151,24 +150,48 @@ impl AppState {
     }
 
     pub fn decide(&self, call_sid: &str, decision: Decision) {
-        let Ok(mut d) = self.decisions.lock() else { return };
-        let now = Instant::now();
+        self.decisions.put(call_sid, decision, Instant::now());
+    }
+
+    pub fn take_decision(&self, call_sid: &str) -> Option<Decision> {
+        self.decisions.take(call_sid, Instant::now())
+    }
+}
+
+/// Decisions waiting for their Passthru: bounded, and each kept for [`DECISION_TTL`].
+#[derive(Default)]
+pub struct Decisions {
+    map: Mutex<HashMap<String, (Decision, Instant)>>,
+    dropped: AtomicU64,
+}
+
+impl Decisions {
+    pub fn put(&self, call_sid: &str, decision: Decision, now: Instant) {
+        let Ok(mut d) = self.map.lock() else { return };
         if d.len() >= MAX_DECISIONS {
-            d.retain(|_, (_, at)| now.duration_since(*at) < DECISION_TTL);
+            d.retain(|_, (_, at)| now.saturating_duration_since(*at) < DECISION_TTL);
         }
         if d.len() >= MAX_DECISIONS {
             // Still full of fresh ones: drop the oldest. The call log still has each.
             if let Some(oldest) = d.iter().min_by_key(|(_, (_, at))| *at).map(|(k, _)| k.clone()) {
                 d.remove(&oldest);
-                self.decisions_dropped.fetch_add(1, Ordering::Relaxed);
+                self.dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
         d.insert(call_sid.to_string(), (decision, now));
     }
 
-    pub fn take_decision(&self, call_sid: &str) -> Option<Decision> {
-        let (d, at) = self.decisions.lock().ok()?.remove(call_sid)?;
-        (at.elapsed() < DECISION_TTL).then_some(d)
+    pub fn take(&self, call_sid: &str, now: Instant) -> Option<Decision> {
+        let (d, at) = self.map.lock().ok()?.remove(call_sid)?;
+        (now.saturating_duration_since(at) < DECISION_TTL).then_some(d)
+    }
+
+    pub fn pending(&self) -> usize {
+        self.map.lock().map(|d| d.len()).unwrap_or(0)
+    }
+
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
     }
 }
 
@@ -184,4 +207,33 @@ fn strip_port(host: &str) -> String {
 pub fn number_key(number: &str) -> String {
     let digits: Vec<char> = number.chars().filter(char::is_ascii_digit).collect();
     digits[digits.len().saturating_sub(10)..].iter().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decisions_are_bounded_and_expire() {
+        let d = Decisions::default();
+        let t0 = Instant::now();
+        for i in 0..MAX_DECISIONS + 5 {
+            d.put(&format!("c{i}"), Decision::HangUp, t0 + Duration::from_millis(i as u64));
+        }
+        assert_eq!((d.pending(), d.dropped()), (MAX_DECISIONS, 5));
+        assert_eq!(d.take("c0", t0), None, "the oldest went first");
+        assert_eq!(d.take("c9", t0 + Duration::from_secs(1)), Some(Decision::HangUp));
+        // Past the TTL a decision is not used, and a full map sheds expired ones, not fresh ones.
+        assert_eq!(d.take("c10", t0 + DECISION_TTL + Duration::from_secs(1)), None);
+        d.put("late", Decision::Transfer(Some("+91".into())), t0 + DECISION_TTL + Duration::from_secs(60));
+        d.put("later", Decision::HangUp, t0 + DECISION_TTL + Duration::from_secs(61));
+        assert_eq!(d.pending(), MAX_DECISIONS, "expired entries are shed lazily, when the map is full");
+        d.put("latest", Decision::HangUp, t0 + DECISION_TTL + Duration::from_secs(62));
+        assert_eq!(d.pending(), 3);
+        assert_eq!(d.dropped(), 5);
+        assert_eq!(
+            d.take("late", t0 + DECISION_TTL + Duration::from_secs(62)),
+            Some(Decision::Transfer(Some("+91".into())))
+        );
+    }
 }

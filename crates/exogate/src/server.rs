@@ -66,7 +66,6 @@ pub async fn start_with_agents(config: Config, agents: Registry) -> anyhow::Resu
         agent_defs: Default::default(),
         phone_agents: Default::default(),
         decisions: Default::default(),
-        decisions_dropped: Default::default(),
         sessions: Default::default(),
         drain: watch::Sender::new(false),
     });

@@ -21,6 +21,9 @@ pub(crate) async fn health(State(app): State<Arc<AppState>>) -> (StatusCode, Jso
             "uptime_secs": app.started.elapsed().as_secs(),
             "active_calls": app.active_calls.load(Ordering::Relaxed),
             "database": db,
+            // Bot decisions waiting for their Passthru, and those dropped because too many waited.
+            "decisions_pending": app.decisions.pending(),
+            "decisions_dropped": app.decisions.dropped(),
         })),
     )
 }
