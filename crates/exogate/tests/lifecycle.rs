@@ -64,7 +64,11 @@ struct Refuses;
 
 impl AgentFactory for Refuses {
     fn create(&self, _setup: AgentSetup) -> AgentFuture {
-        Box::pin(async { Err(AgentError("model quota exceeded".into())) })
+        Box::pin(async {
+            // Refused only after the caller has started talking.
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            Err(AgentError("model quota exceeded".into()))
+        })
     }
 }
 
@@ -194,6 +198,19 @@ async fn a_slow_agent_still_hears_everything_and_a_refusal_is_recorded() {
     assert_eq!(row["agent_failure"], "r: model quota exceeded");
     assert_eq!(row["bot_decision"], "transfer");
     assert_eq!(row["transfer_to"], "flow-42");
+
+    // A fallback agent hears what the caller said while the failed one was being made.
+    let r = gw
+        .http
+        .post(gw.http_url("/api/agents"))
+        .json(&json!({"id": "r2", "kind": "refuses", "settings": {"on_failure": "echo"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let report = run_call(call(&gw, "r2", AudioSource::Pcm(audio))).await.unwrap();
+    assert!(report.ok(), "{:?}", report.violations);
+    assert_echo(&report.sent_pcm, &report.received_pcm);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

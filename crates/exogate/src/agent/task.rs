@@ -7,7 +7,8 @@
 //! event, even when the queue was full.
 
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures_util::FutureExt;
 use tokio::sync::mpsc;
@@ -70,6 +71,8 @@ impl CallEvents {
 struct Forwarder {
     tx: mpsc::Sender<CallEvent>,
     ctl: CallControl,
+    /// Set once the session is done with this agent: its task ending is then no failure.
+    retired: Arc<AtomicBool>,
 }
 
 impl Forwarder {
@@ -105,6 +108,7 @@ impl Agent for Forwarder {
         self.forward(CallEvent::Clear);
     }
     fn on_end(&mut self, end: &CallEnd) {
+        self.retired.store(true, Ordering::Release);
         // If the queue is full the task still gets the end through `ctl.ended()`.
         let _ = self.tx.try_send(CallEvent::End(end.clone()));
     }
@@ -122,11 +126,13 @@ where
     let events = CallEvents { rx, ctl: ctl.clone(), done: false };
     let fut = body(events, ctl.clone());
     let watch = ctl.clone();
+    let retired = Arc::new(AtomicBool::new(false));
+    let done = retired.clone();
     tokio::spawn(async move {
         let outcome = AssertUnwindSafe(fut).catch_unwind().await;
-        if watch.end().is_none() && !watch.decided() {
+        if !done.load(Ordering::Acquire) && watch.end().is_none() && !watch.decided() {
             watch.fail(if outcome.is_err() { "agent task panicked" } else { "agent task ended" });
         }
     });
-    Box::new(Forwarder { tx, ctl: ctl.clone() })
+    Box::new(Forwarder { tx, ctl: ctl.clone(), retired })
 }

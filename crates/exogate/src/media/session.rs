@@ -168,7 +168,12 @@ impl Session {
             shared.take(&mut cmds);
             for cmd in cmds.drain(..) {
                 match cmd {
-                    OutCmd::Failed(generation, reason) if generation == self.generation => self.agent_failed(reason),
+                    // Only the current agent's failure counts: a retired one may report late.
+                    OutCmd::Failed(generation, reason)
+                        if generation == self.generation && !matches!(self.slot, Slot::None) =>
+                    {
+                        self.agent_failed(reason)
+                    }
                     OutCmd::Failed(..) => {}
                     OutCmd::Note(note) => {
                         self.record("agent-note", json!({ "note": note }));
@@ -547,8 +552,11 @@ impl Session {
     }
 
     fn apply_failure(&mut self, plan: OnFailure) {
-        self.held.clear();
-        self.held_bytes = 0;
+        if !matches!(plan, OnFailure::Agent(_)) {
+            // Nobody will hear it. (A fallback agent does: it gets what the caller said meanwhile.)
+            self.held.clear();
+            self.held_bytes = 0;
+        }
         match plan {
             OnFailure::HangUp => {
                 self.failed_for_good = true;
