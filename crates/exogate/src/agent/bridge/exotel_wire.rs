@@ -7,12 +7,14 @@ use exotel::audio::resample::Resampler;
 use exotel::event::{Dtmf, Mark, Start, Stop};
 use exotel::{InboundEvent, MediaFormat, OutboundEvent, SampleRate, StopReason};
 
-use super::wire::{BotMsg, Wire};
+use super::wire::{BotMsg, Wire, media_payload};
 use crate::agent::{CallEnd, CallInfo, EndReason};
 
 pub(crate) struct ExotelWire {
     bot_rate: Option<SampleRate>,
     stream_sid: String,
+    /// `stream_sid` as a JSON string (quoted, escaped), for every media event.
+    sid_json: String,
     call_sid: Option<String>,
     account_sid: Option<String>,
     seq: u64,
@@ -23,6 +25,8 @@ pub(crate) struct ExotelWire {
     to_bot: Option<Resampler>,
     from_bot: Option<Resampler>,
     scratch: Vec<u8>,
+    /// The bot's audio, decoded, before resampling.
+    decoded: Vec<u8>,
 }
 
 impl ExotelWire {
@@ -30,6 +34,7 @@ impl ExotelWire {
         Self {
             bot_rate,
             stream_sid: String::new(),
+            sid_json: "\"\"".into(),
             call_sid: None,
             account_sid: None,
             seq: 0,
@@ -39,6 +44,7 @@ impl ExotelWire {
             to_bot: None,
             from_bot: None,
             scratch: Vec::new(),
+            decoded: Vec::new(),
         }
     }
 
@@ -57,6 +63,7 @@ impl Wire for ExotelWire {
         let bot_rate = self.bot_rate.unwrap_or(call.sample_rate);
         self.rate = bot_rate;
         self.stream_sid = call.stream_sid.clone();
+        self.sid_json = serde_json::to_string(&self.stream_sid).unwrap_or_else(|_| "\"\"".into());
         self.call_sid = call.call_sid.clone();
         self.account_sid = call.account_sid.clone();
         if bot_rate != call.sample_rate {
@@ -99,7 +106,7 @@ impl Wire for ExotelWire {
         self.chunk += 1;
         let timestamp = self.forwarded / self.rate.bytes_per_ms() as u64;
         self.forwarded += pcm.len() as u64;
-        out.push(media_json(seq, &self.stream_sid, self.chunk, timestamp, pcm));
+        out.push(media_json(seq, &self.sid_json, self.chunk, timestamp, pcm));
     }
 
     fn dtmf(&mut self, digit: &str) -> String {
@@ -145,6 +152,14 @@ impl Wire for ExotelWire {
     }
 
     fn parse(&mut self, text: &str, pcm_out: &mut Vec<u8>) -> BotMsg {
+        // Media, the bot's every message: the payload is decoded where it lies, into a buffer
+        // kept for the call. Anything else (and a payload that is not base64, so the error is
+        // the parser's own) goes through the full parser.
+        if let Some(payload) = media_payload(text) {
+            if self.media(&payload, pcm_out) {
+                return BotMsg::Media;
+            }
+        }
         match OutboundEvent::parse(text) {
             Ok(OutboundEvent::Media { payload, .. }) => {
                 // PCM16 has two bytes a sample: an odd byte is dropped, not shifted into the next.
@@ -174,19 +189,42 @@ impl Wire for ExotelWire {
     }
 }
 
-/// The media event, written directly: it is the bridge's hot path.
-fn media_json(seq: u64, stream_sid: &str, chunk: u64, timestamp: u64, pcm: &[u8]) -> String {
-    let sid = serde_json::to_string(stream_sid).unwrap_or_else(|_| "\"\"".into());
-    let mut out = String::with_capacity(pcm.len() * 4 / 3 + 160);
-    out.push_str(r#"{"event":"media","sequence_number":""#);
-    out.push_str(&seq.to_string());
-    out.push_str(r#"","stream_sid":"#);
-    out.push_str(&sid);
-    out.push_str(r#","media":{"chunk":""#);
-    out.push_str(&chunk.to_string());
-    out.push_str(r#"","timestamp":""#);
-    out.push_str(&timestamp.to_string());
-    out.push_str(r#"","payload":""#);
+impl ExotelWire {
+    /// A media payload (base64 PCM16 at the bot's rate) appended to `pcm_out` at the call's
+    /// rate; false, with nothing appended, if it is not base64.
+    fn media(&mut self, payload: &str, pcm_out: &mut Vec<u8>) -> bool {
+        match self.from_bot.as_mut() {
+            None => {
+                let start = pcm_out.len();
+                if B64.decode_vec(payload, pcm_out).is_err() {
+                    pcm_out.truncate(start);
+                    return false;
+                }
+                // PCM16 has two bytes a sample: an odd byte is dropped, not shifted into the next.
+                let even = (pcm_out.len() - start) & !1;
+                pcm_out.truncate(start + even);
+            }
+            Some(r) => {
+                self.decoded.clear();
+                if B64.decode_vec(payload, &mut self.decoded).is_err() {
+                    return false;
+                }
+                let even = self.decoded.len() & !1;
+                r.process(&self.decoded[..even], pcm_out);
+            }
+        }
+        true
+    }
+}
+
+/// The media event, written directly: it is the bridge's hot path. `sid_json` is the stream id
+/// as a JSON string.
+fn media_json(seq: u64, sid_json: &str, chunk: u64, timestamp: u64, pcm: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(pcm.len().div_ceil(3) * 4 + 160 + sid_json.len());
+    // Writing to a String cannot fail.
+    let _ = write!(out, r#"{{"event":"media","sequence_number":"{seq}","stream_sid":{sid_json},"#);
+    let _ = write!(out, r#""media":{{"chunk":"{chunk}","timestamp":"{timestamp}","payload":""#);
     B64.encode_string(pcm, &mut out);
     out.push_str("\"}}");
     out
@@ -242,5 +280,45 @@ mod tests {
         ));
         assert_eq!(pcm, [1, 2], "odd trailing byte dropped");
         assert!(matches!(w.parse("nope", &mut pcm), BotMsg::Bad(_)));
+    }
+
+    #[test]
+    fn media_reads_the_same_in_place_and_through_the_parser() {
+        for bot_rate in [None, Some(SampleRate::Hz16000)] {
+            let (mut fast, mut full) = (ExotelWire::new(bot_rate), ExotelWire::new(bot_rate));
+            fast.start(&call());
+            full.start(&call());
+            let payload = B64.encode((0..640u32).map(|i| (i * 7) as u8).collect::<Vec<_>>());
+            // The first reads in place; the second, with `media` twice (the last counts), does not.
+            let in_place = format!(r#"{{"event":"media","stream_sid":"s1","media":{{"payload":"{payload}"}}}}"#);
+            let parsed =
+                format!(r#"{{"event":"media","media":{{"payload":"AAAA"}},"media":{{"payload":"{payload}"}}}}"#);
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            for _ in 0..3 {
+                assert!(matches!(fast.parse(&in_place, &mut a), BotMsg::Media));
+                assert!(matches!(full.parse(&parsed, &mut b), BotMsg::Media));
+            }
+            assert!(!a.is_empty());
+            assert_eq!(a, b, "bot rate {bot_rate:?}");
+        }
+        let mut w = ExotelWire::new(None);
+        let mut pcm = Vec::new();
+        let BotMsg::Bad(reason) = w.parse(r#"{"event":"media","media":{"payload":"!!"}}"#, &mut pcm) else { panic!() };
+        assert!(reason.contains("base64"), "{reason}");
+        assert!(pcm.is_empty());
+    }
+
+    #[test]
+    fn media_json_is_exotels_shape() {
+        let mut w = ExotelWire::new(None);
+        w.start(&CallInfo { stream_sid: "s\"1".into(), ..call() });
+        let mut out = Vec::new();
+        w.audio(&[1, 0, 2, 0], &mut out);
+        let v: serde_json::Value = serde_json::from_str(&out[0]).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"event": "media", "sequence_number": "2", "stream_sid": "s\"1",
+                "media": {"chunk": "1", "timestamp": "0", "payload": "AQACAA=="}})
+        );
     }
 }

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
-use super::wire::{BotMsg, Wire};
+use super::wire::{BotMsg, Wire, media_payload};
 use crate::agent::{CallEnd, CallInfo};
 
 /// 20 ms of μ-law at 8 kHz: Twilio's inbound frame.
@@ -34,6 +34,8 @@ pub(crate) struct TwilioWire {
     /// μ-law waiting to fill a 160-byte frame.
     pending: Vec<u8>,
     scratch: Vec<u8>,
+    /// The bot's μ-law, from base64.
+    ulaw: Vec<u8>,
     decoded: Vec<u8>,
 }
 
@@ -62,6 +64,7 @@ impl TwilioWire {
             from_bot: None,
             pending: Vec::with_capacity(FRAME),
             scratch: Vec::new(),
+            ulaw: Vec::new(),
             decoded: Vec::new(),
         }
     }
@@ -173,6 +176,10 @@ impl Wire for TwilioWire {
     }
 
     fn parse(&mut self, text: &str, pcm_out: &mut Vec<u8>) -> BotMsg {
+        // Media, the bot's every message, is read without building a JSON tree.
+        if let Some(payload) = media_payload(text) {
+            return self.media(&payload, pcm_out);
+        }
         let Ok(v) = serde_json::from_str::<Value>(text) else { return BotMsg::Bad("not JSON".into()) };
         let Some(event) = v.get("event").and_then(Value::as_str) else { return BotMsg::Bad("no event".into()) };
         match event {
@@ -180,17 +187,7 @@ impl Wire for TwilioWire {
                 let Some(payload) = v.pointer("/media/payload").and_then(Value::as_str) else {
                     return BotMsg::Bad("media without media.payload".into());
                 };
-                let Ok(ulaw) = B64.decode(payload) else { return BotMsg::Bad("payload is not base64".into()) };
-                if ulaw.is_empty() {
-                    return BotMsg::Bad("empty payload".into());
-                }
-                self.decoded.clear();
-                g711::ulaw_decode(&ulaw, &mut self.decoded);
-                match self.from_bot.as_mut() {
-                    Some(r) => r.process(&self.decoded, pcm_out),
-                    None => pcm_out.extend_from_slice(&self.decoded),
-                }
-                BotMsg::Media
+                self.media(payload, pcm_out)
             }
             "mark" => match v.pointer("/mark/name").and_then(Value::as_str) {
                 Some(name) => BotMsg::Mark(name.to_string()),
@@ -218,17 +215,36 @@ impl Wire for TwilioWire {
     }
 }
 
+impl TwilioWire {
+    /// A media payload (base64 μ-law at 8 kHz) appended to `pcm_out` as PCM16 at the call's rate.
+    fn media(&mut self, payload: &str, pcm_out: &mut Vec<u8>) -> BotMsg {
+        self.ulaw.clear();
+        if B64.decode_vec(payload, &mut self.ulaw).is_err() {
+            return BotMsg::Bad("payload is not base64".into());
+        }
+        if self.ulaw.is_empty() {
+            return BotMsg::Bad("empty payload".into());
+        }
+        match self.from_bot.as_mut() {
+            Some(r) => {
+                self.decoded.clear();
+                g711::ulaw_decode(&self.ulaw, &mut self.decoded);
+                r.process(&self.decoded, pcm_out);
+            }
+            None => g711::ulaw_decode(&self.ulaw, pcm_out),
+        }
+        BotMsg::Media
+    }
+}
+
 /// Twilio's media event, written directly (the hot path). Every scalar but the payload's is a
 /// string, as Twilio sends them.
 fn media_json(seq: u64, stream_sid: &str, chunk: u64, timestamp: u64, ulaw: &[u8]) -> String {
-    let mut out = String::with_capacity(ulaw.len() * 4 / 3 + 160);
-    out.push_str(r#"{"event":"media","sequenceNumber":""#);
-    out.push_str(&seq.to_string());
-    out.push_str(r#"","media":{"track":"inbound","chunk":""#);
-    out.push_str(&chunk.to_string());
-    out.push_str(r#"","timestamp":""#);
-    out.push_str(&timestamp.to_string());
-    out.push_str(r#"","payload":""#);
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(ulaw.len().div_ceil(3) * 4 + 160 + stream_sid.len());
+    // Writing to a String cannot fail.
+    let _ = write!(out, r#"{{"event":"media","sequenceNumber":"{seq}","#);
+    let _ = write!(out, r#""media":{{"track":"inbound","chunk":"{chunk}","timestamp":"{timestamp}","payload":""#);
     B64.encode_string(ulaw, &mut out);
     out.push_str(r#""},"streamSid":""#);
     // Our own MZ + hex id: nothing to escape.
@@ -306,6 +322,50 @@ mod tests {
         assert!(matches!(w.parse(r#"{"event":"mark","mark":{}}"#, &mut pcm), BotMsg::Bad(_)));
         assert!(matches!(w.parse(r#"{"event":"hello"}"#, &mut pcm), BotMsg::Bad(_)));
         assert!(matches!(w.parse("garbage", &mut pcm), BotMsg::Bad(_)));
+    }
+
+    #[test]
+    fn media_reads_the_same_in_place_and_through_the_parser() {
+        for rate in [SampleRate::Hz8000, SampleRate::Hz16000] {
+            let (mut fast, mut full) = (TwilioWire::new(None), TwilioWire::new(None));
+            fast.start(&call(rate));
+            full.start(&call(rate));
+            let payload = B64.encode((0..160u32).map(|i| (i * 13) as u8).collect::<Vec<_>>());
+            // The first reads in place; the second, with `event` twice (the last counts), does not.
+            let in_place = format!(r#"{{"event":"media","streamSid":"MZ1","media":{{"payload":"{payload}"}}}}"#);
+            let parsed = format!(r#"{{"event":"mark","event":"media","media":{{"payload":"{payload}"}}}}"#);
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            for _ in 0..3 {
+                assert!(matches!(fast.parse(&in_place, &mut a), BotMsg::Media));
+                assert!(matches!(full.parse(&parsed, &mut b), BotMsg::Media));
+            }
+            assert!(!a.is_empty());
+            assert_eq!(a, b, "{rate:?}");
+        }
+        let mut w = TwilioWire::new(None);
+        let mut pcm = Vec::new();
+        for (text, why) in [
+            (r#"{"event":"media","media":{"payload":"!!"}}"#, "payload is not base64"),
+            (r#"{"event":"media","media":{"payload":""}}"#, "empty payload"),
+        ] {
+            let BotMsg::Bad(reason) = w.parse(text, &mut pcm) else { panic!("{text}") };
+            assert_eq!(reason, why);
+        }
+        assert!(pcm.is_empty());
+    }
+
+    #[tokio::test]
+    async fn media_json_is_twilios_shape() {
+        let mut w = TwilioWire::new(None);
+        w.start(&call(SampleRate::Hz8000));
+        let mut out = Vec::new();
+        w.audio(&[0u8; 320], &mut out);
+        let v: Value = serde_json::from_str(&out[0]).unwrap();
+        assert_eq!(
+            v,
+            json!({"event": "media", "sequenceNumber": "2", "streamSid": "MZ80bfbec2d78bbbf10fb851f4fa165211",
+                "media": {"track": "inbound", "chunk": "1", "timestamp": "0", "payload": B64.encode([0xFFu8; 160])}})
+        );
     }
 
     #[test]
