@@ -16,14 +16,7 @@ async fn bot(protocol: BotProtocol, behavior: Behavior) -> FakeBot {
 }
 
 async fn agent(gw: &TestGateway, id: &str, settings: Value) {
-    let r = gw
-        .http
-        .post(gw.http_url("/api/agents"))
-        .json(&json!({ "id": id, "kind": "bridge", "settings": settings }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    gw.create_agent(id, "bridge", settings).await;
 }
 
 fn call(gw: &TestGateway, agent: &str, rate: SampleRate, audio: AudioSource) -> CallConfig {

@@ -147,14 +147,7 @@ async fn a_panicking_agent_ends_only_its_call_and_the_fallback_takes_over() {
     assert_echo(&other.sent_pcm, &other.received_pcm);
 
     // With `on_failure: echo`, echo serves the rest of the call.
-    let r = gw
-        .http
-        .post(gw.http_url("/api/agents"))
-        .json(&json!({"id": "p2", "kind": "panicky", "settings": {"on_failure": "echo"}}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
+    gw.create_agent("p2", "panicky", json!({"on_failure": "echo"})).await;
     let cfg = call(&gw, "p2", AudioSource::Tone { hz: 440.0, ms: 2000 });
     let sid = cfg.call_sid.clone();
     let report = run_call(cfg).await.unwrap();
@@ -182,14 +175,7 @@ async fn a_slow_agent_still_hears_everything_and_a_refusal_is_recorded() {
     // The first 600 ms arrived while the agent was being made; it was held, not lost.
     assert_echo(&report.sent_pcm, &report.received_pcm);
 
-    let r = gw
-        .http
-        .post(gw.http_url("/api/agents"))
-        .json(&json!({"id": "r", "kind": "refuses", "settings": {"on_failure": "transfer", "transfer_to": "flow-42"}}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
+    gw.create_agent("r", "refuses", json!({"on_failure": "transfer", "transfer_to": "flow-42"})).await;
     let cfg = call(&gw, "r", AudioSource::Tone { hz: 440.0, ms: 2000 });
     let sid = cfg.call_sid.clone();
     let report = run_call(cfg).await.unwrap();
@@ -200,14 +186,7 @@ async fn a_slow_agent_still_hears_everything_and_a_refusal_is_recorded() {
     assert_eq!(row["transfer_to"], "flow-42");
 
     // A fallback agent hears what the caller said while the failed one was being made.
-    let r = gw
-        .http
-        .post(gw.http_url("/api/agents"))
-        .json(&json!({"id": "r2", "kind": "refuses", "settings": {"on_failure": "echo"}}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
+    gw.create_agent("r2", "refuses", json!({"on_failure": "echo"})).await;
     let report = run_call(call(&gw, "r2", AudioSource::Pcm(audio))).await.unwrap();
     assert!(report.ok(), "{:?}", report.violations);
     assert_echo(&report.sent_pcm, &report.received_pcm);

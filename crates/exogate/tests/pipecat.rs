@@ -75,14 +75,7 @@ impl Bot {
 async fn bridge(gw: &TestGateway, id: &str, bot: &Bot, protocol: &str) {
     let settings =
         json!({ "url": format!("ws://127.0.0.1:{}/ws", bot.port), "protocol": protocol, "sample_rate": 8000 });
-    let r = gw
-        .http
-        .post(gw.http_url("/api/agents"))
-        .json(&json!({ "id": id, "kind": "bridge", "settings": settings }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
+    gw.create_agent(id, "bridge", settings).await;
 }
 
 fn call(gw: &TestGateway, agent: &str, audio: AudioSource) -> CallConfig {

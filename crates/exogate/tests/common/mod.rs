@@ -53,6 +53,14 @@ impl TestGateway {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// Creates an agent through the API (201 or the test fails).
+    pub async fn create_agent(&self, id: &str, kind: &str, settings: Value) {
+        let body = serde_json::json!({ "id": id, "kind": kind, "settings": settings });
+        let r = self.http.post(self.http_url("/api/agents")).json(&body).send().await.expect("POST /api/agents");
+        let status = r.status();
+        assert_eq!(status, 201, "{}", r.text().await.unwrap_or_default());
+    }
+
     /// The call as the API shows it, after every queued write is committed.
     pub async fn call(&self, id: &str) -> Value {
         self.gw.state.store.flush().await;
