@@ -74,8 +74,9 @@ OUT=${OUT:-$work}
 mkdir -p "$OUT"
 server_pid=
 bot_pid=
+sampler_pid=
 cleanup() {
-    for pid in "$server_pid" "$bot_pid"; do
+    for pid in "$server_pid" "$bot_pid" "$sampler_pid"; do
         if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
             kill -KILL "$pid" 2>/dev/null || true
         fi
@@ -206,6 +207,7 @@ for n in $NS; do
             --calls "$n" --frame-ms "$FRAME_MS" --duration "$DURATION" --warmup "$WARMUP" --ramp "$RAMP" \
             --rate "$RATE" --threads "$THREADS" --server-pid "$measured" --json >"$OUT/$tag.json" || rc=$?
         wait "$sampler_pid" 2>/dev/null || true
+        sampler_pid=
         stop "$server_pid"
         server_pid=
         stop "$bot_pid"
@@ -258,10 +260,12 @@ for n in $NS; do
     done
 done
 
-# (b) against (a) and (c): exogate's cost per bridged call and the latency it adds.
+# (b) against (a) and (c): exogate's cost per bridged call and the latency it adds. The ratio is
+# also given normalized by the load generator's own cost in each run (the same work in both), which
+# cancels the drift of a VM's speed between two runs.
 echo
-echo "| calls | echo mcore/call | bridge mcore/call | CPU bridge/echo | echo KiB/call | bridge KiB/call | added p50 ms | added p99 ms |"
-echo "|---:|---:|---:|---:|---:|---:|---:|---:|"
+echo "| calls | echo mcore/call | bridge mcore/call | CPU bridge/echo | CPU bridge/echo, per loadgen mcore | echo KiB/call | bridge KiB/call | added p50 ms | added p99 ms |"
+echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 for n in $NS; do
     a="$OUT/echo-$n.json" b="$OUT/bridge-$n.json" c="$OUT/direct-$n.json"
     [ -s "$b" ] || continue
@@ -278,6 +282,9 @@ for n in $NS; do
           ($a.server.millicores_per_call | f(3)),
           ($b.server.millicores_per_call | f(3)),
           (if $a == null then null else $b.server.millicores_per_call / $a.server.millicores_per_call end | f(2)),
+          (if $a == null then null
+           else ($b.server.millicores_per_call / $b.loadgen.millicores_per_call)
+                / ($a.server.millicores_per_call / $a.loadgen.millicores_per_call) end | f(2)),
           ($a.server.rss_per_call_kib | f(1)),
           ($b.server.rss_per_call_kib | f(1)),
           (diff("p50_us") | f(2)),
