@@ -1,7 +1,9 @@
 //! Agents serve calls. The media session drives an agent with the call's events; the agent answers
 //! through a [`CallControl`], which never blocks. An agent is either a set of callbacks run on the
 //! session's task ([`Agent`], cheap: the echo agent) or one async task reading a stream of
-//! [`CallEvent`]s ([`task::spawn`], natural for a bridge or an AI pipeline).
+//! [`CallEvent`]s ([`task::spawn`], natural for a bridge or an AI pipeline). That task, too, is
+//! polled by the session's own task while the call lasts, so a frame passing through it costs no
+//! wake-up of another thread.
 //!
 //! A factory makes the agent from its stored definition ([`AgentSpec`]); making it is async and may
 //! fail, and a failure (then or later, through [`CallControl::fail`]) is handled by the agent's
@@ -81,7 +83,16 @@ pub trait Agent: Send {
     fn on_clear(&mut self, _ctl: &CallControl) {}
     /// The call is over; called exactly once, whatever the cause.
     fn on_end(&mut self, _end: &CallEnd) {}
+    /// Work the agent needs polled besides its callbacks (see [`task::spawn`]). The session takes
+    /// it once, polls it on its own task while the call lasts, and then hands what is left of it
+    /// to a task of its own (closing a bot's socket may outlive the call).
+    fn take_task(&mut self) -> Option<AgentTask> {
+        None
+    }
 }
+
+/// An agent's background work: it must not panic (wrap it as [`task::spawn`] does).
+pub type AgentTask = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Why an agent could not be made.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -2,6 +2,11 @@
 //! [`CallEvent`]s, and the task answers through its [`CallControl`]. A bridge or an AI pipeline is
 //! then a plain loop over `events.next()` and its own sockets.
 //!
+//! The session polls the task on its own task while the call lasts: caller audio reaches the task,
+//! and the task's answer reaches the caller, with no wake-up of another thread in between. When the
+//! session is done, what is left of the task (telling a bot `stop`, closing its socket) runs on a
+//! task of its own.
+//!
 //! The stream is bounded: a task that falls behind loses caller audio (counted on the call as
 //! `dropped_in`), never the session's memory. The end of the call always arrives, as the last
 //! event, even when the queue was full.
@@ -13,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use futures_util::FutureExt;
 use tokio::sync::mpsc;
 
-use super::{Agent, CallControl, CallEnd, CallInfo};
+use super::{Agent, AgentTask, CallControl, CallEnd, CallInfo};
 
 /// Events queued for a task before caller audio is dropped: ~25 s of Exotel's 100 ms frames.
 pub const EVENT_QUEUE: usize = 256;
@@ -21,7 +26,8 @@ pub const EVENT_QUEUE: usize = 256;
 /// What happens on the call, in order.
 #[derive(Debug, Clone, PartialEq)]
 pub enum CallEvent {
-    Start(CallInfo),
+    /// Boxed: the call's details are large and come once; every queue slot is sized by the largest event.
+    Start(Box<CallInfo>),
     /// Caller audio: PCM16LE mono at the call's rate.
     Audio(Vec<u8>),
     Dtmf(String),
@@ -32,6 +38,9 @@ pub enum CallEvent {
     /// The last event.
     End(CallEnd),
 }
+
+// Queue blocks are sized by the largest event: keep events small (the big one is boxed).
+const _: () = assert!(std::mem::size_of::<CallEvent>() <= 48);
 
 /// The task's side: the call's events, then `None` after [`CallEvent::End`].
 pub struct CallEvents {
@@ -73,6 +82,17 @@ struct Forwarder {
     ctl: CallControl,
     /// Set once the session is done with this agent: its task ending is then no failure.
     retired: Arc<AtomicBool>,
+    /// The task's body, until the session takes it to poll.
+    task: Option<AgentTask>,
+}
+
+impl Drop for Forwarder {
+    /// A forwarder nobody polled (used outside a media session) still runs its task.
+    fn drop(&mut self) {
+        if let (Some(task), Ok(rt)) = (self.task.take(), tokio::runtime::Handle::try_current()) {
+            rt.spawn(task);
+        }
+    }
 }
 
 impl Forwarder {
@@ -93,7 +113,7 @@ impl Forwarder {
 
 impl Agent for Forwarder {
     fn on_start(&mut self, call: &CallInfo, _ctl: &CallControl) {
-        self.forward(CallEvent::Start(call.clone()));
+        self.forward(CallEvent::Start(Box::new(call.clone())));
     }
     fn on_audio(&mut self, pcm: &[u8], _ctl: &CallControl) {
         self.forward(CallEvent::Audio(pcm.to_vec()));
@@ -112,11 +132,14 @@ impl Agent for Forwarder {
         // If the queue is full the task still gets the end through `ctl.ended()`.
         let _ = self.tx.try_send(CallEvent::End(end.clone()));
     }
+    fn take_task(&mut self) -> Option<AgentTask> {
+        self.task.take()
+    }
 }
 
-/// Runs `body` as the call's agent on its own task. If the task returns (or panics) while the
-/// call is still up and it has neither hung up nor transferred, that is an agent failure: the
-/// session applies `on_failure`.
+/// Runs `body` as the call's agent: an async task fed the call's events. If the task returns (or
+/// panics) while the call is still up and it has neither hung up nor transferred, that is an agent
+/// failure: the session applies `on_failure`.
 pub fn spawn<F, Fut>(ctl: &CallControl, body: F) -> Box<dyn Agent>
 where
     F: FnOnce(CallEvents, CallControl) -> Fut,
@@ -128,11 +151,11 @@ where
     let watch = ctl.clone();
     let retired = Arc::new(AtomicBool::new(false));
     let done = retired.clone();
-    tokio::spawn(async move {
+    let task = Box::pin(async move {
         let outcome = AssertUnwindSafe(fut).catch_unwind().await;
         if !done.load(Ordering::Acquire) && watch.end().is_none() && !watch.decided() {
             watch.fail(if outcome.is_err() { "agent task panicked" } else { "agent task ended" });
         }
     });
-    Box::new(Forwarder { tx, ctl: ctl.clone(), retired })
+    Box::new(Forwarder { tx, ctl: ctl.clone(), retired, task: Some(task) })
 }

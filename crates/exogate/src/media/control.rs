@@ -191,6 +191,19 @@ impl Shared {
         }
     }
 
+    /// Ends a busy spell begun with [`Shared::enter`] without taking anything: true if output is
+    /// waiting (the caller must take it); otherwise the session is idle again and the next output
+    /// wakes it.
+    pub(crate) fn settle(&self) -> bool {
+        match self.outbox.lock() {
+            Ok(mut ob) if ob.cmds.is_empty() => {
+                ob.busy = false;
+                false
+            }
+            _ => true,
+        }
+    }
+
     /// Takes every queued command into `into` (kept empty between calls, so its buffer is reused)
     /// and marks the session idle again.
     pub(crate) fn take(&self, into: &mut VecDeque<OutCmd>) {

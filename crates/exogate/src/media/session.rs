@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::Poll;
 use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket};
@@ -21,7 +22,7 @@ use tokio::time::{Instant, sleep_until, timeout};
 
 use super::control::{CallControl, OutCmd, Shared};
 use super::writer::{Writer, WriterConfig};
-use crate::agent::{Agent, AgentFuture, AgentSetup, AgentSpec, CallEnd, CallInfo, EndReason, OnFailure};
+use crate::agent::{Agent, AgentFuture, AgentSetup, AgentSpec, AgentTask, CallEnd, CallInfo, EndReason, OnFailure};
 use crate::app::{AppState, Decision, SessionGuard};
 use crate::store::{CallKey, CallPatch, Status};
 
@@ -72,6 +73,8 @@ struct Session {
     local_id: String,
     active: Option<Active>,
     slot: Slot,
+    /// The current agent's background work (a bridge's loop), polled by this task.
+    task: Option<AgentTask>,
     held: VecDeque<Held>,
     held_bytes: usize,
     /// Agents made so far for this call beyond the first (fallbacks).
@@ -113,6 +116,7 @@ pub(crate) async fn run(mut ws: WebSocket, params: MediaParams, app: Arc<AppStat
         params,
         active: None,
         slot: Slot::None,
+        task: None,
         held: VecDeque::new(),
         held_bytes: 0,
         fallbacks: 0,
@@ -214,6 +218,14 @@ impl Session {
                     let made = made.unwrap_or_else(|_| Err(crate::agent::AgentError("agent panicked while starting".into())));
                     self.agent_made(made);
                 }
+                polled = poll_task(&mut self.task, shared) => match polled {
+                    TaskPoll::Output => {}
+                    TaskPoll::Done => self.task = None,
+                    TaskPoll::Panicked => {
+                        self.task = None;
+                        self.agent_failed("agent task panicked".into());
+                    }
+                },
                 _ = drain.wait_for(|now| *now), if !self.shutdown => {
                     // The drain time is over: end the call properly.
                     self.shutdown = true;
@@ -464,7 +476,9 @@ impl Session {
             }
         };
         match made {
-            Ok(agent) => {
+            Ok(mut agent) => {
+                self.release_task();
+                self.task = agent.take_task();
                 self.slot = Slot::Ready { spec, agent, started: false };
                 self.start_agent();
             }
@@ -514,6 +528,14 @@ impl Session {
         }
     }
 
+    /// The session no longer polls the agent's task: what is left of it (answering `on_end`)
+    /// runs on a task of its own.
+    fn release_task(&mut self) {
+        if let Some(task) = self.task.take() {
+            tokio::spawn(task);
+        }
+    }
+
     /// Runs an agent callback; a panic in it is an agent failure, not the end of the session.
     fn with_agent(&mut self, f: impl FnOnce(&mut dyn Agent, &CallControl)) {
         let Slot::Ready { agent, .. } = &mut self.slot else { return };
@@ -530,6 +552,7 @@ impl Session {
             Slot::Ready { spec, mut agent, .. } => {
                 let end = CallEnd::new(EndReason::AgentFailed(reason.clone()));
                 let _ = std::panic::catch_unwind(AssertUnwindSafe(|| agent.on_end(&end)));
+                self.release_task();
                 Some(spec)
             }
             Slot::Making { spec, .. } => Some(spec),
@@ -676,6 +699,7 @@ impl Session {
             }
         }
         self.slot = Slot::None;
+        self.release_task();
         shared.close(end);
         let pos = &shared.position;
         let w = &self.writer.stats;
@@ -748,6 +772,28 @@ impl Session {
             "call ended"
         );
     }
+}
+
+enum TaskPoll {
+    /// The task queued output: the session sends it, then polls the task again.
+    Output,
+    Done,
+    Panicked,
+}
+
+/// Polls the agent's task as one more thing the session waits on (never ready without a task).
+/// Output the task queues while polled wakes nobody: the session is here, and takes it next.
+fn poll_task<'a>(task: &'a mut Option<AgentTask>, shared: &'a Shared) -> impl Future<Output = TaskPoll> + 'a {
+    std::future::poll_fn(move |cx| {
+        let Some(t) = task.as_mut() else { return Poll::Pending };
+        shared.enter();
+        match std::panic::catch_unwind(AssertUnwindSafe(|| t.as_mut().poll(cx))) {
+            Ok(Poll::Ready(())) => Poll::Ready(TaskPoll::Done),
+            Err(_) => Poll::Ready(TaskPoll::Panicked),
+            Ok(Poll::Pending) if shared.settle() => Poll::Ready(TaskPoll::Output),
+            Ok(Poll::Pending) => Poll::Pending,
+        }
+    })
 }
 
 fn is_too_big(e: &axum::Error) -> bool {
