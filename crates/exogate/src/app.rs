@@ -149,6 +149,12 @@ impl AppState {
         Ok(())
     }
 
+    /// After an API write to agents or phones: this gateway's caches, then every other one's.
+    pub async fn config_changed(&self) -> anyhow::Result<()> {
+        self.reload_caches().await?;
+        self.store.notify(crate::shared::CHANNEL).await
+    }
+
     pub fn decide(&self, call_sid: &str, decision: Decision) {
         self.decisions.put(call_sid, decision, Instant::now());
     }

@@ -225,8 +225,17 @@ impl Config {
             bail!("OUT_CHUNK_MS must be between 20 and 6000, got {out_chunk_ms}");
         }
         let database_url = pick!(database_url).unwrap_or(d.database_url);
-        if !database_url.starts_with("sqlite:") {
-            bail!("DATABASE_URL must be a sqlite: URL (e.g. sqlite://exogate.db), got {database_url:?}");
+        match crate::store::Backend::of(&database_url) {
+            None => bail!(
+                "DATABASE_URL must be sqlite:… (e.g. sqlite://exogate.db) or postgres://…, got {:?}",
+                exotel::redact::redact_url(&database_url)
+            ),
+            // Every gateway on the database must decrypt the phones' tokens and verify each
+            // other's signed callback URLs: one secret for all, not one generated per machine.
+            Some(crate::store::Backend::Postgres) if pick!(secret_key).is_none() => {
+                bail!("EXOGATE_SECRET_KEY is required with a PostgreSQL DATABASE_URL (all gateways on it share it)")
+            }
+            Some(_) => {}
         }
         let default_agent = pick!(default_agent).unwrap_or(d.default_agent);
         if !crate::agent::Registry::builtin().contains(&default_agent) {
@@ -312,9 +321,14 @@ mod tests {
         assert!(e.to_string().contains("PUBLIC_WS_URL"), "{e}");
         let e = Config::from_args(ServeArgs { default_agent: Some("nope".into()), ..Default::default() }).unwrap_err();
         assert!(e.to_string().contains("DEFAULT_AGENT"), "{e}");
-        let e = Config::from_args(ServeArgs { database_url: Some("postgres://x".into()), ..Default::default() })
-            .unwrap_err();
+        let e =
+            Config::from_args(ServeArgs { database_url: Some("mysql://x".into()), ..Default::default() }).unwrap_err();
         assert!(e.to_string().contains("DATABASE_URL"), "{e}");
+        let e =
+            Config::from_args(ServeArgs { database_url: Some("postgres://u:pw@h/db".into()), ..Default::default() })
+                .unwrap_err();
+        assert!(e.to_string().contains("EXOGATE_SECRET_KEY"), "{e}");
+        assert!(!e.to_string().contains("pw"), "{e}");
     }
 
     #[test]

@@ -8,3 +8,8 @@ pub fn call_id() -> String {
 pub fn stream_sid() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
+
+/// This process, among the gateways sharing one database.
+pub fn instance_id() -> String {
+    format!("gw-{}", uuid::Uuid::new_v4().simple())
+}

@@ -12,6 +12,7 @@ mod ids;
 pub mod media;
 pub mod secrets;
 pub mod server;
+mod shared;
 pub mod store;
 
 pub use config::{Config, ServeArgs};

@@ -110,8 +110,11 @@ fn write_private(path: &Path, value: &str) -> std::io::Result<()> {
     writeln!(f, "{value}")
 }
 
-/// Where generated secrets live: beside the SQLite file.
+/// Where generated secrets live: beside the SQLite file (the working directory with PostgreSQL).
 pub fn data_dir(database_url: &str) -> PathBuf {
+    if !database_url.starts_with("sqlite:") {
+        return PathBuf::from(".");
+    }
     let path = database_url.trim_start_matches("sqlite:").trim_start_matches("//");
     let path = path.split('?').next().unwrap_or_default();
     Path::new(path)

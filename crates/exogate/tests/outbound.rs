@@ -277,9 +277,20 @@ async fn wrong_exotel_credentials_and_per_phone_credentials() {
     // The token is nowhere: not in the API, not in the database file.
     let phones = rig.get("/api/phones").await.to_string();
     assert!(!phones.contains("phone-token-secret") && !phones.contains("bad-token"), "{phones}");
-    let db = std::fs::read(rig.gw.dir.path().join("calls.db")).unwrap();
-    let wal = std::fs::read(rig.gw.dir.path().join("calls.db-wal")).unwrap_or_default();
-    for bytes in [db, wal] {
+    let stored: Vec<Vec<u8>> = if rig.gw.database_url().starts_with("postgres") {
+        // What PostgreSQL holds: every phone column, as bytes.
+        sqlx::any::install_default_drivers();
+        let pool = sqlx::AnyPool::connect(rig.gw.database_url()).await.unwrap();
+        let rows: Vec<(Vec<u8>, String, String)> =
+            sqlx::query_as("SELECT api_token_enc, api_key, number FROM phones").fetch_all(&pool).await.unwrap();
+        assert!(!rows.is_empty());
+        rows.into_iter().map(|(enc, key, number)| [enc, key.into_bytes(), number.into_bytes()].concat()).collect()
+    } else {
+        let db = std::fs::read(rig.gw.dir.path().join("calls.db")).unwrap();
+        let wal = std::fs::read(rig.gw.dir.path().join("calls.db-wal")).unwrap_or_default();
+        vec![db, wal]
+    };
+    for bytes in stored {
         assert!(!bytes.windows(18).any(|w| w == b"phone-token-secret"), "token stored in clear");
     }
     let filtered = rig.get("/api/calls?phone=mumbai").await;

@@ -50,7 +50,7 @@ pub(crate) async fn delete(State(app): State<Arc<AppState>>, Path(id): Path<Stri
     if !app.store.delete_agent(&id).await? {
         return Err(ApiError::not_found(format!("no agent {id:?}")));
     }
-    app.reload_caches().await?;
+    app.config_changed().await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -86,7 +86,7 @@ async fn save(app: &AppState, id: &str, input: &AgentInput) -> Result<Json<Value
         }
     }
     app.store.upsert_agent(id, input).await?;
-    app.reload_caches().await?;
+    app.config_changed().await?;
     let a = app.store.agent(id).await?.ok_or_else(|| anyhow::anyhow!("agent vanished after save"))?;
     Ok(Json(serde_json::to_value(a).map_err(anyhow::Error::from)?))
 }

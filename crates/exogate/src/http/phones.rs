@@ -52,7 +52,7 @@ pub(crate) async fn create(
         return Err(ApiError::conflict(format!("phone {id:?} or its number already exists")));
     }
     app.store.insert_phone(&app.secrets, &input, &id).await?;
-    app.reload_caches().await?;
+    app.config_changed().await?;
     let p = app.store.phone(&id).await?.ok_or_else(|| anyhow::anyhow!("phone vanished after insert"))?;
     Ok((StatusCode::CREATED, Json(view(p))))
 }
@@ -65,7 +65,7 @@ pub(crate) async fn update(
     check(&app, &input)?;
     let phone = app.store.phone(&id).await?.ok_or_else(|| ApiError::not_found(format!("no phone {id:?}")))?;
     app.store.update_phone(&app.secrets, &phone.id, &input).await?;
-    app.reload_caches().await?;
+    app.config_changed().await?;
     let p = app.store.phone(&phone.id).await?.ok_or_else(|| ApiError::not_found(format!("no phone {id:?}")))?;
     Ok(Json(view(p)))
 }
@@ -73,7 +73,7 @@ pub(crate) async fn update(
 pub(crate) async fn delete(State(app): State<Arc<AppState>>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
     let phone = app.store.phone(&id).await?.ok_or_else(|| ApiError::not_found(format!("no phone {id:?}")))?;
     app.store.delete_phone(&phone.id).await?;
-    app.reload_caches().await?;
+    app.config_changed().await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

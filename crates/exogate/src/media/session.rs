@@ -365,6 +365,7 @@ impl Session {
                 .text("agent", Some(&agent_id))
                 .int("sample_rate", Some(rate.hz() as i64))
                 .text("started_at", Some(crate::store::now_text()))
+                .text("instance_id", Some(self.app.store.instance()))
                 .status(Status::InProgress),
         );
         for (kind, detail) in self.early_events.drain(..) {

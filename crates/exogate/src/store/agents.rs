@@ -2,7 +2,7 @@
 //! and greeting.
 
 use serde::{Deserialize, Serialize};
-use sqlx::{FromRow, SqlitePool};
+use sqlx::{AnyPool, FromRow};
 
 use super::now_text;
 
@@ -30,20 +30,20 @@ pub struct AgentInput {
     pub greeting: Option<String>,
 }
 
-pub(super) async fn list(pool: &SqlitePool) -> sqlx::Result<Vec<AgentDef>> {
+pub(super) async fn list(pool: &AnyPool) -> sqlx::Result<Vec<AgentDef>> {
     sqlx::query_as("SELECT * FROM agents ORDER BY id").fetch_all(pool).await
 }
 
-pub(super) async fn get(pool: &SqlitePool, id: &str) -> sqlx::Result<Option<AgentDef>> {
-    sqlx::query_as("SELECT * FROM agents WHERE id = ?").bind(id).fetch_optional(pool).await
+pub(super) async fn get(pool: &AnyPool, id: &str) -> sqlx::Result<Option<AgentDef>> {
+    sqlx::query_as("SELECT * FROM agents WHERE id = $1").bind(id).fetch_optional(pool).await
 }
 
-pub(super) async fn upsert(pool: &SqlitePool, id: &str, a: &AgentInput) -> sqlx::Result<()> {
+pub(super) async fn upsert(pool: &AnyPool, id: &str, a: &AgentInput) -> sqlx::Result<()> {
     let now = now_text();
     sqlx::query(
-        "INSERT INTO agents (id, kind, settings, greeting, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5) \
-         ON CONFLICT(id) DO UPDATE SET kind = COALESCE(?6, kind), settings = COALESCE(?7, settings), \
-         greeting = COALESCE(?4, greeting), updated_at = ?5",
+        "INSERT INTO agents (id, kind, settings, greeting, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $5) \
+         ON CONFLICT(id) DO UPDATE SET kind = COALESCE($6, agents.kind), settings = COALESCE($7, agents.settings), \
+         greeting = COALESCE($4, agents.greeting), updated_at = $5",
     )
     .bind(id)
     .bind(a.kind.as_deref().unwrap_or("echo"))
@@ -57,6 +57,6 @@ pub(super) async fn upsert(pool: &SqlitePool, id: &str, a: &AgentInput) -> sqlx:
     Ok(())
 }
 
-pub(super) async fn delete(pool: &SqlitePool, id: &str) -> sqlx::Result<bool> {
-    Ok(sqlx::query("DELETE FROM agents WHERE id = ?").bind(id).execute(pool).await?.rows_affected() > 0)
+pub(super) async fn delete(pool: &AnyPool, id: &str) -> sqlx::Result<bool> {
+    Ok(sqlx::query("DELETE FROM agents WHERE id = $1").bind(id).execute(pool).await?.rows_affected() > 0)
 }

@@ -1,26 +1,24 @@
-//! The durable call log (SQLite through sqlx, WAL). Writes go through one background task that
+//! The durable call log and control plane: SQLite (WAL) by default, PostgreSQL for several
+//! gateways on one database (see [`db`]). Call-log writes go through one background task that
 //! batches them into transactions, so the media path only ever does a non-blocking channel send.
 
 mod agents;
+mod db;
 mod patch;
 mod phones;
 mod read;
 mod writer;
 
-use std::str::FromStr;
 use std::time::Duration;
 
-use anyhow::Context;
-use sqlx::SqlitePool;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::AnyPool;
 use tokio::sync::{mpsc, oneshot};
 
 pub use agents::{AgentDef, AgentInput};
+pub use db::Backend;
 pub use patch::{CallKey, CallPatch, Status};
 pub use phones::{Phone, PhoneInput};
 pub use read::{CallFilter, CallRow, EventRow};
-
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 pub(crate) enum Op {
     Upsert { key: CallKey, patch: CallPatch },
@@ -30,29 +28,44 @@ pub(crate) enum Op {
 
 #[derive(Clone)]
 pub struct Store {
-    pool: SqlitePool,
+    pool: AnyPool,
+    backend: Backend,
+    /// This process among the gateways on the database (see [`Store::heartbeat`]).
+    instance: std::sync::Arc<str>,
     tx: mpsc::UnboundedSender<Op>,
 }
 
 impl Store {
-    /// Opens (creating if missing) the database, migrates it and starts the writer task.
+    /// Opens (creating a SQLite file if missing) the database, migrates it and starts the writer.
     pub async fn open(url: &str) -> anyhow::Result<Self> {
-        let options = SqliteConnectOptions::from_str(url)
-            .with_context(|| format!("DATABASE_URL {url:?} is not a valid sqlite URL"))?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(5))
-            .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
-            .await
-            .with_context(|| format!("cannot open database {url:?}"))?;
-        MIGRATOR.run(&pool).await.context("database migration failed")?;
+        let (pool, backend) = db::open(url).await?;
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(writer::run(pool.clone(), rx));
-        Ok(Self { pool, tx })
+        Ok(Self { pool, backend, instance: crate::ids::instance_id().into(), tx })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// Says this gateway is alive ([`HEARTBEAT`]); others judge its calls by it.
+    pub async fn heartbeat(&self) -> anyhow::Result<()> {
+        let now = now_text();
+        sqlx::query(
+            "INSERT INTO instances (id, started_at, seen_at) VALUES ($1, $2, $2) \
+             ON CONFLICT (id) DO UPDATE SET seen_at = $2",
+        )
+        .bind(&*self.instance)
+        .bind(&now)
+        .execute(&self.pool)
+        .await?;
+        let forget = rfc3339_ago(Duration::from_secs(86_400));
+        sqlx::query("DELETE FROM instances WHERE seen_at < $1").bind(forget).execute(&self.pool).await?;
+        Ok(())
     }
 
     /// Merges fields into the call's row (created if it doesn't exist). Never blocks.
@@ -73,19 +86,43 @@ impl Store {
         }
     }
 
-    /// Calls whose media was running when a previous process died: no session will ever finish
-    /// them, so they are marked `interrupted`. Returns how many.
+    /// Calls whose media was running in a gateway that is gone: no session will ever finish them,
+    /// so they are marked `interrupted`. With SQLite there is one gateway, so every call but this
+    /// one's is orphaned; with PostgreSQL, a call is orphaned when its gateway has not sent a
+    /// heartbeat for [`DEAD_AFTER`]. Returns how many.
     pub async fn mark_interrupted(&self) -> anyhow::Result<u64> {
         let now = now_text();
+        let alive_since = match self.backend {
+            // Nobody else is alive: a heartbeat from the far future would be needed.
+            Backend::Sqlite => "9999".to_string(),
+            Backend::Postgres => rfc3339_ago(DEAD_AFTER),
+        };
         let done = sqlx::query(
-            "UPDATE calls SET status = 'interrupted', ended_at = ?1, updated_at = ?1, \
+            "UPDATE calls SET status = 'interrupted', ended_at = $1, updated_at = $1, \
              stop_reason = COALESCE(stop_reason, 'process-restarted') \
-             WHERE status = 'in-progress' AND started_at IS NOT NULL AND ended_at IS NULL",
+             WHERE status = 'in-progress' AND started_at IS NOT NULL AND ended_at IS NULL \
+             AND (instance_id IS NULL OR (instance_id <> $2 AND NOT EXISTS \
+                 (SELECT 1 FROM instances i WHERE i.id = calls.instance_id AND i.seen_at > $3)))",
         )
         .bind(&now)
+        .bind(&*self.instance)
+        .bind(alive_since)
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected())
+    }
+
+    /// Tells the other gateways on a PostgreSQL database that `channel` changed (payload: who
+    /// did it, so the sender can skip its own). Nothing to tell with SQLite.
+    pub async fn notify(&self, channel: &str) -> anyhow::Result<()> {
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT 1 FROM (SELECT pg_notify($1, $2)) AS sent")
+                .bind(channel)
+                .bind(&*self.instance)
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(())
     }
 
     pub async fn ping(&self) -> bool {
@@ -115,7 +152,7 @@ impl Store {
     /// Calls of a phone that have not ended.
     pub async fn live_calls_for_phone(&self, phone_id: &str) -> anyhow::Result<i64> {
         let (n,): (i64,) = sqlx::query_as(
-            "SELECT COUNT(*) FROM calls WHERE phone_id = ? AND status IN ('queued', 'connecting', 'ringing', 'in-progress')",
+            "SELECT COUNT(*) FROM calls WHERE phone_id = $1 AND status IN ('queued', 'connecting', 'ringing', 'in-progress')",
         )
         .bind(phone_id)
         .fetch_one(&self.pool)
@@ -125,22 +162,23 @@ impl Store {
 
     /// Records a status-callback delivery; false if it was already applied (Exotel retries).
     pub async fn first_delivery(&self, call_id: &str, event_key: &str) -> anyhow::Result<bool> {
-        let done = sqlx::query("INSERT OR IGNORE INTO callbacks_seen (call_id, event_key, at) VALUES (?, ?, ?)")
-            .bind(call_id)
-            .bind(event_key)
-            .bind(now_text())
-            .execute(&self.pool)
-            .await?;
+        let done = sqlx::query(
+            "INSERT INTO callbacks_seen (call_id, event_key, at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        )
+        .bind(call_id)
+        .bind(event_key)
+        .bind(now_text())
+        .execute(&self.pool)
+        .await?;
         Ok(done.rows_affected() == 1)
     }
 
     /// Calls we placed that have no final status and have not changed for `quiet`.
     pub async fn stale_outbound(&self, quiet: Duration) -> anyhow::Result<Vec<String>> {
-        let cutoff = time::OffsetDateTime::now_utc() - quiet;
-        let cutoff = cutoff.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+        let cutoff = rfc3339_ago(quiet);
         let rows: Vec<(String,)> = sqlx::query_as(
             "SELECT id FROM calls WHERE direction = 'outbound-api' AND call_sid IS NOT NULL \
-             AND status IN ('queued', 'ringing', 'in-progress') AND updated_at < ? LIMIT 100",
+             AND status IN ('queued', 'ringing', 'in-progress') AND updated_at < $1 LIMIT 100",
         )
         .bind(cutoff)
         .fetch_all(&self.pool)
@@ -197,6 +235,16 @@ impl Store {
     pub async fn delete_agent(&self, id: &str) -> anyhow::Result<bool> {
         Ok(agents::delete(&self.pool, id).await?)
     }
+}
+
+/// How often a gateway says it is alive.
+pub const HEARTBEAT: Duration = Duration::from_secs(10);
+/// A gateway silent for this long is gone, and its running calls are orphans.
+pub const DEAD_AFTER: Duration = Duration::from_secs(30);
+
+fn rfc3339_ago(ago: Duration) -> String {
+    let t = time::OffsetDateTime::now_utc() - ago;
+    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
 }
 
 pub(crate) fn now_text() -> String {

@@ -2,7 +2,7 @@
 //! and never leave through the API.
 
 use serde::{Deserialize, Serialize};
-use sqlx::{FromRow, SqlitePool};
+use sqlx::{AnyPool, FromRow};
 
 use super::now_text;
 use crate::secrets::Secrets;
@@ -38,30 +38,30 @@ pub struct PhoneInput {
     pub max_concurrent: Option<i64>,
 }
 
-pub(super) async fn list(pool: &SqlitePool) -> sqlx::Result<Vec<Phone>> {
+pub(super) async fn list(pool: &AnyPool) -> sqlx::Result<Vec<Phone>> {
     sqlx::query_as("SELECT * FROM phones ORDER BY created_at, id").fetch_all(pool).await
 }
 
 /// By id or by number.
-pub(super) async fn get(pool: &SqlitePool, id_or_number: &str) -> sqlx::Result<Option<Phone>> {
-    sqlx::query_as("SELECT * FROM phones WHERE id = ?1 OR number = ?1 LIMIT 1")
+pub(super) async fn get(pool: &AnyPool, id_or_number: &str) -> sqlx::Result<Option<Phone>> {
+    sqlx::query_as("SELECT * FROM phones WHERE id = $1 OR number = $1 LIMIT 1")
         .bind(id_or_number)
         .fetch_optional(pool)
         .await
 }
 
-pub(super) async fn token(pool: &SqlitePool, secrets: &Secrets, id: &str) -> anyhow::Result<String> {
+pub(super) async fn token(pool: &AnyPool, secrets: &Secrets, id: &str) -> anyhow::Result<String> {
     let (blob,): (Vec<u8>,) =
-        sqlx::query_as("SELECT api_token_enc FROM phones WHERE id = ?").bind(id).fetch_one(pool).await?;
+        sqlx::query_as("SELECT api_token_enc FROM phones WHERE id = $1").bind(id).fetch_one(pool).await?;
     secrets.decrypt(&blob)
 }
 
-pub(super) async fn insert(pool: &SqlitePool, secrets: &Secrets, p: &PhoneInput, id: &str) -> anyhow::Result<()> {
+pub(super) async fn insert(pool: &AnyPool, secrets: &Secrets, p: &PhoneInput, id: &str) -> anyhow::Result<()> {
     let now = now_text();
     let token = secrets.encrypt(p.api_token.as_deref().unwrap_or_default())?;
     sqlx::query(
         "INSERT INTO phones (id, number, account_sid, api_key, api_token_enc, subdomain, app_id, default_agent, \
-         max_concurrent, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         max_concurrent, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
     )
     .bind(id)
     .bind(&p.number)
@@ -79,16 +79,16 @@ pub(super) async fn insert(pool: &SqlitePool, secrets: &Secrets, p: &PhoneInput,
     Ok(())
 }
 
-pub(super) async fn update(pool: &SqlitePool, secrets: &Secrets, id: &str, p: &PhoneInput) -> anyhow::Result<bool> {
+pub(super) async fn update(pool: &AnyPool, secrets: &Secrets, id: &str, p: &PhoneInput) -> anyhow::Result<bool> {
     let token = match &p.api_token {
         Some(t) => Some(secrets.encrypt(t)?),
         None => None,
     };
     let done = sqlx::query(
-        "UPDATE phones SET number = COALESCE(?, number), account_sid = COALESCE(?, account_sid), \
-         api_key = COALESCE(?, api_key), api_token_enc = COALESCE(?, api_token_enc), subdomain = COALESCE(?, subdomain), \
-         app_id = COALESCE(?, app_id), default_agent = COALESCE(?, default_agent), \
-         max_concurrent = COALESCE(?, max_concurrent), updated_at = ? WHERE id = ?",
+        "UPDATE phones SET number = COALESCE($1, number), account_sid = COALESCE($2, account_sid), \
+         api_key = COALESCE($3, api_key), api_token_enc = COALESCE($4, api_token_enc), subdomain = COALESCE($5, subdomain), \
+         app_id = COALESCE($6, app_id), default_agent = COALESCE($7, default_agent), \
+         max_concurrent = COALESCE($8, max_concurrent), updated_at = $9 WHERE id = $10",
     )
     .bind(&p.number)
     .bind(&p.account_sid)
@@ -105,6 +105,6 @@ pub(super) async fn update(pool: &SqlitePool, secrets: &Secrets, id: &str, p: &P
     Ok(done.rows_affected() > 0)
 }
 
-pub(super) async fn delete(pool: &SqlitePool, id: &str) -> sqlx::Result<bool> {
-    Ok(sqlx::query("DELETE FROM phones WHERE id = ?").bind(id).execute(pool).await?.rows_affected() > 0)
+pub(super) async fn delete(pool: &AnyPool, id: &str) -> sqlx::Result<bool> {
+    Ok(sqlx::query("DELETE FROM phones WHERE id = $1").bind(id).execute(pool).await?.rows_affected() > 0)
 }

@@ -1,7 +1,7 @@
 //! Call-log queries for the API.
 
 use serde::Serialize;
-use sqlx::{FromRow, QueryBuilder, Sqlite, SqlitePool};
+use sqlx::{AnyPool, FromRow};
 
 #[derive(Debug, Clone, Default)]
 pub struct CallFilter {
@@ -75,6 +75,8 @@ pub struct CallRow {
     pub agent_note: Option<String>,
     pub dropped_in_bytes: Option<i64>,
     pub dropped_out_bytes: Option<i64>,
+    /// The gateway that ran the call's media (several may share one database).
+    pub instance_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, FromRow)]
@@ -91,45 +93,53 @@ fn as_json<S: serde::Serializer>(v: &Option<String>, s: S) -> Result<S::Ok, S::E
     serde::Serialize::serialize(&value, s)
 }
 
-pub(super) async fn list(pool: &SqlitePool, f: &CallFilter) -> anyhow::Result<(Vec<CallRow>, i64)> {
-    fn filtered<'a>(head: &str, f: &'a CallFilter) -> QueryBuilder<'a, Sqlite> {
-        let mut q = QueryBuilder::new(head);
-        let mut sep = " WHERE ";
-        let conditions = [
-            ("status = ", &f.status),
-            ("phone_id = ", &f.phone),
-            ("agent = ", &f.agent),
-            ("direction = ", &f.direction),
-            ("created_at >= ", &f.since),
-            ("created_at < ", &f.until),
-        ];
-        for (condition, value) in conditions {
-            if let Some(v) = value {
-                q.push(sep).push(condition).push_bind(v);
-                sep = " AND ";
-            }
+pub(super) async fn list(pool: &AnyPool, f: &CallFilter) -> anyhow::Result<(Vec<CallRow>, i64)> {
+    // `$N` placeholders for both databases (sqlx's QueryBuilder writes `?` for the Any driver).
+    let conditions = [
+        ("status", "=", &f.status),
+        ("phone_id", "=", &f.phone),
+        ("agent", "=", &f.agent),
+        ("direction", "=", &f.direction),
+        ("created_at", ">=", &f.since),
+        ("created_at", "<", &f.until),
+    ];
+    let mut clause = String::new();
+    let mut values = Vec::new();
+    for (column, op, value) in conditions {
+        if let Some(v) = value {
+            values.push(v);
+            let sep = if values.len() == 1 { " WHERE " } else { " AND " };
+            clause.push_str(&format!("{sep}{column} {op} ${}", values.len()));
         }
-        q
     }
-    let mut q = filtered("SELECT * FROM calls", f);
-    q.push(" ORDER BY created_at DESC, id DESC LIMIT ").push_bind(f.limit).push(" OFFSET ").push_bind(f.offset);
-    let rows = q.build_query_as::<CallRow>().fetch_all(pool).await?;
-    let (total,): (i64,) = filtered("SELECT COUNT(*) FROM calls", f).build_query_as().fetch_one(pool).await?;
-    Ok((rows, total))
+    let n = values.len();
+    let sql =
+        format!("SELECT * FROM calls{clause} ORDER BY created_at DESC, id DESC LIMIT ${} OFFSET ${}", n + 1, n + 2);
+    let mut rows = sqlx::query_as::<_, CallRow>(&sql);
+    for v in &values {
+        rows = rows.bind(*v);
+    }
+    let rows = rows.bind(f.limit).bind(f.offset).fetch_all(pool).await?;
+    let sql = format!("SELECT COUNT(*) FROM calls{clause}");
+    let mut total = sqlx::query_scalar::<_, i64>(&sql);
+    for v in &values {
+        total = total.bind(*v);
+    }
+    Ok((rows, total.fetch_one(pool).await?))
 }
 
-pub(super) async fn find(pool: &SqlitePool, any_id: &str) -> anyhow::Result<Option<CallRow>> {
+pub(super) async fn find(pool: &AnyPool, any_id: &str) -> anyhow::Result<Option<CallRow>> {
     Ok(sqlx::query_as::<_, CallRow>(
-        "SELECT * FROM calls WHERE id = ?1 OR call_sid = ?1 OR stream_sid = ?1 \
-         ORDER BY (id = ?1) DESC, (call_sid = ?1) DESC, created_at DESC LIMIT 1",
+        "SELECT * FROM calls WHERE id = $1 OR call_sid = $1 OR stream_sid = $1 \
+         ORDER BY (id = $1) DESC, (call_sid = $1) DESC, created_at DESC LIMIT 1",
     )
     .bind(any_id)
     .fetch_optional(pool)
     .await?)
 }
 
-pub(super) async fn events(pool: &SqlitePool, call_id: &str) -> anyhow::Result<Vec<EventRow>> {
-    Ok(sqlx::query_as::<_, EventRow>("SELECT at, kind, detail FROM call_events WHERE call_id = ? ORDER BY id")
+pub(super) async fn events(pool: &AnyPool, call_id: &str) -> anyhow::Result<Vec<EventRow>> {
+    Ok(sqlx::query_as::<_, EventRow>("SELECT at, kind, detail FROM call_events WHERE call_id = $1 ORDER BY id")
         .bind(call_id)
         .fetch_all(pool)
         .await?)

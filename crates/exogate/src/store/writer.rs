@@ -1,7 +1,7 @@
 //! The single writer: drains queued operations in batches, one transaction per batch, so a burst
 //! of call starts and ends costs one fsync rather than one each.
 
-use sqlx::{Sqlite, SqlitePool, Transaction};
+use sqlx::{Any, AnyPool, Transaction};
 use tokio::sync::mpsc;
 
 use super::patch::{CallKey, CallPatch, SqlValue, Status};
@@ -9,7 +9,7 @@ use super::{Op, now_text};
 
 const MAX_BATCH: usize = 256;
 
-pub(super) async fn run(pool: SqlitePool, mut rx: mpsc::UnboundedReceiver<Op>) {
+pub(super) async fn run(pool: AnyPool, mut rx: mpsc::UnboundedReceiver<Op>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let mut waiters = Vec::new();
@@ -31,7 +31,7 @@ pub(super) async fn run(pool: SqlitePool, mut rx: mpsc::UnboundedReceiver<Op>) {
 }
 
 async fn apply(
-    pool: &SqlitePool,
+    pool: &AnyPool,
     batch: &mut Vec<Op>,
     waiters: &mut Vec<tokio::sync::oneshot::Sender<()>>,
 ) -> sqlx::Result<()> {
@@ -41,7 +41,7 @@ async fn apply(
             Op::Upsert { key, patch } => upsert(&mut tx, key, patch).await?,
             Op::Event { key, kind, detail } => {
                 let (id, _) = resolve(&mut tx, key).await?;
-                sqlx::query("INSERT INTO call_events (call_id, at, kind, detail) VALUES (?, ?, ?, ?)")
+                sqlx::query("INSERT INTO call_events (call_id, at, kind, detail) VALUES ($1, $2, $3, $4)")
                     .bind(&id)
                     .bind(now_text())
                     .bind(*kind)
@@ -62,15 +62,15 @@ async fn apply(
 }
 
 /// Finds the call's row or creates it; returns (id, status).
-async fn resolve(tx: &mut Transaction<'_, Sqlite>, key: &CallKey) -> sqlx::Result<(String, String)> {
+async fn resolve(tx: &mut Transaction<'_, Any>, key: &CallKey) -> sqlx::Result<(String, String)> {
     let lookups = [
-        ("SELECT id, status FROM calls WHERE call_sid = ?", &key.call_sid),
-        ("SELECT id, status FROM calls WHERE stream_sid = ? ORDER BY created_at DESC LIMIT 1", &key.stream_sid),
-        ("SELECT id, status FROM calls WHERE id = ?", &key.id),
+        ("SELECT id, status FROM calls WHERE call_sid = $1", &key.call_sid),
+        ("SELECT id, status FROM calls WHERE stream_sid = $1 ORDER BY created_at DESC LIMIT 1", &key.stream_sid),
+        ("SELECT id, status FROM calls WHERE id = $1", &key.id),
         // Calls we placed carry our id (or the user's CustomField) back through Exotel.
-        ("SELECT id, status FROM calls WHERE id = ?", &key.custom_field),
+        ("SELECT id, status FROM calls WHERE id = $1", &key.custom_field),
         (
-            "SELECT id, status FROM calls WHERE custom_field = ? AND direction = 'outbound-api' ORDER BY created_at DESC LIMIT 1",
+            "SELECT id, status FROM calls WHERE custom_field = $1 AND direction = 'outbound-api' ORDER BY created_at DESC LIMIT 1",
             &key.custom_field,
         ),
     ];
@@ -79,7 +79,7 @@ async fn resolve(tx: &mut Transaction<'_, Sqlite>, key: &CallKey) -> sqlx::Resul
             if let Some(row) = sqlx::query_as::<_, (String, String)>(sql).bind(v).fetch_optional(&mut **tx).await? {
                 // Learn ids the row didn't have yet (e.g. the CallSid arriving after the stream).
                 sqlx::query(
-                    "UPDATE calls SET call_sid = COALESCE(call_sid, ?), stream_sid = COALESCE(stream_sid, ?) WHERE id = ?",
+                    "UPDATE calls SET call_sid = COALESCE(call_sid, $1), stream_sid = COALESCE(stream_sid, $2) WHERE id = $3",
                 )
                 .bind(&key.call_sid)
                 .bind(&key.stream_sid)
@@ -93,7 +93,7 @@ async fn resolve(tx: &mut Transaction<'_, Sqlite>, key: &CallKey) -> sqlx::Resul
     let id = key.id.clone().unwrap_or_else(crate::ids::call_id);
     let now = now_text();
     sqlx::query(
-        "INSERT INTO calls (id, call_sid, stream_sid, status, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT INTO calls (id, call_sid, stream_sid, status, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .bind(&id)
     .bind(&key.call_sid)
@@ -107,29 +107,31 @@ async fn resolve(tx: &mut Transaction<'_, Sqlite>, key: &CallKey) -> sqlx::Resul
 }
 
 /// Inserts a new row with `patch` applied, in its own transaction.
-pub(super) async fn create(pool: &SqlitePool, id: &str, patch: &CallPatch) -> sqlx::Result<()> {
+pub(super) async fn create(pool: &AnyPool, id: &str, patch: &CallPatch) -> sqlx::Result<()> {
     let mut tx = pool.begin().await?;
     let key = CallKey { id: Some(id.to_string()), ..CallKey::default() };
     upsert(&mut tx, &key, patch).await?;
     tx.commit().await
 }
 
-async fn upsert(tx: &mut Transaction<'_, Sqlite>, key: &CallKey, patch: &CallPatch) -> sqlx::Result<()> {
+async fn upsert(tx: &mut Transaction<'_, Any>, key: &CallKey, patch: &CallPatch) -> sqlx::Result<()> {
     let (id, current) = resolve(tx, key).await?;
-    let mut sql = String::from("UPDATE calls SET updated_at = ?");
+    use std::fmt::Write as _;
+    let mut sql = String::from("UPDATE calls SET updated_at = $1");
+    let mut n = 1;
     for (column, _) in &patch.fields {
-        sql.push_str(", ");
-        sql.push_str(column);
-        sql.push_str(" = ?");
+        n += 1;
+        let _ = write!(sql, ", {column} = ${n}");
     }
     let status = patch.status.filter(|s| Status::rank(s.as_str()) >= Status::rank(&current));
     if status.is_some() {
-        sql.push_str(", status = ?");
+        n += 1;
+        let _ = write!(sql, ", status = ${n}");
     }
     if patch.passthru_hit {
         sql.push_str(", passthru_count = passthru_count + 1");
     }
-    sql.push_str(" WHERE id = ?");
+    let _ = write!(sql, " WHERE id = ${}", n + 1);
     let mut q = sqlx::query(&sql).bind(now_text());
     for (_, value) in &patch.fields {
         q = match value {

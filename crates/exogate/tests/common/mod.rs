@@ -1,4 +1,5 @@
-//! Shared by the end-to-end tests: a real gateway on ephemeral ports with its own SQLite file.
+//! Shared by the end-to-end tests: a real gateway on ephemeral ports with its own database (a
+//! SQLite file, or a fresh PostgreSQL database with `EXOGATE_TEST_DATABASE=postgres`).
 #![allow(dead_code)]
 
 use std::path::PathBuf;
@@ -30,13 +31,20 @@ impl TestGateway {
             http_port: 0,
             ws_port: 0,
             bind_addr: [127, 0, 0, 1].into(),
-            database_url: format!("sqlite://{}", dir.path().join("calls.db").display()),
+            database_url: test_database(dir.path(), std::env::var("EXOGATE_TEST_DATABASE").ok().as_deref()).await,
             start_timeout: Duration::from_millis(800),
             ..Config::default()
         };
+        if config.database_url.starts_with("postgres") {
+            config.secret_key = Some(exogate::config::Secret("test-secret".into()));
+        }
         tweak(&mut config);
         let gw = exogate::server::start_with_agents(config, agents).await.expect("gateway starts");
         Self { gw, dir, http: reqwest::Client::new() }
+    }
+
+    pub fn database_url(&self) -> &str {
+        &self.gw.state.config.database_url
     }
 
     pub fn ws_url(&self) -> String {
@@ -128,4 +136,32 @@ pub fn assert_legal(report: &exotel_sim::CallReport) {
         "chunk sizes {:?}",
         report.chunk_sizes
     );
+}
+
+/// The PostgreSQL server tests may use (`.ci/run` sets it): a URL to a database the tests can
+/// create databases from.
+pub fn postgres_admin_url() -> Option<String> {
+    std::env::var("EXOGATE_TEST_POSTGRES").ok().filter(|u| !u.is_empty())
+}
+
+/// A database URL for one test: a SQLite file in `dir`, or with `which = Some("postgres")` a
+/// PostgreSQL database made for this test alone (named `exogate_test_…`; `.ci/run` drops old ones).
+pub async fn test_database(dir: &std::path::Path, which: Option<&str>) -> String {
+    if which != Some("postgres") {
+        return format!("sqlite://{}", dir.join("calls.db").display());
+    }
+    let admin = postgres_admin_url().expect("EXOGATE_TEST_POSTGRES must name a PostgreSQL server for postgres tests");
+    use sqlx::Connection as _;
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let name = format!(
+        "exogate_test_{}_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0)
+    );
+    let mut conn = sqlx::PgConnection::connect(&admin).await.expect("connect to EXOGATE_TEST_POSTGRES");
+    sqlx::Executor::execute(&mut conn, format!("CREATE DATABASE {name}").as_str()).await.expect("create test database");
+    let _ = conn.close().await;
+    let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b).to_string();
+    format!("{base}/{name}")
 }
