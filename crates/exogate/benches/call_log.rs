@@ -1,6 +1,7 @@
 //! How many calls per second the call log absorbs: each call is what a media session writes (a
 //! start upsert, timeline events, an end upsert), queued without waiting, then flushed.
-//! `cargo bench -p exogate --bench call_log`
+//! `cargo bench -p exogate --bench call_log` (SQLite), or on PostgreSQL with
+//! `BENCH_DATABASE_URL=postgres://…/an_empty_database cargo bench -p exogate --bench call_log`
 
 use std::time::Instant;
 
@@ -11,7 +12,9 @@ fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     rt.block_on(async {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(&format!("sqlite://{}", dir.path().join("bench.db").display())).await.expect("store");
+        let url = std::env::var("BENCH_DATABASE_URL")
+            .unwrap_or_else(|_| format!("sqlite://{}", dir.path().join("bench.db").display()));
+        let store = Store::open(&url).await.expect("store");
         for calls in [1_000usize, 10_000] {
             let started = Instant::now();
             for i in 0..calls {
