@@ -70,13 +70,17 @@ pub async fn start_with_agents(config: Config, agents: Registry) -> anyhow::Resu
         drain: watch::Sender::new(false),
     });
     state.reload_caches().await?;
-    state.store.heartbeat().await.context("cannot register this gateway in the database")?;
+    // Heartbeats only matter where other gateways read them; a SQLite file has one gateway.
+    let shared_db = state.store.backend() == crate::store::Backend::Postgres;
+    if shared_db {
+        state.store.heartbeat().await.context("cannot register this gateway in the database")?;
+    }
     let interrupted = state.store.mark_interrupted().await.context("cannot mark interrupted calls")?;
     if interrupted > 0 {
         tracing::warn!(calls = interrupted, "calls left in progress by a previous process marked interrupted");
     }
-    tokio::spawn(crate::shared::heartbeat_loop(state.clone()));
-    if state.store.backend() == crate::store::Backend::Postgres {
+    if shared_db {
+        tokio::spawn(crate::shared::heartbeat_loop(state.clone()));
         tokio::spawn(crate::shared::follow_changes(state.clone()));
     }
     tokio::spawn(crate::dialer::reconcile_loop(state.clone()));

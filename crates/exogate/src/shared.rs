@@ -9,13 +9,14 @@ use std::time::Duration;
 use sqlx::postgres::PgListener;
 
 use crate::app::AppState;
-use crate::store::{Backend, HEARTBEAT};
+use crate::store::HEARTBEAT;
 
 /// The channel API writes announce themselves on.
 pub const CHANNEL: &str = "exogate_config";
 /// Caches are reloaded this often even without a notification (one missed while reconnecting).
 const RELOAD_EVERY: Duration = Duration::from_secs(30);
 
+/// PostgreSQL only: says this gateway is alive, and ends the calls of gateways that are not.
 pub(crate) async fn heartbeat_loop(app: Arc<AppState>) {
     let mut tick = tokio::time::interval(HEARTBEAT);
     tick.tick().await;
@@ -25,13 +26,11 @@ pub(crate) async fn heartbeat_loop(app: Arc<AppState>) {
             tracing::warn!(error = %e, "heartbeat to the database failed");
             continue;
         }
-        if app.store.backend() == Backend::Postgres {
-            // Another gateway died: its calls are over, whoever notices first marks them.
-            match app.store.mark_interrupted().await {
-                Ok(0) => {}
-                Ok(n) => tracing::warn!(calls = n, "calls of a gateway that stopped answering marked interrupted"),
-                Err(e) => tracing::warn!(error = %e, "sweep for orphaned calls failed"),
-            }
+        // Another gateway died: its calls are over, whoever notices first marks them.
+        match app.store.mark_interrupted().await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(calls = n, "calls of a gateway that stopped answering marked interrupted"),
+            Err(e) => tracing::warn!(error = %e, "sweep for orphaned calls failed"),
         }
     }
 }
