@@ -4,6 +4,7 @@
 
 pub mod agent;
 pub mod app;
+pub mod campaign;
 pub mod client_cli;
 pub mod config;
 pub mod dialer;
