@@ -29,6 +29,11 @@ pub struct Dial {
     pub time_limit: Option<u32>,
     pub time_out: Option<u32>,
     pub record: Option<bool>,
+    /// Our id for the call, when the caller must know it before dialing (a campaign records it
+    /// on the contact first, so a crash mid-dial leaves a trace).
+    pub id: Option<String>,
+    /// The campaign and contact this dial is for.
+    pub campaign: Option<(String, i64)>,
 }
 
 #[derive(Debug, Serialize)]
@@ -81,7 +86,7 @@ pub async fn place(app: &AppState, dial: Dial, host: Option<&str>) -> Result<Pla
             return Err(DialError::Busy { phone: phone.clone(), max });
         }
     }
-    let id = crate::ids::call_id();
+    let id = dial.id.clone().unwrap_or_else(crate::ids::call_id);
     let custom_field = dial.custom_field.clone().unwrap_or_else(|| id.clone());
     let target = match dial.mode {
         Mode::Flow => CallTarget::Flow {
@@ -118,6 +123,8 @@ pub async fn place(app: &AppState, dial: Dial, host: Option<&str>) -> Result<Pla
                 .text("agent", Some(&agent))
                 .text("mode", Some(if dial.mode == Mode::Flow { "flow" } else { "stream" }))
                 .text("custom_field", Some(&custom_field))
+                .text("campaign_id", dial.campaign.as_ref().map(|(c, _)| c))
+                .int("contact_seq", dial.campaign.as_ref().map(|(_, s)| *s))
                 .status(Status::Queued),
         )
         .await?;

@@ -84,6 +84,7 @@ pub async fn start_with_agents(config: Config, agents: Registry) -> anyhow::Resu
         tokio::spawn(crate::shared::follow_changes(state.clone()));
     }
     tokio::spawn(crate::dialer::reconcile_loop(state.clone()));
+    tokio::spawn(crate::campaign::runner::run(state.clone()));
     let (stop, stopped) = watch::channel(false);
     let serve = |listener: TcpListener, router: axum::Router| {
         let mut stopped = stopped.clone();

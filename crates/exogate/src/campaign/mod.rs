@@ -5,3 +5,4 @@
 pub mod import;
 pub mod number;
 pub mod rules;
+pub mod runner;

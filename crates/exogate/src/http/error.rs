@@ -9,35 +9,46 @@ use serde_json::json;
 pub(crate) struct ApiError {
     status: StatusCode,
     message: String,
+    /// Itemized problems (`[{"line", "reason"}]` for a refused file).
+    errors: Option<serde_json::Value>,
 }
 
 impl ApiError {
     pub(crate) fn bad_request(message: impl Into<String>) -> Self {
-        Self { status: StatusCode::BAD_REQUEST, message: message.into() }
+        Self { status: StatusCode::BAD_REQUEST, message: message.into(), errors: None }
     }
 
     pub(crate) fn conflict(message: impl Into<String>) -> Self {
-        Self { status: StatusCode::CONFLICT, message: message.into() }
+        Self { status: StatusCode::CONFLICT, message: message.into(), errors: None }
     }
 
     pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self { status, message: message.into() }
+        Self { status, message: message.into(), errors: None }
+    }
+
+    pub(crate) fn with_errors(mut self, errors: serde_json::Value) -> Self {
+        self.errors = Some(errors);
+        self
     }
 
     pub(crate) fn not_found(message: impl Into<String>) -> Self {
-        Self { status: StatusCode::NOT_FOUND, message: message.into() }
+        Self { status: StatusCode::NOT_FOUND, message: message.into(), errors: None }
     }
 }
 
 impl From<anyhow::Error> for ApiError {
     fn from(e: anyhow::Error) -> Self {
         tracing::error!(error = %format!("{e:#}"), "request failed");
-        Self { status: StatusCode::INTERNAL_SERVER_ERROR, message: "internal error".into() }
+        Self { status: StatusCode::INTERNAL_SERVER_ERROR, message: "internal error".into(), errors: None }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(json!({ "error": self.message }))).into_response()
+        let body = match self.errors {
+            Some(errors) => json!({ "error": self.message, "errors": errors }),
+            None => json!({ "error": self.message }),
+        };
+        (self.status, Json(body)).into_response()
     }
 }

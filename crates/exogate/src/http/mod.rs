@@ -3,6 +3,7 @@
 mod agents;
 mod auth;
 mod calls;
+mod campaigns;
 mod error;
 mod health;
 mod json_body;
@@ -17,6 +18,7 @@ mod webhook_input;
 use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::middleware::from_fn_with_state;
 use axum::routing::{get, post};
 
@@ -30,6 +32,14 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/api/calls/{id}/refresh", post(outbound::refresh))
         .route("/api/phones", get(phones::list).post(phones::create))
         .route("/api/phones/{id}", get(phones::show).put(phones::update).patch(phones::update).delete(phones::delete))
+        .route(
+            "/api/campaigns",
+            get(campaigns::list).post(campaigns::create).layer(DefaultBodyLimit::max(campaigns::MAX_UPLOAD)),
+        )
+        .route("/api/campaigns/{id}", get(campaigns::show))
+        .route("/api/campaigns/{id}/contacts", get(campaigns::contacts))
+        .route("/api/campaigns/{id}/results.csv", get(campaigns::results))
+        .route("/api/campaigns/{id}/{action}", post(campaigns::act))
         .route("/api/agents", get(agents::list).post(agents::create))
         .route("/api/agents/{id}", get(agents::show).put(agents::update).patch(agents::update).delete(agents::delete))
         .route_layer(from_fn_with_state(state.clone(), auth::require_key));

@@ -61,6 +61,7 @@ pub(crate) async fn create(
         time_limit: body.time_limit,
         time_out: body.time_out,
         record: body.record,
+        ..Dial::default()
     };
     answer(dialer::place(&app, dial, host(&headers)).await)
 }

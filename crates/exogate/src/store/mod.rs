@@ -3,6 +3,7 @@
 //! batches them into transactions, so the media path only ever does a non-blocking channel send.
 
 mod agents;
+mod campaigns;
 mod db;
 mod patch;
 mod phones;
@@ -15,6 +16,7 @@ use sqlx::AnyPool;
 use tokio::sync::{mpsc, oneshot};
 
 pub use agents::{AgentDef, AgentInput};
+pub use campaigns::{CONTACT_STATES, CampaignRow, Claimed, ContactRow, HeldContact, NewCampaign};
 pub use db::Backend;
 pub use patch::{CallKey, CallPatch, Status};
 pub use phones::{Phone, PhoneInput};
@@ -235,12 +237,102 @@ impl Store {
     pub async fn delete_agent(&self, id: &str) -> anyhow::Result<bool> {
         Ok(agents::delete(&self.pool, id).await?)
     }
+
+    /// A campaign and all its contacts, in one transaction.
+    pub async fn create_campaign(
+        &self,
+        c: &NewCampaign,
+        contacts: &[crate::campaign::import::Contact],
+    ) -> anyhow::Result<()> {
+        campaigns::create(&self.pool, c, contacts).await
+    }
+
+    pub async fn campaigns(&self) -> anyhow::Result<Vec<CampaignRow>> {
+        Ok(campaigns::list(&self.pool).await?)
+    }
+
+    pub async fn campaign(&self, id: &str) -> anyhow::Result<Option<CampaignRow>> {
+        Ok(campaigns::get(&self.pool, id).await?)
+    }
+
+    pub async fn campaign_progress(&self, id: &str) -> anyhow::Result<Vec<(String, i64)>> {
+        Ok(campaigns::progress(&self.pool, id).await?)
+    }
+
+    /// Moves a campaign from one of `from` to `to`; false if it was in none of them.
+    pub async fn campaign_transition(
+        &self,
+        id: &str,
+        from: &[&str],
+        to: &str,
+        reason: Option<&str>,
+    ) -> anyhow::Result<bool> {
+        Ok(campaigns::transition(&self.pool, id, from, to, reason).await?)
+    }
+
+    pub async fn running_campaigns(&self) -> anyhow::Result<Vec<CampaignRow>> {
+        Ok(campaigns::running(&self.pool).await?)
+    }
+
+    pub async fn held_contacts(&self, campaign: &str) -> anyhow::Result<Vec<HeldContact>> {
+        Ok(campaigns::held(&self.pool, campaign).await?)
+    }
+
+    /// Moves a held contact on: `refund` takes back an attempt that never reached Exotel.
+    pub async fn settle_contact(
+        &self,
+        campaign: &str,
+        seq: i64,
+        state: &str,
+        next_at: Option<&str>,
+        outcome: Option<&str>,
+        refund: bool,
+    ) -> anyhow::Result<()> {
+        Ok(campaigns::settle(&self.pool, campaign, seq, state, next_at, outcome, refund).await?)
+    }
+
+    pub async fn contact_call(&self, campaign: &str, seq: i64, call_id: &str) -> anyhow::Result<()> {
+        Ok(campaigns::set_call(&self.pool, campaign, seq, call_id).await?)
+    }
+
+    /// Claims as many due contacts as the campaign's limits allow now, leased for `lease`.
+    pub async fn claim_contacts(&self, c: &CampaignRow, lease: Duration) -> anyhow::Result<Vec<Claimed>> {
+        let now = now_text();
+        let minute_ago = rfc3339_ago(Duration::from_secs(60));
+        let until = rfc3339_after(lease).unwrap_or_else(|| now.clone());
+        let postgres = self.backend == Backend::Postgres;
+        Ok(campaigns::claim(&self.pool, postgres, c, &self.instance, &now, &minute_ago, &until).await?)
+    }
+
+    pub async fn open_contacts(&self, campaign: &str) -> anyhow::Result<i64> {
+        Ok(campaigns::open_contacts(&self.pool, campaign).await?)
+    }
+
+    pub async fn recent_outcomes(&self, campaign: &str, since: &str, n: i64) -> anyhow::Result<Vec<String>> {
+        Ok(campaigns::recent_outcomes(&self.pool, campaign, since, n).await?)
+    }
+
+    pub async fn campaign_contacts(
+        &self,
+        id: &str,
+        state: Option<&str>,
+        limit: i64,
+        offset: i64,
+    ) -> anyhow::Result<Vec<ContactRow>> {
+        Ok(campaigns::contacts(&self.pool, id, state, limit, offset).await?)
+    }
 }
 
 /// How often a gateway says it is alive.
 pub const HEARTBEAT: Duration = Duration::from_secs(10);
 /// A gateway silent for this long is gone, and its running calls are orphans.
 pub const DEAD_AFTER: Duration = Duration::from_secs(30);
+
+/// RFC 3339 text `ahead` from now (the times the store compares as text).
+pub fn rfc3339_after(ahead: Duration) -> Option<String> {
+    let t = time::OffsetDateTime::now_utc() + ahead;
+    t.format(&time::format_description::well_known::Rfc3339).ok()
+}
 
 fn rfc3339_ago(ago: Duration) -> String {
     let t = time::OffsetDateTime::now_utc() - ago;

@@ -77,6 +77,9 @@ pub struct CallRow {
     pub dropped_out_bytes: Option<i64>,
     /// The gateway that ran the call's media (several may share one database).
     pub instance_id: Option<String>,
+    /// The campaign and contact (its position in the list) the call dialed.
+    pub campaign_id: Option<String>,
+    pub contact_seq: Option<i64>,
 }
 
 #[derive(Debug, Clone, Serialize, FromRow)]

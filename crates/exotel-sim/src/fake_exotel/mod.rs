@@ -21,6 +21,7 @@
 mod api;
 pub mod cli;
 mod form;
+mod live;
 mod play;
 mod record;
 mod script;
@@ -36,6 +37,7 @@ use exotel::SampleRate;
 use tokio::sync::{broadcast, oneshot, watch};
 use tokio::task::{AbortHandle, JoinHandle};
 
+pub use live::{LiveChange, LiveRecord};
 pub use record::{CallMode, FakeCall, FakeEvent, RecordedRequest};
 pub use script::Script;
 
@@ -132,6 +134,7 @@ pub(crate) struct Shared {
     events: broadcast::Sender<FakeEvent>,
     tasks: Mutex<Vec<AbortHandle>>,
     active_streams: AtomicUsize,
+    live: Mutex<LiveRecord>,
 }
 
 /// A poisoned lock only means a panicking test thread; the data is still good.
@@ -153,6 +156,7 @@ impl Shared {
     }
 
     fn add_call(&self, call: FakeCall) {
+        lock(&self.live).placed(&call.caller_id);
         lock(&self.calls).push(call);
         self.version.send_modify(|v| *v += 1);
     }
@@ -240,6 +244,7 @@ impl FakeExotel {
             events: broadcast::channel(1024).0,
             tasks: Mutex::default(),
             active_streams: AtomicUsize::new(0),
+            live: Mutex::new(LiveRecord::new()),
         });
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let app = api::router(shared.clone());
@@ -275,6 +280,11 @@ impl FakeExotel {
 
     pub fn call(&self, sid: &str) -> Option<FakeCall> {
         self.shared.call(sid)
+    }
+
+    /// Calls live on the account and per caller id: now, at their peak, and every change.
+    pub fn live(&self) -> LiveRecord {
+        lock(&self.shared.live).clone()
     }
 
     /// One line per request answered and per call played out (see [`FakeEvent`]).

@@ -62,6 +62,8 @@ pub(crate) async fn play(shared: Arc<Shared>, sid: String) {
         }
         None => answered(&shared, &call).await,
     }
+    // Over on the network, before its callback says so.
+    super::lock(&shared.live).ended(&call.caller_id);
     if call.status_callback.is_some() {
         send_callback(&shared, &sid, CallbackEvent::Terminal).await;
     }

@@ -1,0 +1,291 @@
+//! `/api/campaigns`: create from a CSV (JSON with the text, or multipart with the file), list,
+//! show with progress, start/pause/resume/cancel, contacts, and the results as CSV.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::error::ApiError;
+use crate::app::AppState;
+use crate::campaign::import::{self, LineError};
+use crate::campaign::rules::{Retry, Window, WindowSpec, check_retry};
+use crate::store::{CampaignRow, NewCampaign};
+
+/// Largest upload: 100,000 contacts with a few columns are ~5 MB.
+pub(crate) const MAX_UPLOAD: usize = 64 << 20;
+/// Exotel's own limit per account.
+const DEFAULT_CALLS_PER_MINUTE: i64 = 200;
+const DEFAULT_MAX_CONCURRENT: i64 = 10;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateInput {
+    name: Option<String>,
+    agent: Option<String>,
+    phone: Option<String>,
+    csv: Option<String>,
+    phone_column: Option<String>,
+    max_concurrent: Option<i64>,
+    calls_per_minute: Option<i64>,
+    window: Option<WindowSpec>,
+    retry: Option<BTreeMap<String, Retry>>,
+}
+
+pub(crate) async fn create(State(app): State<Arc<AppState>>, req: Request) -> Result<Response, ApiError> {
+    let multipart = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("multipart/form-data"));
+    let input = if multipart { from_multipart(req).await? } else { from_json(req).await? };
+    let name = input.name.clone().filter(|n| !n.trim().is_empty()).unwrap_or_else(|| "campaign".into());
+    let agent = input.agent.clone().ok_or_else(|| ApiError::bad_request("missing field `agent`"))?;
+    if !app.agent_exists(&agent) {
+        return Err(ApiError::bad_request(format!("agent {agent:?} is not a known agent")));
+    }
+    let phone_id = match &input.phone {
+        Some(p) => Some(app.store.phone(p).await?.ok_or_else(|| ApiError::bad_request(format!("no phone {p:?}")))?.id),
+        None => None,
+    };
+    let max_concurrent = input.max_concurrent.unwrap_or(DEFAULT_MAX_CONCURRENT);
+    let calls_per_minute = input.calls_per_minute.unwrap_or(DEFAULT_CALLS_PER_MINUTE);
+    if !(1..=1000).contains(&max_concurrent) {
+        return Err(ApiError::bad_request("max_concurrent must be 1..1000"));
+    }
+    if !(1..=10_000).contains(&calls_per_minute) {
+        return Err(ApiError::bad_request("calls_per_minute must be 1..10000"));
+    }
+    // Fail-closed: a window or zone that can't be read refuses the campaign.
+    let window = input.window.clone().unwrap_or_default();
+    if let Err(reason) = Window::parse(&window) {
+        return Err(rule_refused(reason));
+    }
+    let retry = input.retry.clone().unwrap_or_default();
+    if let Err(reason) = check_retry(&retry) {
+        return Err(rule_refused(reason));
+    }
+    let csv =
+        input.csv.as_deref().ok_or_else(|| ApiError::bad_request("missing the CSV: field `csv` or file `file`"))?;
+    let imported = match import::parse(csv.as_bytes(), input.phone_column.as_deref()) {
+        Ok(i) => i,
+        Err(e) => {
+            return Err(ApiError::bad_request(e.error).with_errors(json!(e.errors)));
+        }
+    };
+    let new = NewCampaign {
+        id: format!("cmp_{}", crate::ids::call_id()),
+        name,
+        agent,
+        phone_id,
+        max_concurrent,
+        calls_per_minute,
+        window_spec: serde_json::to_string(&window).map_err(anyhow::Error::from)?,
+        retry: serde_json::to_string(&retry).map_err(anyhow::Error::from)?,
+        phone_column: imported.phone_column.clone(),
+        columns: serde_json::to_string(&imported.columns).map_err(anyhow::Error::from)?,
+        rejected: imported.rejected_total as i64,
+    };
+    app.store.create_campaign(&new, &imported.contacts).await?;
+    tracing::info!(campaign = %new.id, contacts = imported.contacts.len(), rejected = imported.rejected_total, "campaign created");
+    let row = app.store.campaign(&new.id).await?.ok_or_else(|| anyhow::anyhow!("campaign vanished"))?;
+    let mut body = campaign_json(&app, row).await?;
+    body["rejected"] = json!(imported.rejected);
+    body["rejected_total"] = json!(imported.rejected_total);
+    Ok((StatusCode::CREATED, Json(json!({ "campaign": body }))).into_response())
+}
+
+fn rule_refused(reason: String) -> ApiError {
+    ApiError::bad_request(reason.clone()).with_errors(json!([LineError { line: 0, reason }]))
+}
+
+async fn from_json(req: Request) -> Result<CreateInput, ApiError> {
+    let bytes = axum::body::Bytes::from_request(req, &())
+        .await
+        .map_err(|e| ApiError::bad_request(format!("cannot read the body: {e}")))?;
+    serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+}
+
+/// The same fields as form parts, the CSV in `file` (or `csv`); `window` and `retry` as JSON text.
+async fn from_multipart(req: Request) -> Result<CreateInput, ApiError> {
+    let mut form = Multipart::from_request(req, &()).await.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let mut input = CreateInput::default();
+    while let Some(field) = form.next_field().await.map_err(|e| ApiError::bad_request(e.body_text()))? {
+        let name = field.name().unwrap_or_default().to_string();
+        let bytes = field.bytes().await.map_err(|e| ApiError::bad_request(e.body_text()))?;
+        if name == "file" || name == "csv" {
+            // Checked as a whole (and line by line) by the importer; a lossy decode here would hide
+            // Latin-1 bytes, so hand it over as is when it is UTF-8 and refuse it otherwise.
+            match String::from_utf8(bytes.to_vec()) {
+                Ok(text) => input.csv = Some(text),
+                Err(_) => {
+                    let e = import::parse(&bytes, None).err().unwrap_or_else(|| import::FileError {
+                        error: "the file is not UTF-8 text".into(),
+                        errors: Vec::new(),
+                    });
+                    return Err(ApiError::bad_request(e.error).with_errors(json!(e.errors)));
+                }
+            }
+            continue;
+        }
+        let text = String::from_utf8_lossy(&bytes).trim().to_string();
+        let number = |field: &str| {
+            text.parse::<i64>().map_err(|_| ApiError::bad_request(format!("{field} must be a number, got {text:?}")))
+        };
+        match name.as_str() {
+            "name" => input.name = Some(text),
+            "agent" => input.agent = Some(text),
+            "phone" => input.phone = Some(text).filter(|t| !t.is_empty()),
+            "phone_column" => input.phone_column = Some(text).filter(|t| !t.is_empty()),
+            "max_concurrent" => input.max_concurrent = Some(number("max_concurrent")?),
+            "calls_per_minute" => input.calls_per_minute = Some(number("calls_per_minute")?),
+            "window" => {
+                input.window =
+                    Some(serde_json::from_str(&text).map_err(|e| ApiError::bad_request(format!("window: {e}")))?)
+            }
+            "retry" => {
+                input.retry =
+                    Some(serde_json::from_str(&text).map_err(|e| ApiError::bad_request(format!("retry: {e}")))?)
+            }
+            other => return Err(ApiError::bad_request(format!("unknown form field {other:?}"))),
+        }
+    }
+    Ok(input)
+}
+
+async fn campaign_json(app: &AppState, row: CampaignRow) -> Result<Value, ApiError> {
+    let progress: serde_json::Map<String, Value> = app
+        .store
+        .campaign_progress(&row.id)
+        .await?
+        .into_iter()
+        .map(|(state, n)| (state.replace('-', "_"), json!(n)))
+        .collect();
+    let mut v = serde_json::to_value(&row).map_err(anyhow::Error::from)?;
+    let mut progress = Value::Object(progress);
+    progress["total"] = json!(row.contacts);
+    v["progress"] = progress;
+    Ok(v)
+}
+
+pub(crate) async fn list(State(app): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
+    let mut out = Vec::new();
+    for row in app.store.campaigns().await? {
+        out.push(campaign_json(&app, row).await?);
+    }
+    Ok(Json(json!({ "campaigns": out })))
+}
+
+pub(crate) async fn show(State(app): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let row = app.store.campaign(&id).await?.ok_or_else(|| ApiError::not_found(format!("no campaign {id:?}")))?;
+    Ok(Json(json!({ "campaign": campaign_json(&app, row).await? })))
+}
+
+/// `start`, `pause`, `resume`, `cancel`: each allowed from some states only (409 otherwise).
+pub(crate) async fn act(
+    State(app): State<Arc<AppState>>,
+    Path((id, action)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let (from, to): (&[&str], &str) = match action.as_str() {
+        "start" => (&["draft"], "running"),
+        "pause" => (&["running"], "paused"),
+        "resume" => (&["paused"], "running"),
+        "cancel" => (&["draft", "running", "paused"], "cancelled"),
+        other => return Err(ApiError::not_found(format!("no campaign action {other:?}"))),
+    };
+    let row = app.store.campaign(&id).await?.ok_or_else(|| ApiError::not_found(format!("no campaign {id:?}")))?;
+    if to == "running" {
+        // Checked again at start: the zone database or the agent may have changed since.
+        let spec: WindowSpec = serde_json::from_str(&row.window_spec).map_err(anyhow::Error::from)?;
+        if let Err(reason) = Window::parse(&spec) {
+            return Err(rule_refused(reason));
+        }
+        // A slot is released when Exotel's status callback says the call ended: without a public
+        // URL for it, every dial would hold its slot until the 15-minute reconciliation.
+        if app.config.public_base_url.is_none() {
+            return Err(ApiError::conflict(
+                "campaigns need WEBHOOK_BASE_URL (or RENDER_EXTERNAL_URL): Exotel's status callbacks end each dial",
+            ));
+        }
+        if !app.agent_exists(&row.agent) {
+            return Err(ApiError::conflict(format!("agent {:?} no longer exists", row.agent)));
+        }
+    }
+    let reason = (action == "pause").then_some("paused through the API");
+    if !app.store.campaign_transition(&id, from, to, reason).await? {
+        return Err(ApiError::conflict(format!("campaign {id:?} is {}; it cannot {action}", row.status)));
+    }
+    tracing::info!(campaign = %id, action = %action, "campaign {to}");
+    let row = app.store.campaign(&id).await?.ok_or_else(|| ApiError::not_found(format!("no campaign {id:?}")))?;
+    Ok(Json(json!({ "campaign": campaign_json(&app, row).await? })))
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct ContactQuery {
+    state: Option<String>,
+    limit: Option<i64>,
+    offset: Option<i64>,
+}
+
+pub(crate) async fn contacts(
+    State(app): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    Query(q): Query<ContactQuery>,
+) -> Result<Json<Value>, ApiError> {
+    app.store.campaign(&id).await?.ok_or_else(|| ApiError::not_found(format!("no campaign {id:?}")))?;
+    let state = q.state.map(|s| s.replace('_', "-"));
+    if let Some(s) = &state {
+        if !crate::store::CONTACT_STATES.contains(&s.as_str()) {
+            return Err(ApiError::bad_request(format!("state {s:?} is not a contact state")));
+        }
+    }
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let rows = app.store.campaign_contacts(&id, state.as_deref(), limit, q.offset.unwrap_or(0).max(0)).await?;
+    Ok(Json(json!({ "contacts": rows })))
+}
+
+/// One row per contact: its CSV columns, then attempts, final outcome and the last call's id.
+pub(crate) async fn results(State(app): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let row = app.store.campaign(&id).await?.ok_or_else(|| ApiError::not_found(format!("no campaign {id:?}")))?;
+    let columns: Vec<String> = serde_json::from_str(&row.columns).map_err(anyhow::Error::from)?;
+    let mut out = csv::Writer::from_writer(Vec::new());
+    let mut header = columns.clone();
+    header.extend(["state", "attempts", "outcome", "last_call_id"].map(String::from));
+    out.write_record(&header).map_err(anyhow::Error::from)?;
+    let mut offset = 0;
+    loop {
+        let page = app.store.campaign_contacts(&id, None, 1000, offset).await?;
+        if page.is_empty() {
+            break;
+        }
+        offset += page.len() as i64;
+        for c in page {
+            let vars: BTreeMap<String, String> = serde_json::from_str(&c.vars).unwrap_or_default();
+            let mut record: Vec<String> = columns
+                .iter()
+                .map(|col| {
+                    if *col == row.phone_column { c.phone.clone() } else { vars.get(col).cloned().unwrap_or_default() }
+                })
+                .collect();
+            record.push(c.state);
+            record.push(c.attempts.to_string());
+            record.push(c.last_outcome.unwrap_or_default());
+            record.push(c.last_call_id.unwrap_or_default());
+            out.write_record(&record).map_err(anyhow::Error::from)?;
+        }
+    }
+    let bytes = out.into_inner().map_err(|e| anyhow::anyhow!("csv: {e}"))?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
+            (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{id}-results.csv\"")),
+        ],
+        bytes,
+    )
+        .into_response())
+}

@@ -1,0 +1,377 @@
+//! Campaigns and their contacts. A campaign is created with all its contacts in one transaction
+//! (a bad file imports nothing); status changes are conditional updates, so two gateways (or two
+//! clicks) can't both start or both finish one.
+
+use serde::Serialize;
+use sqlx::{AnyPool, FromRow};
+
+use super::now_text;
+use crate::campaign::import::Contact;
+
+/// Contacts per INSERT: 7 values each stays under both databases' parameter limits.
+const INSERT_CHUNK: usize = 500;
+
+/// Every state a contact can be in, as stored and as counted in `progress`.
+pub const CONTACT_STATES: [&str; 7] =
+    ["pending", "dialing", "in-progress", "completed", "retry-scheduled", "failed", "exhausted"];
+
+#[derive(Debug, Clone, Serialize, FromRow)]
+pub struct CampaignRow {
+    pub id: String,
+    pub name: String,
+    pub agent: String,
+    pub phone_id: Option<String>,
+    pub status: String,
+    pub max_concurrent: i64,
+    pub calls_per_minute: i64,
+    #[serde(rename = "window", serialize_with = "as_json")]
+    pub window_spec: String,
+    #[serde(serialize_with = "as_json")]
+    pub retry: String,
+    pub phone_column: String,
+    #[serde(serialize_with = "as_json")]
+    pub columns: String,
+    pub contacts: i64,
+    pub rejected: i64,
+    pub status_reason: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+    pub started_at: Option<String>,
+    pub ended_at: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, FromRow)]
+pub struct ContactRow {
+    pub seq: i64,
+    pub line: i64,
+    pub phone: String,
+    #[serde(serialize_with = "as_json")]
+    pub vars: String,
+    pub state: String,
+    pub attempts: i64,
+    pub next_at: Option<String>,
+    pub last_call_id: Option<String>,
+    pub last_outcome: Option<String>,
+    pub updated_at: String,
+}
+
+fn as_json<S: serde::Serializer>(v: &str, s: S) -> Result<S::Ok, S::Error> {
+    serde::Serialize::serialize(&serde_json::from_str::<serde_json::Value>(v).unwrap_or_default(), s)
+}
+
+/// A campaign as created: the columns of `campaigns` the caller decides.
+#[derive(Debug, Clone)]
+pub struct NewCampaign {
+    pub id: String,
+    pub name: String,
+    pub agent: String,
+    pub phone_id: Option<String>,
+    pub max_concurrent: i64,
+    pub calls_per_minute: i64,
+    pub window_spec: String,
+    pub retry: String,
+    pub phone_column: String,
+    pub columns: String,
+    pub rejected: i64,
+}
+
+pub(super) async fn create(pool: &AnyPool, c: &NewCampaign, contacts: &[Contact]) -> anyhow::Result<()> {
+    let now = now_text();
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "INSERT INTO campaigns (id, name, agent, phone_id, status, max_concurrent, calls_per_minute, window_spec, \
+         retry, phone_column, columns, contacts, rejected, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, 'draft', $5, $6, $7, $8, $9, $10, $11, $12, $13, $13)",
+    )
+    .bind(&c.id)
+    .bind(&c.name)
+    .bind(&c.agent)
+    .bind(&c.phone_id)
+    .bind(c.max_concurrent)
+    .bind(c.calls_per_minute)
+    .bind(&c.window_spec)
+    .bind(&c.retry)
+    .bind(&c.phone_column)
+    .bind(&c.columns)
+    .bind(contacts.len() as i64)
+    .bind(c.rejected)
+    .bind(&now)
+    .execute(&mut *tx)
+    .await?;
+    for (chunk_no, chunk) in contacts.chunks(INSERT_CHUNK).enumerate() {
+        let mut sql = String::from(
+            "INSERT INTO campaign_contacts (campaign_id, seq, line, phone, vars, state, updated_at) VALUES ",
+        );
+        for i in 0..chunk.len() {
+            let p = i * 5;
+            if i > 0 {
+                sql.push(',');
+            }
+            sql.push_str(&format!("($1, ${}, ${}, ${}, ${}, 'pending', ${})", p + 2, p + 3, p + 4, p + 5, p + 6));
+        }
+        let mut q = sqlx::query(&sql).bind(&c.id);
+        for (i, contact) in chunk.iter().enumerate() {
+            let seq = (chunk_no * INSERT_CHUNK + i) as i64;
+            let vars = serde_json::to_string(&contact.vars)?;
+            q = q.bind(seq).bind(contact.line as i64).bind(contact.phone.clone()).bind(vars).bind(now.clone());
+        }
+        q.execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+pub(super) async fn list(pool: &AnyPool) -> sqlx::Result<Vec<CampaignRow>> {
+    sqlx::query_as("SELECT * FROM campaigns ORDER BY created_at DESC, id DESC").fetch_all(pool).await
+}
+
+pub(super) async fn get(pool: &AnyPool, id: &str) -> sqlx::Result<Option<CampaignRow>> {
+    sqlx::query_as("SELECT * FROM campaigns WHERE id = $1").bind(id).fetch_optional(pool).await
+}
+
+/// Contacts by state (every state present, zeros included).
+pub(super) async fn progress(pool: &AnyPool, id: &str) -> sqlx::Result<Vec<(String, i64)>> {
+    let counted: Vec<(String, i64)> =
+        sqlx::query_as("SELECT state, COUNT(*) FROM campaign_contacts WHERE campaign_id = $1 GROUP BY state")
+            .bind(id)
+            .fetch_all(pool)
+            .await?;
+    Ok(CONTACT_STATES
+        .iter()
+        .map(|s| (s.to_string(), counted.iter().find(|(c, _)| c == s).map_or(0, |(_, n)| *n)))
+        .collect())
+}
+
+/// Moves the campaign to `to` if it is in one of `from`; false if it was not (or does not exist).
+pub(super) async fn transition(
+    pool: &AnyPool,
+    id: &str,
+    from: &[&str],
+    to: &str,
+    reason: Option<&str>,
+) -> sqlx::Result<bool> {
+    let now = now_text();
+    let mut sql = String::from(
+        "UPDATE campaigns SET status = $1, status_reason = $2, updated_at = $3, \
+         started_at = CASE WHEN $1 = 'running' THEN COALESCE(started_at, $3) ELSE started_at END, \
+         ended_at = CASE WHEN $1 IN ('completed', 'cancelled') THEN $3 ELSE ended_at END \
+         WHERE id = $4 AND status IN (",
+    );
+    for i in 0..from.len() {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(&format!("${}", i + 5));
+    }
+    sql.push(')');
+    let mut q = sqlx::query(&sql).bind(to).bind(reason).bind(now).bind(id);
+    for f in from {
+        q = q.bind(*f);
+    }
+    Ok(q.execute(pool).await?.rows_affected() == 1)
+}
+
+pub(super) async fn contacts(
+    pool: &AnyPool,
+    id: &str,
+    state: Option<&str>,
+    limit: i64,
+    offset: i64,
+) -> sqlx::Result<Vec<ContactRow>> {
+    let columns = "seq, line, phone, vars, state, attempts, next_at, last_call_id, last_outcome, updated_at";
+    match state {
+        Some(s) => {
+            sqlx::query_as(&format!(
+                "SELECT {columns} FROM campaign_contacts WHERE campaign_id = $1 AND state = $2 \
+                 ORDER BY seq LIMIT $3 OFFSET $4"
+            ))
+            .bind(id)
+            .bind(s)
+            .bind(limit)
+            .bind(offset)
+            .fetch_all(pool)
+            .await
+        }
+        None => {
+            sqlx::query_as(&format!(
+                "SELECT {columns} FROM campaign_contacts WHERE campaign_id = $1 ORDER BY seq LIMIT $2 OFFSET $3"
+            ))
+            .bind(id)
+            .bind(limit)
+            .bind(offset)
+            .fetch_all(pool)
+            .await
+        }
+    }
+}
+
+pub(super) async fn running(pool: &AnyPool) -> sqlx::Result<Vec<CampaignRow>> {
+    sqlx::query_as("SELECT * FROM campaigns WHERE status = 'running' ORDER BY created_at").fetch_all(pool).await
+}
+
+/// A contact the dialer holds (dialing or in progress) and its call's status, if the call exists.
+#[derive(Debug, Clone, FromRow)]
+pub struct HeldContact {
+    pub seq: i64,
+    pub state: String,
+    pub attempts: i64,
+    pub last_call_id: Option<String>,
+    pub lease_until: Option<String>,
+    pub call_status: Option<String>,
+    pub call_sid: Option<String>,
+}
+
+pub(super) async fn held(pool: &AnyPool, campaign: &str) -> sqlx::Result<Vec<HeldContact>> {
+    sqlx::query_as(
+        "SELECT c.seq, c.state, c.attempts, c.last_call_id, c.lease_until, k.status AS call_status, \
+         k.call_sid AS call_sid \
+         FROM campaign_contacts c LEFT JOIN calls k ON k.id = c.last_call_id \
+         WHERE c.campaign_id = $1 AND c.state IN ('dialing', 'in-progress')",
+    )
+    .bind(campaign)
+    .fetch_all(pool)
+    .await
+}
+
+/// Sets a held contact's state (and its retry time and outcome); `refund` takes the attempt back
+/// (a dial that never reached Exotel).
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn settle(
+    pool: &AnyPool,
+    campaign: &str,
+    seq: i64,
+    state: &str,
+    next_at: Option<&str>,
+    outcome: Option<&str>,
+    refund: bool,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE campaign_contacts SET state = $3, next_at = $4, last_outcome = COALESCE($5, last_outcome), \
+         attempts = attempts - $6, lease_owner = NULL, lease_until = NULL, updated_at = $7 \
+         WHERE campaign_id = $1 AND seq = $2",
+    )
+    .bind(campaign)
+    .bind(seq)
+    .bind(state)
+    .bind(next_at)
+    .bind(outcome)
+    .bind(if refund { 1i64 } else { 0 })
+    .bind(now_text())
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn set_call(pool: &AnyPool, campaign: &str, seq: i64, call_id: &str) -> sqlx::Result<()> {
+    sqlx::query("UPDATE campaign_contacts SET last_call_id = $3 WHERE campaign_id = $1 AND seq = $2")
+        .bind(campaign)
+        .bind(seq)
+        .bind(call_id)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// A contact claimed for dialing.
+#[derive(Debug, Clone, FromRow)]
+pub struct Claimed {
+    pub seq: i64,
+    pub phone: String,
+    pub vars: String,
+    pub attempts: i64,
+}
+
+/// What the limits allow now, and the claim itself, in one transaction. On PostgreSQL the
+/// campaign's row is locked for it, so gateways claiming for one campaign take turns and its
+/// concurrency and per-minute limits hold across them; `SKIP LOCKED` keeps contacts apart too.
+pub(super) async fn claim(
+    pool: &AnyPool,
+    postgres: bool,
+    c: &CampaignRow,
+    owner: &str,
+    now: &str,
+    minute_ago: &str,
+    lease_until: &str,
+) -> sqlx::Result<Vec<Claimed>> {
+    let mut tx = pool.begin().await?;
+    let lock = if postgres { " FOR UPDATE" } else { "" };
+    let status: Option<String> = sqlx::query_scalar(&format!("SELECT status FROM campaigns WHERE id = $1{lock}"))
+        .bind(&c.id)
+        .fetch_optional(&mut *tx)
+        .await?;
+    if status.as_deref() != Some("running") {
+        return Ok(Vec::new());
+    }
+    let live: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM campaign_contacts WHERE campaign_id = $1 AND state IN ('dialing', 'in-progress')",
+    )
+    .bind(&c.id)
+    .fetch_one(&mut *tx)
+    .await?;
+    let recent: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM campaign_dials WHERE campaign_id = $1 AND at > $2")
+        .bind(&c.id)
+        .bind(minute_ago)
+        .fetch_one(&mut *tx)
+        .await?;
+    let room = (c.max_concurrent - live).min(c.calls_per_minute - recent);
+    if room <= 0 {
+        return Ok(Vec::new());
+    }
+    let skip = if postgres { " FOR UPDATE SKIP LOCKED" } else { "" };
+    // The pick is a materialized CTE: as a plain `IN (subquery)`, PostgreSQL may run the locking
+    // subquery again for every row it updates, and `LIMIT` then limits nothing.
+    let claimed: Vec<Claimed> = sqlx::query_as(&format!(
+        "WITH picked AS MATERIALIZED (SELECT seq FROM campaign_contacts WHERE campaign_id = $1 \
+         AND state IN ('pending', 'retry-scheduled') AND (next_at IS NULL OR next_at <= $4) \
+         ORDER BY seq LIMIT $5{skip}) \
+         UPDATE campaign_contacts SET state = 'dialing', attempts = attempts + 1, lease_owner = $2, \
+         lease_until = $3, updated_at = $4, last_call_id = NULL, next_at = NULL \
+         WHERE campaign_id = $1 AND seq IN (SELECT seq FROM picked) \
+         RETURNING seq, phone, vars, attempts"
+    ))
+    .bind(&c.id)
+    .bind(owner)
+    .bind(lease_until)
+    .bind(now)
+    .bind(room)
+    .fetch_all(&mut *tx)
+    .await?;
+    for _ in &claimed {
+        sqlx::query("INSERT INTO campaign_dials (campaign_id, at) VALUES ($1, $2)")
+            .bind(&c.id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+    }
+    sqlx::query("DELETE FROM campaign_dials WHERE campaign_id = $1 AND at < $2")
+        .bind(&c.id)
+        .bind(minute_ago)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(claimed)
+}
+
+/// Contacts still to be dialed or in the air: zero means the campaign is done.
+pub(super) async fn open_contacts(pool: &AnyPool, campaign: &str) -> sqlx::Result<i64> {
+    sqlx::query_scalar(
+        "SELECT COUNT(*) FROM campaign_contacts WHERE campaign_id = $1 \
+         AND state IN ('pending', 'retry-scheduled', 'dialing', 'in-progress')",
+    )
+    .bind(campaign)
+    .fetch_one(pool)
+    .await
+}
+
+/// The last `n` final outcomes of the campaign's dials, newest first (for the circuit breaker).
+pub(super) async fn recent_outcomes(pool: &AnyPool, campaign: &str, since: &str, n: i64) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar(
+        "SELECT last_outcome FROM campaign_contacts WHERE campaign_id = $1 AND last_outcome IS NOT NULL \
+         AND state NOT IN ('dialing', 'in-progress') AND updated_at > $2 ORDER BY updated_at DESC LIMIT $3",
+    )
+    .bind(campaign)
+    .bind(since)
+    .bind(n)
+    .fetch_all(pool)
+    .await
+}

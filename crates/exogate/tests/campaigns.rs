@@ -1,0 +1,328 @@
+//! Campaigns end to end: CSV in through the API, dials against the simulator's fake Exotel with
+//! scripted outcomes per number, limits asserted on the fake's own record of live calls.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use common::TestGateway;
+use exogate::config::{ExotelEnv, Secret};
+use exotel_sim::AudioSource;
+use exotel_sim::fake_exotel::{FakeExotel, FakeExotelConfig, Script};
+use serde_json::{Value, json};
+
+const KEY: &str = "campaign-test-key-0123456789";
+
+struct Rig {
+    gw: TestGateway,
+    fake: FakeExotel,
+}
+
+async fn rig(scripts: HashMap<String, Script>) -> Rig {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let gw_http = format!("http://127.0.0.1:{port}");
+    let cfg = FakeExotelConfig {
+        voicebot_url: Some(format!("{gw_http}/voicebot")),
+        passthru_url: Some(format!("{gw_http}/api/exotel/passthru")),
+        audio: AudioSource::Tone { hz: 440.0, ms: 400 },
+        idle_tail: Duration::from_millis(300),
+        scripts,
+        ..FakeExotelConfig::default()
+    };
+    let (sid, key, token) = (cfg.sid.clone(), cfg.api_key.clone(), cfg.api_token.clone());
+    let fake = FakeExotel::start(cfg).await.expect("fake exotel");
+    let base = fake.base_url();
+    let gw = TestGateway::start_with(|c| {
+        c.http_port = port;
+        c.api_key = Some(Secret(KEY.into()));
+        c.secret_key = Some(Secret("callback-secret".into()));
+        c.public_base_url = Some(gw_http.clone());
+        c.exotel = ExotelEnv {
+            api_key: Some(key),
+            api_token: Some(Secret(token)),
+            sid: Some(sid),
+            subdomain: None,
+            app_id: Some("4321".into()),
+            caller_id: Some("08047491899".into()),
+            api_url: Some(base),
+        };
+    })
+    .await;
+    Rig { gw, fake }
+}
+
+impl Rig {
+    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let r = self.gw.http.post(self.gw.http_url(path)).bearer_auth(KEY).json(&body).send().await.unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        self.gw.gw.state.store.flush().await;
+        let r = self.gw.http.get(self.gw.http_url(path)).bearer_auth(KEY).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        r.json().await.unwrap()
+    }
+
+    async fn create(&self, body: Value) -> String {
+        let (status, v) = self.post("/api/campaigns", body).await;
+        assert_eq!(status, 201, "{v}");
+        assert_eq!(v["campaign"]["status"], "draft");
+        v["campaign"]["id"].as_str().unwrap().to_string()
+    }
+
+    async fn campaign(&self, id: &str) -> Value {
+        self.get(&format!("/api/campaigns/{id}")).await["campaign"].clone()
+    }
+
+    async fn wait_status(&self, id: &str, status: &str, within: Duration) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let c = self.campaign(id).await;
+            if c["status"] == status {
+                return c;
+            }
+            assert!(Instant::now() < deadline, "campaign never became {status}: {c}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+fn number(i: usize) -> String {
+    format!("98{:08}", i)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_campaign_dials_everyone_within_its_limits_and_retries_by_outcome() {
+    // 200 contacts: 10 answer, 80 busy, 80 don't answer, 30 fail, spread through the list (a run
+    // of failures would trip the circuit breaker, which has its own test).
+    let mut scripts = HashMap::new();
+    let mut csv = String::from("name,phone,due\n");
+    for i in 0..200 {
+        let script = match i % 20 {
+            0 => Script::Answer,
+            1..=3 => Script::Fail,
+            n if n % 2 == 0 => Script::Busy,
+            _ => Script::NoAnswer,
+        };
+        scripts.insert(format!("+91{}", number(i)), script);
+        csv.push_str(&format!("Customer {i},{},{}\n", number(i), 100 + i));
+    }
+    let rig = rig(scripts).await;
+    let id = rig
+        .create(json!({
+            "name": "reminders",
+            "agent": "echo",
+            "csv": csv,
+            "max_concurrent": 8,
+            "calls_per_minute": 5000,
+            "window": { "start": "00:00", "end": "23:59", "days": ["mon","tue","wed","thu","fri","sat","sun"], "timezone": "Asia/Kolkata" },
+            "retry": { "busy": { "after_secs": 1, "max_attempts": 2 }, "no-answer": { "after_secs": 2, "max_attempts": 2 } }
+        }))
+        .await;
+    let c = rig.campaign(&id).await;
+    assert_eq!(c["progress"]["total"], 200);
+    assert_eq!(c["progress"]["pending"], 200);
+    assert!(rig.fake.calls().is_empty(), "a draft dials nobody");
+
+    let (status, started) = rig.post(&format!("/api/campaigns/{id}/start"), json!({})).await;
+    assert_eq!(status, 200, "{started}");
+    let (status, again) = rig.post(&format!("/api/campaigns/{id}/start"), json!({})).await;
+    assert_eq!(status, 409, "{again}");
+    let done = rig.wait_status(&id, "completed", Duration::from_secs(120)).await;
+    let p = &done["progress"];
+    assert_eq!(
+        (p["completed"].as_i64(), p["exhausted"].as_i64(), p["failed"].as_i64()),
+        (Some(10), Some(160), Some(30)),
+        "{p}"
+    );
+    assert_eq!(p["pending"], 0);
+
+    // Exotel's side: never more than 8 live calls, and the limit was used.
+    let live = rig.fake.live();
+    assert!(live.account_peak <= 8, "peak {} live calls", live.account_peak);
+    assert!(live.account_peak >= 4, "peak {} live calls: the campaign hardly ran in parallel", live.account_peak);
+    assert_eq!(live.account_live, 0);
+    // Every dial: one for the answered and the failed, two for busy and no-answer (retried once).
+    let calls = rig.fake.calls();
+    assert_eq!(calls.len(), 10 + 160 + 160 + 30);
+    let mut per_number: HashMap<String, usize> = HashMap::new();
+    for call in &calls {
+        *per_number.entry(call.from.replace(' ', "")).or_default() += 1;
+    }
+    assert_eq!(per_number[&format!("+91{}", number(0))], 1, "answered");
+    assert_eq!(per_number[&format!("+91{}", number(4))], 2, "busy");
+    assert_eq!(per_number[&format!("+91{}", number(5))], 2, "no answer");
+    assert_eq!(per_number[&format!("+91{}", number(1))], 1, "failed, not retried");
+
+    // Each contact's attempts are linked to call-log rows; a retry comes after its delay.
+    let contacts = rig.get(&format!("/api/campaigns/{id}/contacts?state=exhausted&limit=1000")).await;
+    let contacts = contacts["contacts"].as_array().unwrap();
+    assert_eq!(contacts.len(), 160);
+    for c in contacts.iter().take(5) {
+        assert_eq!(c["attempts"], 2, "{c}");
+        let row = rig.get(&format!("/api/calls/{}", c["last_call_id"].as_str().unwrap())).await;
+        assert_eq!(row["campaign_id"], id.as_str());
+        assert_eq!(row["status"], c["last_outcome"]);
+    }
+    // A retry comes after its delay: busy after 1 s, no-answer after 2 s (from the first dial's
+    // creation, which is earlier than its end).
+    let filter = exogate::store::CallFilter { limit: 1000, ..Default::default() };
+    let (rows, _) = rig.gw.gw.state.store.list_calls(&filter).await.unwrap();
+    let created = |n: usize| {
+        let want = format!("+91{}", number(n));
+        let mut at: Vec<time::OffsetDateTime> = rows
+            .iter()
+            .filter(|r| r.from_number.as_deref() == Some(want.as_str()))
+            .map(|r| {
+                time::OffsetDateTime::parse(&r.created_at, &time::format_description::well_known::Rfc3339).unwrap()
+            })
+            .collect();
+        at.sort();
+        at
+    };
+    for (n, delay) in [(4, 1.0), (24, 1.0), (5, 2.0), (25, 2.0)] {
+        let at = created(n);
+        assert_eq!(at.len(), 2, "contact {n}");
+        let gap = (at[1] - at[0]).as_seconds_f64();
+        assert!(gap >= delay, "contact {n} redialed after {gap:.2} s, before its {delay} s delay");
+    }
+
+    // The results: each contact's columns, attempts and outcome.
+    let r = rig
+        .gw
+        .http
+        .get(rig.gw.http_url(&format!("/api/campaigns/{id}/results.csv")))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("name,phone,due,state,attempts,outcome,last_call_id"));
+    let first = lines.next().unwrap();
+    assert!(first.starts_with("Customer 0,+919800000000,100,completed,1,completed,"), "{first}");
+    assert_eq!(text.lines().count(), 201);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rate_limit_and_the_window_hold_calls_back() {
+    let scripts = (0..8).map(|i| (format!("+91{}", number(i)), Script::Busy)).collect();
+    let rig = rig(scripts).await;
+    let csv: String =
+        std::iter::once("phone\n".to_string()).chain((0..8).map(|i| format!("{}\n", number(i)))).collect();
+    let id = rig
+        .create(json!({ "agent": "echo", "csv": csv, "max_concurrent": 10, "calls_per_minute": 3,
+            "window": { "start": "00:00", "end": "23:59", "days": ["mon","tue","wed","thu","fri","sat","sun"] } }))
+        .await;
+    rig.post(&format!("/api/campaigns/{id}/start"), json!({})).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(rig.fake.calls().len(), 3, "3 per minute");
+    let c = rig.campaign(&id).await;
+    assert_eq!(c["status"], "running");
+    assert_eq!(c["progress"]["pending"], 5);
+
+    // A window that is shut now: nothing is dialed, everything waits.
+    let now = jiff::Zoned::now().with_time_zone(jiff::tz::TimeZone::get("Asia/Kolkata").unwrap());
+    let today = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"][now.weekday().to_monday_zero_offset() as usize];
+    let other_days: Vec<&str> =
+        ["mon", "tue", "wed", "thu", "fri", "sat", "sun"].into_iter().filter(|d| *d != today).collect();
+    let shut = rig
+        .create(json!({ "agent": "echo", "csv": format!("phone\n{}\n", number(50)),
+            "window": { "start": "00:00", "end": "23:59", "days": other_days, "timezone": "Asia/Kolkata" } }))
+        .await;
+    let (status, _) = rig.post(&format!("/api/campaigns/{shut}/start"), json!({})).await;
+    assert_eq!(status, 200);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(rig.fake.calls().iter().all(|c| !c.from.contains(&number(50)[2..])), "dialed outside its window");
+    assert_eq!(rig.campaign(&shut).await["progress"]["pending"], 1);
+
+    // Pause lets nothing new start; cancel ends it.
+    assert_eq!(rig.post(&format!("/api/campaigns/{id}/pause"), json!({})).await.0, 200);
+    assert_eq!(rig.campaign(&id).await["status"], "paused");
+    assert_eq!(rig.post(&format!("/api/campaigns/{id}/cancel"), json!({})).await.0, 200);
+    assert_eq!(rig.post(&format!("/api/campaigns/{id}/resume"), json!({})).await.0, 409);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn most_dials_failing_pauses_the_campaign_with_a_reason() {
+    let scripts = (0..30).map(|i| (format!("+91{}", number(i)), Script::Fail)).collect();
+    let rig = rig(scripts).await;
+    let csv: String =
+        std::iter::once("phone\n".to_string()).chain((0..30).map(|i| format!("{}\n", number(i)))).collect();
+    let id = rig
+        .create(json!({ "agent": "echo", "csv": csv, "max_concurrent": 5, "calls_per_minute": 5000,
+            "window": { "start": "00:00", "end": "23:59" } }))
+        .await;
+    rig.post(&format!("/api/campaigns/{id}/start"), json!({})).await;
+    let c = rig.wait_status(&id, "paused", Duration::from_secs(60)).await;
+    assert!(c["status_reason"].as_str().unwrap().contains("circuit breaker"), "{c}");
+    let dialed = rig.fake.calls().len();
+    assert!((20..30).contains(&dialed), "{dialed} dials before the breaker");
+    assert!(c["progress"]["pending"].as_i64().unwrap() > 0, "{c}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_files_and_bad_rules_import_nothing() {
+    let rig = rig(HashMap::new()).await;
+    let cases = [
+        (json!({ "agent": "echo", "csv": "name,city\nAsha,Pune\n" }), "no phone column"),
+        (json!({ "agent": "echo", "csv": "" }), "empty"),
+        (json!({ "agent": "echo", "csv": "phone\nabc\n12\n" }), "no usable contacts"),
+        (
+            json!({ "agent": "echo", "csv": "phone\n9876543210\n", "window": { "timezone": "Mars/Olympus" } }),
+            "window.timezone",
+        ),
+        (
+            json!({ "agent": "echo", "csv": "phone\n9876543210\n", "window": { "start": "21:00", "end": "09:00" } }),
+            "window.end",
+        ),
+        (
+            json!({ "agent": "echo", "csv": "phone\n9876543210\n", "retry": { "completed": { "after_secs": 1, "max_attempts": 2 } } }),
+            "retry.completed",
+        ),
+        (json!({ "agent": "nobody", "csv": "phone\n9876543210\n" }), "not a known agent"),
+    ];
+    for (body, why) in cases {
+        let (status, v) = rig.post("/api/campaigns", body).await;
+        assert_eq!(status, 400, "{why}: {v}");
+        assert!(v["error"].as_str().unwrap_or_default().contains(why), "{why}: {v}");
+    }
+    let (status, v) = rig.post("/api/campaigns", json!({ "agent": "echo", "csv": "phone\nabc\n12\n" })).await;
+    assert_eq!(status, 400);
+    assert_eq!(v["errors"].as_array().map(Vec::len), Some(2), "{v}");
+    assert_eq!(v["errors"][0]["line"], 2);
+
+    // Multipart with Latin-1 bytes and a 1 MiB line: per-line errors.
+    let mut file = b"phone,name\n9876543210,Jos\xe9\n9123456789,".to_vec();
+    file.extend(std::iter::repeat_n(b'x', 1 << 20));
+    file.extend(b"\n");
+    let form = reqwest::multipart::Form::new()
+        .text("agent", "echo")
+        .part("file", reqwest::multipart::Part::bytes(file).file_name("contacts.csv"));
+    let r = rig.gw.http.post(rig.gw.http_url("/api/campaigns")).bearer_auth(KEY).multipart(form).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    let lines: Vec<i64> = v["errors"].as_array().unwrap().iter().map(|e| e["line"].as_i64().unwrap()).collect();
+    assert_eq!(lines, [2, 3], "{v}");
+    assert_eq!(rig.get("/api/campaigns").await["campaigns"], json!([]), "nothing was imported");
+
+    // A good file through multipart, with a rejected line reported and the rest imported.
+    let form =
+        reqwest::multipart::Form::new().text("agent", "echo").text("name", "upload").text("max_concurrent", "2").part(
+            "file",
+            reqwest::multipart::Part::bytes(
+                b"\xEF\xBB\xBFnumber,plan\n98765 43210,gold\nbad,x\n9876543210,dup\n".to_vec(),
+            ),
+        );
+    let r = rig.gw.http.post(rig.gw.http_url("/api/campaigns")).bearer_auth(KEY).multipart(form).send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["campaign"]["contacts"], 1, "{v}");
+    assert_eq!(v["campaign"]["max_concurrent"], 2);
+    let rejected: Vec<i64> =
+        v["campaign"]["rejected"].as_array().unwrap().iter().map(|e| e["line"].as_i64().unwrap()).collect();
+    assert_eq!(rejected, [3, 4]);
+}
