@@ -20,6 +20,11 @@ struct Rig {
 }
 
 async fn rig(scripts: HashMap<String, Script>) -> Rig {
+    rig_on(scripts, None).await
+}
+
+/// A rig whose gateway uses `database` (another gateway's), when given.
+async fn rig_on(scripts: HashMap<String, Script>, database: Option<String>) -> Rig {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let gw_http = format!("http://127.0.0.1:{port}");
     let cfg = FakeExotelConfig {
@@ -38,6 +43,9 @@ async fn rig(scripts: HashMap<String, Script>) -> Rig {
         c.api_key = Some(Secret(KEY.into()));
         c.secret_key = Some(Secret("callback-secret".into()));
         c.public_base_url = Some(gw_http.clone());
+        if let Some(url) = &database {
+            c.database_url = url.clone();
+        }
         c.exotel = ExotelEnv {
             api_key: Some(key),
             api_token: Some(Secret(token)),
@@ -325,4 +333,43 @@ async fn bad_files_and_bad_rules_import_nothing() {
     let rejected: Vec<i64> =
         v["campaign"]["rejected"].as_array().unwrap().iter().map(|e| e["line"].as_i64().unwrap()).collect();
     assert_eq!(rejected, [3, 4]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateways_on_one_database_share_a_campaign_and_its_limits() {
+    if common::postgres_admin_url().is_none() {
+        eprintln!("EXOGATE_TEST_POSTGRES is not set: skipping");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let url = common::test_database(dir.path(), Some("postgres")).await;
+    // One fake Exotel account; both gateways dial through it, each from its own process state.
+    let a = rig_on(HashMap::new(), Some(url.clone())).await;
+    let b = TestGateway::start_with(|c| {
+        c.database_url = url.clone();
+        c.api_key = Some(Secret(KEY.into()));
+        c.secret_key = Some(Secret("callback-secret".into()));
+        c.public_base_url = a.gw.gw.state.config.public_base_url.clone();
+        c.exotel = a.gw.gw.state.config.exotel.clone();
+    })
+    .await;
+    let csv: String =
+        std::iter::once("phone\n".to_string()).chain((0..40).map(|i| format!("{}\n", number(i)))).collect();
+    let id = a
+        .create(json!({ "agent": "echo", "csv": csv, "max_concurrent": 6, "calls_per_minute": 5000,
+            "window": { "start": "00:00", "end": "23:59" } }))
+        .await;
+    // Started through B: A's dialer sees it in the database too.
+    let r = b.http.post(b.http_url(&format!("/api/campaigns/{id}/start"))).bearer_auth(KEY).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let done = a.wait_status(&id, "completed", Duration::from_secs(120)).await;
+    assert_eq!(done["progress"]["completed"], 40, "{done}");
+    let calls = a.fake.calls();
+    let mut numbers: Vec<String> = calls.iter().map(|c| c.from.replace(' ', "")).collect();
+    numbers.sort();
+    numbers.dedup();
+    assert_eq!((calls.len(), numbers.len()), (40, 40), "every contact dialed exactly once");
+    let live = a.fake.live();
+    assert!(live.account_peak <= 6, "peak {} live calls across two gateways", live.account_peak);
+    assert!(live.account_peak >= 3, "peak {}", live.account_peak);
 }
