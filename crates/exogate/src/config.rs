@@ -66,6 +66,14 @@ pub struct ServeArgs {
     #[arg(long, env = "DRAIN_SECS")]
     pub drain_secs: Option<u64>,
 
+    /// Campaign calls live at once per Exotel account, across campaigns and gateways [default: 200]
+    #[arg(long, env = "EXOTEL_MAX_CONCURRENT")]
+    pub exotel_max_concurrent: Option<i64>,
+
+    /// Campaign dials per minute per Exotel account (Exotel's own limit is 200) [default: 200]
+    #[arg(long, env = "EXOTEL_CALLS_PER_MINUTE")]
+    pub exotel_calls_per_minute: Option<i64>,
+
     /// Bearer key for the control-plane API (/call, /api/...). Without it on a non-loopback bind, a random
     /// key is generated into exogate.api-key beside the database
     #[arg(long, env = "EXOGATE_API_KEY", hide_env_values = true)]
@@ -142,6 +150,9 @@ pub struct Config {
     pub start_timeout: Duration,
     /// How long shutdown lets active calls run.
     pub drain: Duration,
+    /// Per Exotel account, for campaign dials: calls live at once, and dials per minute.
+    pub account_max_concurrent: i64,
+    pub account_calls_per_minute: i64,
     /// Public http(s) base (WEBHOOK_BASE_URL or RENDER_EXTERNAL_URL), for callback URLs.
     pub public_base_url: Option<String>,
     pub api_key: Option<Secret>,
@@ -162,6 +173,8 @@ impl Default for Config {
             playback_lead: Duration::from_millis(300),
             start_timeout: Duration::from_secs(10),
             drain: Duration::from_secs(30),
+            account_max_concurrent: 200,
+            account_calls_per_minute: 200,
             public_base_url: None,
             api_key: None,
             secret_key: None,
@@ -216,6 +229,11 @@ impl Config {
         if !(start_timeout > 0.0 && start_timeout <= 3600.0) {
             bail!("START_TIMEOUT_SECS must be between 0 and 3600 seconds, got {start_timeout}");
         }
+        let account_max_concurrent = pick!(exotel_max_concurrent).unwrap_or(d.account_max_concurrent);
+        let account_calls_per_minute = pick!(exotel_calls_per_minute).unwrap_or(d.account_calls_per_minute);
+        if account_max_concurrent < 1 || account_calls_per_minute < 1 {
+            bail!("EXOTEL_MAX_CONCURRENT and EXOTEL_CALLS_PER_MINUTE must be at least 1");
+        }
         let drain_secs = pick!(drain_secs).unwrap_or(d.drain.as_secs());
         if drain_secs > 3600 {
             bail!("DRAIN_SECS must be at most 3600, got {drain_secs}");
@@ -255,6 +273,8 @@ impl Config {
             playback_lead: Duration::from_millis(pick!(playback_lead_ms).unwrap_or(300) as u64),
             start_timeout: Duration::from_secs_f64(start_timeout),
             drain: Duration::from_secs(drain_secs),
+            account_max_concurrent,
+            account_calls_per_minute,
             public_base_url: public_base.map(|b| b.trim().trim_end_matches('/').to_string()),
             api_key: api_key.map(Secret),
             secret_key: pick!(secret_key).filter(|k| !k.is_empty()).map(Secret),

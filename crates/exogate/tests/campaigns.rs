@@ -20,11 +20,11 @@ struct Rig {
 }
 
 async fn rig(scripts: HashMap<String, Script>) -> Rig {
-    rig_on(scripts, None).await
+    rig_with(scripts, |_| {}).await
 }
 
-/// A rig whose gateway uses `database` (another gateway's), when given.
-async fn rig_on(scripts: HashMap<String, Script>, database: Option<String>) -> Rig {
+/// A rig whose gateway's configuration `tweak` changes last.
+async fn rig_with(scripts: HashMap<String, Script>, tweak: impl FnOnce(&mut exogate::Config)) -> Rig {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let gw_http = format!("http://127.0.0.1:{port}");
     let cfg = FakeExotelConfig {
@@ -43,9 +43,6 @@ async fn rig_on(scripts: HashMap<String, Script>, database: Option<String>) -> R
         c.api_key = Some(Secret(KEY.into()));
         c.secret_key = Some(Secret("callback-secret".into()));
         c.public_base_url = Some(gw_http.clone());
-        if let Some(url) = &database {
-            c.database_url = url.clone();
-        }
         c.exotel = ExotelEnv {
             api_key: Some(key),
             api_token: Some(Secret(token)),
@@ -55,6 +52,7 @@ async fn rig_on(scripts: HashMap<String, Script>, database: Option<String>) -> R
             caller_id: Some("08047491899".into()),
             api_url: Some(base),
         };
+        tweak(c);
     })
     .await;
     Rig { gw, fake }
@@ -117,7 +115,8 @@ async fn a_campaign_dials_everyone_within_its_limits_and_retries_by_outcome() {
         scripts.insert(format!("+91{}", number(i)), script);
         csv.push_str(&format!("Customer {i},{},{}\n", number(i), 100 + i));
     }
-    let rig = rig(scripts).await;
+    // 360 dials: above the account's default 200 per minute, which has a test of its own.
+    let rig = rig_with(scripts, |c| c.account_calls_per_minute = 5000).await;
     let id = rig
         .create(json!({
             "name": "reminders",
@@ -344,7 +343,7 @@ async fn two_gateways_on_one_database_share_a_campaign_and_its_limits() {
     let dir = tempfile::tempdir().unwrap();
     let url = common::test_database(dir.path(), Some("postgres")).await;
     // One fake Exotel account; both gateways dial through it, each from its own process state.
-    let a = rig_on(HashMap::new(), Some(url.clone())).await;
+    let a = rig_with(HashMap::new(), |c| c.database_url = url.clone()).await;
     let b = TestGateway::start_with(|c| {
         c.database_url = url.clone();
         c.api_key = Some(Secret(KEY.into()));
@@ -372,4 +371,42 @@ async fn two_gateways_on_one_database_share_a_campaign_and_its_limits() {
     let live = a.fake.live();
     assert!(live.account_peak <= 6, "peak {} live calls across two gateways", live.account_peak);
     assert!(live.account_peak >= 3, "peak {}", live.account_peak);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_account_limits_hold_across_campaigns() {
+    let rig = rig_with(HashMap::new(), |c| {
+        c.account_max_concurrent = 4;
+        c.account_calls_per_minute = 20;
+    })
+    .await;
+    let mut ids = Vec::new();
+    for batch in 0..2 {
+        let csv: String = std::iter::once("phone\n".to_string())
+            .chain((0..12).map(|i| format!("{}\n", number(batch * 100 + i))))
+            .collect();
+        let id = rig
+            .create(json!({ "agent": "echo", "csv": csv, "max_concurrent": 5, "calls_per_minute": 5000,
+                "window": { "start": "00:00", "end": "23:59" } }))
+            .await;
+        rig.post(&format!("/api/campaigns/{id}/start"), json!({})).await;
+        ids.push(id);
+    }
+    // Answered calls last about a second, 4 at a time: 20 dials take ~5 s, then the minute's
+    // budget is spent.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while rig.fake.calls().len() < 20 {
+        assert!(Instant::now() < deadline, "only {} dials", rig.fake.calls().len());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(rig.fake.calls().len(), 20, "20 dials a minute on the account, across both campaigns");
+    let live = rig.fake.live();
+    assert!(live.account_peak <= 4, "peak {} live calls on a 4-call account", live.account_peak);
+    assert!(live.account_peak >= 3, "peak {}", live.account_peak);
+    let mut pending = 0;
+    for id in &ids {
+        pending += rig.campaign(id).await["progress"]["pending"].as_i64().unwrap();
+    }
+    assert_eq!(pending, 4);
 }

@@ -5,6 +5,8 @@ CREATE TABLE campaigns (
     name             TEXT NOT NULL,
     agent            TEXT NOT NULL,
     phone_id         TEXT,
+    -- The Exotel account it dials through: account-wide limits count across its campaigns.
+    account_sid      TEXT NOT NULL,
     status           TEXT NOT NULL,
     max_concurrent   INTEGER NOT NULL,
     calls_per_minute INTEGER NOT NULL,
@@ -43,9 +45,11 @@ CREATE INDEX campaign_contacts_due ON campaign_contacts (campaign_id, state, nex
 -- transaction as the claim, so it holds across gateways.
 CREATE TABLE campaign_dials (
     campaign_id TEXT NOT NULL,
+    account_sid TEXT NOT NULL,
     at          TEXT NOT NULL
 );
 CREATE INDEX campaign_dials_at ON campaign_dials (campaign_id, at);
+CREATE INDEX campaign_dials_account ON campaign_dials (account_sid, at);
 
 ALTER TABLE calls ADD COLUMN campaign_id TEXT;
 ALTER TABLE calls ADD COLUMN contact_seq INTEGER;

@@ -13,7 +13,7 @@ use exotel::rest::RestError;
 use super::rules::{Retry, Window, WindowSpec};
 use crate::app::AppState;
 use crate::dialer::{Dial, DialError, Mode};
-use crate::store::{CampaignRow, Claimed, HeldContact};
+use crate::store::{AccountLimits, CampaignRow, Claimed, HeldContact};
 
 const TICK: Duration = Duration::from_millis(250);
 /// A claimed contact whose dial left no call row by then belongs to a gateway that died mid-dial.
@@ -82,7 +82,11 @@ async fn step(app: &Arc<AppState>, c: &CampaignRow, backoff: &mut HashMap<String
     }
     .or(app.config.exotel.app_id.clone())
     .map_or(Mode::Stream, |_| Mode::Flow);
-    for contact in app.store.claim_contacts(c, LEASE).await? {
+    let account = AccountLimits {
+        max_concurrent: app.config.account_max_concurrent,
+        calls_per_minute: app.config.account_calls_per_minute,
+    };
+    for contact in app.store.claim_contacts(c, account, LEASE).await? {
         if let Some(wait) = dial(app, c, mode, contact).await? {
             backoff.insert(line_key.clone(), Instant::now() + wait);
             tracing::warn!(campaign = %c.id, secs = wait.as_secs(), "Exotel rate limit: dialing backs off");

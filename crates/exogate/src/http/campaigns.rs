@@ -49,9 +49,13 @@ pub(crate) async fn create(State(app): State<Arc<AppState>>, req: Request) -> Re
     if !app.agent_exists(&agent) {
         return Err(ApiError::bad_request(format!("agent {agent:?} is not a known agent")));
     }
-    let phone_id = match &input.phone {
-        Some(p) => Some(app.store.phone(p).await?.ok_or_else(|| ApiError::bad_request(format!("no phone {p:?}")))?.id),
-        None => None,
+    // Which Exotel account the campaign dials through: account-wide limits count per account.
+    let (phone_id, account_sid) = match &input.phone {
+        Some(p) => {
+            let phone = app.store.phone(p).await?.ok_or_else(|| ApiError::bad_request(format!("no phone {p:?}")))?;
+            (Some(phone.id), phone.account_sid)
+        }
+        None => (None, app.config.exotel.sid.clone().unwrap_or_else(|| "default".into())),
     };
     let max_concurrent = input.max_concurrent.unwrap_or(DEFAULT_MAX_CONCURRENT);
     let calls_per_minute = input.calls_per_minute.unwrap_or(DEFAULT_CALLS_PER_MINUTE);
@@ -83,6 +87,7 @@ pub(crate) async fn create(State(app): State<Arc<AppState>>, req: Request) -> Re
         name,
         agent,
         phone_id,
+        account_sid,
         max_concurrent,
         calls_per_minute,
         window_spec: serde_json::to_string(&window).map_err(anyhow::Error::from)?,

@@ -21,6 +21,7 @@ pub struct CampaignRow {
     pub name: String,
     pub agent: String,
     pub phone_id: Option<String>,
+    pub account_sid: String,
     pub status: String,
     pub max_concurrent: i64,
     pub calls_per_minute: i64,
@@ -66,6 +67,7 @@ pub struct NewCampaign {
     pub name: String,
     pub agent: String,
     pub phone_id: Option<String>,
+    pub account_sid: String,
     pub max_concurrent: i64,
     pub calls_per_minute: i64,
     pub window_spec: String,
@@ -80,8 +82,8 @@ pub(super) async fn create(pool: &AnyPool, c: &NewCampaign, contacts: &[Contact]
     let mut tx = pool.begin().await?;
     sqlx::query(
         "INSERT INTO campaigns (id, name, agent, phone_id, status, max_concurrent, calls_per_minute, window_spec, \
-         retry, phone_column, columns, contacts, rejected, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, 'draft', $5, $6, $7, $8, $9, $10, $11, $12, $13, $13)",
+         retry, phone_column, columns, contacts, rejected, created_at, updated_at, account_sid) \
+         VALUES ($1, $2, $3, $4, 'draft', $5, $6, $7, $8, $9, $10, $11, $12, $13, $13, $14)",
     )
     .bind(&c.id)
     .bind(&c.name)
@@ -96,6 +98,7 @@ pub(super) async fn create(pool: &AnyPool, c: &NewCampaign, contacts: &[Contact]
     .bind(contacts.len() as i64)
     .bind(c.rejected)
     .bind(&now)
+    .bind(&c.account_sid)
     .execute(&mut *tx)
     .await?;
     for (chunk_no, chunk) in contacts.chunks(INSERT_CHUNK).enumerate() {
@@ -281,19 +284,35 @@ pub struct Claimed {
     pub attempts: i64,
 }
 
+/// Limits on one Exotel account, across its campaigns (and gateways).
+#[derive(Debug, Clone, Copy)]
+pub struct AccountLimits {
+    pub max_concurrent: i64,
+    pub calls_per_minute: i64,
+}
+
 /// What the limits allow now, and the claim itself, in one transaction. On PostgreSQL the
-/// campaign's row is locked for it, so gateways claiming for one campaign take turns and its
-/// concurrency and per-minute limits hold across them; `SKIP LOCKED` keeps contacts apart too.
+/// account is locked (an advisory lock) and then the campaign's row, so gateways claiming on one
+/// account take turns and the campaign's and the account's concurrency and per-minute limits hold
+/// across them; `SKIP LOCKED` keeps contacts apart too.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn claim(
     pool: &AnyPool,
     postgres: bool,
     c: &CampaignRow,
+    account: AccountLimits,
     owner: &str,
     now: &str,
     minute_ago: &str,
     lease_until: &str,
 ) -> sqlx::Result<Vec<Claimed>> {
     let mut tx = pool.begin().await?;
+    if postgres {
+        sqlx::query("SELECT 1 FROM (SELECT pg_advisory_xact_lock(hashtext($1))) AS locked")
+            .bind(&c.account_sid)
+            .execute(&mut *tx)
+            .await?;
+    }
     let lock = if postgres { " FOR UPDATE" } else { "" };
     let status: Option<String> = sqlx::query_scalar(&format!("SELECT status FROM campaigns WHERE id = $1{lock}"))
         .bind(&c.id)
@@ -313,7 +332,28 @@ pub(super) async fn claim(
         .bind(minute_ago)
         .fetch_one(&mut *tx)
         .await?;
-    let room = (c.max_concurrent - live).min(c.calls_per_minute - recent);
+    let account_live: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM campaign_contacts k JOIN campaigns c ON c.id = k.campaign_id \
+         WHERE c.account_sid = $1 AND k.state IN ('dialing', 'in-progress')",
+    )
+    .bind(&c.account_sid)
+    .fetch_one(&mut *tx)
+    .await?;
+    let account_recent: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM campaign_dials WHERE account_sid = $1 AND at > $2")
+            .bind(&c.account_sid)
+            .bind(minute_ago)
+            .fetch_one(&mut *tx)
+            .await?;
+    let room = [
+        c.max_concurrent - live,
+        c.calls_per_minute - recent,
+        account.max_concurrent - account_live,
+        account.calls_per_minute - account_recent,
+    ]
+    .into_iter()
+    .min()
+    .unwrap_or(0);
     if room <= 0 {
         return Ok(Vec::new());
     }
@@ -337,8 +377,9 @@ pub(super) async fn claim(
     .fetch_all(&mut *tx)
     .await?;
     for _ in &claimed {
-        sqlx::query("INSERT INTO campaign_dials (campaign_id, at) VALUES ($1, $2)")
+        sqlx::query("INSERT INTO campaign_dials (campaign_id, account_sid, at) VALUES ($1, $2, $3)")
             .bind(&c.id)
+            .bind(&c.account_sid)
             .bind(now)
             .execute(&mut *tx)
             .await?;

@@ -16,7 +16,7 @@ use sqlx::AnyPool;
 use tokio::sync::{mpsc, oneshot};
 
 pub use agents::{AgentDef, AgentInput};
-pub use campaigns::{CONTACT_STATES, CampaignRow, Claimed, ContactRow, HeldContact, NewCampaign};
+pub use campaigns::{AccountLimits, CONTACT_STATES, CampaignRow, Claimed, ContactRow, HeldContact, NewCampaign};
 pub use db::Backend;
 pub use patch::{CallKey, CallPatch, Status};
 pub use phones::{Phone, PhoneInput};
@@ -296,12 +296,17 @@ impl Store {
     }
 
     /// Claims as many due contacts as the campaign's limits allow now, leased for `lease`.
-    pub async fn claim_contacts(&self, c: &CampaignRow, lease: Duration) -> anyhow::Result<Vec<Claimed>> {
+    pub async fn claim_contacts(
+        &self,
+        c: &CampaignRow,
+        account: AccountLimits,
+        lease: Duration,
+    ) -> anyhow::Result<Vec<Claimed>> {
         let now = now_text();
         let minute_ago = rfc3339_ago(Duration::from_secs(60));
         let until = rfc3339_after(lease).unwrap_or_else(|| now.clone());
         let postgres = self.backend == Backend::Postgres;
-        Ok(campaigns::claim(&self.pool, postgres, c, &self.instance, &now, &minute_ago, &until).await?)
+        Ok(campaigns::claim(&self.pool, postgres, c, account, &self.instance, &now, &minute_ago, &until).await?)
     }
 
     pub async fn open_contacts(&self, campaign: &str) -> anyhow::Result<i64> {
