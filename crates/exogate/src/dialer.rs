@@ -252,12 +252,17 @@ pub async fn reconcile(app: &AppState, id: &str) -> Result<crate::store::CallRow
     app.store.find_call(&row.id).await?.ok_or_else(|| DialError::NotFound(format!("no call {id:?}")))
 }
 
-/// Every few minutes, reconciles placed calls that have gone quiet without a final status.
+/// Reconciles placed calls that have gone quiet without a final status: at start every call in
+/// flight (its status callback may have come while no gateway was up), then every few minutes
+/// those quiet for 15 minutes.
 pub async fn reconcile_loop(app: std::sync::Arc<AppState>) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(120));
+    let mut quiet = std::time::Duration::ZERO;
     loop {
         tick.tick().await;
-        let stale = match app.store.stale_outbound(std::time::Duration::from_secs(15 * 60)).await {
+        let found = app.store.stale_outbound(quiet).await;
+        quiet = std::time::Duration::from_secs(15 * 60);
+        let stale = match found {
             Ok(ids) => ids,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot list calls to reconcile");

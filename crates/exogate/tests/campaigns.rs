@@ -410,3 +410,101 @@ async fn the_account_limits_hold_across_campaigns() {
     }
     assert_eq!(pending, 4);
 }
+
+/// The real binary, killed with SIGKILL mid-campaign and started again on the same database.
+struct Process(std::process::Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_gateway(port: u16, db: &str, fake: &FakeExotel) -> Process {
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_exogate"))
+        .arg("serve")
+        .env("HTTP_PORT", port.to_string())
+        .env("WS_PORT", "0")
+        .env("BIND_ADDR", "127.0.0.1")
+        .env("DATABASE_URL", db)
+        .env("EXOGATE_SECRET_KEY", "callback-secret")
+        .env("WEBHOOK_BASE_URL", format!("http://127.0.0.1:{port}"))
+        .env("EXOTEL_API_KEY", "fake-key")
+        .env("EXOTEL_API_TOKEN", "fake-token")
+        .env("EXOTEL_SID", "exotelsim")
+        .env("EXOTEL_APP_ID", "4321")
+        .env("EXOTEL_CALLER_ID", "08047491899")
+        .env("EXOTEL_API_URL", fake.base_url())
+        .env("EXOTEL_CALLS_PER_MINUTE", "5000")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("exogate starts");
+    Process(child)
+}
+
+async fn wait_http(http: &reqwest::Client, url: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http.get(url).send().await.is_err() {
+        assert!(Instant::now() < deadline, "{url} never answered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_killed_mid_campaign_resumes_it_without_dialing_anyone_twice() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let base = format!("http://127.0.0.1:{port}");
+    let fake = FakeExotel::start(FakeExotelConfig {
+        voicebot_url: Some(format!("{base}/voicebot")),
+        audio: AudioSource::Tone { hz: 440.0, ms: 1500 },
+        idle_tail: Duration::from_millis(300),
+        ..FakeExotelConfig::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let which = std::env::var("EXOGATE_TEST_DATABASE").ok();
+    let db = common::test_database(dir.path(), which.as_deref()).await;
+    let http = reqwest::Client::new();
+    let first = spawn_gateway(port, &db, &fake);
+    wait_http(&http, &format!("{base}/health")).await;
+
+    let csv: String =
+        std::iter::once("phone\n".to_string()).chain((0..30).map(|i| format!("{}\n", number(i)))).collect();
+    let body = json!({ "agent": "echo", "csv": csv, "max_concurrent": 5, "calls_per_minute": 5000,
+        "window": { "start": "00:00", "end": "23:59" } });
+    let r = http.post(format!("{base}/api/campaigns")).json(&body).send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    let id = r.json::<Value>().await.unwrap()["campaign"]["id"].as_str().unwrap().to_string();
+    http.post(format!("{base}/api/campaigns/{id}/start")).send().await.unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while fake.calls().len() < 8 {
+        assert!(Instant::now() < deadline, "only {} dials", fake.calls().len());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(first); // SIGKILL: no drain, calls in flight, their callbacks lost.
+    let dialed_before = fake.calls().len();
+
+    let _second = spawn_gateway(port, &db, &fake);
+    wait_http(&http, &format!("{base}/health")).await;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let done = loop {
+        let c: Value = http.get(format!("{base}/api/campaigns/{id}")).send().await.unwrap().json().await.unwrap();
+        if c["campaign"]["status"] == "completed" {
+            break c;
+        }
+        assert!(Instant::now() < deadline, "not resumed to completion: {c}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let calls = fake.calls();
+    let mut numbers: Vec<String> = calls.iter().map(|c| c.from.replace(' ', "")).collect();
+    numbers.sort();
+    numbers.dedup();
+    assert_eq!((calls.len(), numbers.len()), (30, 30), "each contact dialed once ({dialed_before} before the kill)");
+    assert_eq!(done["campaign"]["progress"]["completed"], 30, "{done}");
+    assert!(fake.live().account_peak <= 5);
+}
