@@ -55,18 +55,12 @@ pub struct CallsArgs {
 }
 
 impl Remote {
-    fn key(&self) -> Option<String> {
+    pub(crate) fn key(&self) -> Option<String> {
         self.api_key.clone().or_else(|| std::fs::read_to_string("exogate.api-key").ok().map(|k| k.trim().to_string()))
     }
 
-    async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<Value> {
-        let req = match self.key() {
-            Some(k) => req.bearer_auth(k),
-            None => req,
-        };
-        let resp = req.send().await.with_context(|| format!("cannot reach the gateway at {}", self.gateway))?;
-        let status = resp.status();
-        let body: Value = resp.json().await.unwrap_or(Value::Null);
+    pub(crate) async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<Value> {
+        let (status, body) = self.send_raw(req).await?;
         if !status.is_success() {
             let msg = body.get("error").and_then(Value::as_str).unwrap_or("request failed");
             bail!("{status}: {msg}");
@@ -74,7 +68,18 @@ impl Remote {
         Ok(body)
     }
 
-    fn url(&self, path: &str) -> String {
+    /// The answer whatever its status, with its JSON body.
+    pub(crate) async fn send_raw(&self, req: reqwest::RequestBuilder) -> anyhow::Result<(reqwest::StatusCode, Value)> {
+        let req = match self.key() {
+            Some(k) => req.bearer_auth(k),
+            None => req,
+        };
+        let resp = req.send().await.with_context(|| format!("cannot reach the gateway at {}", self.gateway))?;
+        let status = resp.status();
+        Ok((status, resp.json().await.unwrap_or(Value::Null)))
+    }
+
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{}", self.gateway.trim_end_matches('/'), path)
     }
 }

@@ -5,6 +5,7 @@
 pub mod agent;
 pub mod app;
 pub mod campaign;
+pub mod campaign_cli;
 pub mod client_cli;
 pub mod config;
 pub mod dialer;

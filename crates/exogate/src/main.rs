@@ -19,6 +19,9 @@ enum Command {
     Call(exogate::client_cli::CallArgs),
     /// Lists recent calls from a running gateway.
     Calls(exogate::client_cli::CallsArgs),
+    /// Campaigns on a running gateway: create from a CSV, start, pause, resume, cancel, status, results.
+    #[command(subcommand)]
+    Campaign(exogate::campaign_cli::CampaignCommand),
     /// Plays Exotel's side against a bot or a deployment, without a phone line.
     #[command(subcommand)]
     Sim(exotel_sim::cli::SimCommand),
@@ -62,6 +65,7 @@ fn main() -> ExitCode {
             Command::Sim(cmd) => exotel_sim::cli::run(cmd).await,
             Command::Call(args) => report(exogate::client_cli::call(args).await),
             Command::Calls(args) => report(exogate::client_cli::calls(args).await),
+            Command::Campaign(cmd) => report(exogate::campaign_cli::run(cmd).await),
         }
     })
 }

@@ -508,3 +508,57 @@ async fn a_gateway_killed_mid_campaign_resumes_it_without_dialing_anyone_twice()
     assert_eq!(done["campaign"]["progress"]["completed"], 30, "{done}");
     assert!(fake.live().account_peak <= 5);
 }
+
+/// Runs the binary off the runtime's threads (the gateway it talks to runs on them).
+async fn cli(args: Vec<String>) -> (bool, String, String) {
+    tokio::task::spawn_blocking(move || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_exogate")).args(&args).output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    })
+    .await
+    .unwrap()
+}
+
+fn words(text: &str) -> Vec<String> {
+    text.split_whitespace().map(String::from).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_line_runs_a_campaign() {
+    let scripts = (0..4).map(|i| (format!("+91{}", number(i)), Script::Busy)).collect();
+    let rig = rig(scripts).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("list.csv");
+    let csv = format!("name,mobile\nA,{}\nB,{}\nC,{}\nD,{}\nE,oops\n", number(0), number(1), number(2), number(3));
+    std::fs::write(&file, csv).unwrap();
+    let remote = format!(" --gateway {} --api-key {KEY}", rig.gw.http_url(""));
+    let file = file.display().to_string();
+
+    let create =
+        format!("campaign create {file} --agent echo --window-start 00:00 --window-end 23:59 --retry busy:1:2");
+    let (ok, out, err) = cli(words(&(create + &remote))).await;
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("4 contacts, 1 lines rejected") && out.contains("line 6"), "{out}");
+    let id = out.split_whitespace().nth(2).unwrap().to_string();
+    for (cmd, want) in
+        [(format!("campaign start {id}"), "is running"), (format!("campaign status {id} --watch"), "completed")]
+    {
+        let (ok, out, err) = cli(words(&(cmd + &remote))).await;
+        assert!(ok && out.contains(want), "{out}{err}");
+    }
+    let results = dir.path().join("results.csv");
+    let (ok, out, err) = cli(words(&(format!("campaign results {id} -o {}", results.display()) + &remote))).await;
+    assert!(ok, "{out}{err}");
+    let text = std::fs::read_to_string(&results).unwrap();
+    assert_eq!(text.lines().next(), Some("name,mobile,state,attempts,outcome,last_call_id"));
+    assert!(text.lines().nth(1).unwrap().starts_with("A,+919800000000,exhausted,2,busy,"), "{text}");
+
+    // A file that can't be imported: the reason, and a failing exit.
+    std::fs::write(&file, "name,city\nA,Pune\n").unwrap();
+    let (ok, _, err) = cli(words(&(format!("campaign create {file} --agent echo") + &remote))).await;
+    assert!(!ok && err.contains("no phone column"), "{err}");
+}
