@@ -11,7 +11,7 @@ use crate::client_cli::Remote;
 #[derive(clap::Subcommand, Debug)]
 pub enum CampaignCommand {
     /// Creates a campaign (a draft) from a CSV file with a phone column.
-    Create(CreateArgs),
+    Create(Box<CreateArgs>),
     /// Starts dialing a draft.
     Start(IdArgs),
     /// Stops starting new calls; calls in flight finish.
@@ -97,7 +97,7 @@ pub struct ResultsArgs {
 pub async fn run(cmd: CampaignCommand) -> anyhow::Result<()> {
     let http = reqwest::Client::new();
     match cmd {
-        CampaignCommand::Create(a) => create(&http, a).await,
+        CampaignCommand::Create(a) => create(&http, *a).await,
         CampaignCommand::Start(a) => act(&http, a, "start").await,
         CampaignCommand::Pause(a) => act(&http, a, "pause").await,
         CampaignCommand::Resume(a) => act(&http, a, "resume").await,
