@@ -34,6 +34,9 @@ pub struct Dial {
     pub id: Option<String>,
     /// The campaign and contact this dial is for.
     pub campaign: Option<(String, i64)>,
+    /// Variables for the agent (a campaign contact's columns): kept on the call's row, and given
+    /// to the agent as custom parameters on the stream URL (stream mode).
+    pub vars: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -94,7 +97,7 @@ pub async fn place(app: &AppState, dial: Dial, host: Option<&str>) -> Result<Pla
                 DialError::Invalid("flow mode needs the phone's app_id (EXOTEL_APP_ID for the default phone)".into())
             })?,
         },
-        Mode::Stream => CallTarget::Stream { stream_url: stream_url(app, host, &id, &agent) },
+        Mode::Stream => CallTarget::Stream { stream_url: stream_url(app, host, &id, &agent, &dial.vars) },
     };
     let mut req = ConnectRequest::new(dial.to.clone(), line.caller_id.clone(), target);
     req.call_type = Some("trans".into());
@@ -125,6 +128,7 @@ pub async fn place(app: &AppState, dial: Dial, host: Option<&str>) -> Result<Pla
                 .text("custom_field", Some(&custom_field))
                 .text("campaign_id", dial.campaign.as_ref().map(|(c, _)| c))
                 .int("contact_seq", dial.campaign.as_ref().map(|(_, s)| *s))
+                .text("custom_params", (!dial.vars.is_empty()).then(|| json!(dial.vars).to_string()))
                 .status(Status::Queued),
         )
         .await?;
@@ -215,9 +219,21 @@ fn public_base(app: &AppState, host: Option<&str>) -> Option<String> {
     app.config.public_base_url.clone().or_else(|| host.map(|h| format!("http://{h}")))
 }
 
-fn stream_url(app: &AppState, host: Option<&str>, id: &str, agent: &str) -> String {
+fn stream_url(
+    app: &AppState,
+    host: Option<&str>,
+    id: &str,
+    agent: &str,
+    vars: &std::collections::BTreeMap<String, String>,
+) -> String {
     let base = app.media_url(host);
-    let query = serde_urlencoded::to_string([("agentId", agent), ("callLogId", id)]).unwrap_or_default();
+    let ours = [("agentId", agent), ("callLogId", id)];
+    // The variables ride along as custom parameters; ours win a name clash.
+    let theirs = vars
+        .iter()
+        .filter(|(k, _)| !ours.iter().any(|(o, _)| k.eq_ignore_ascii_case(o)))
+        .map(|(k, v)| (k.as_str(), v.as_str()));
+    let query = serde_urlencoded::to_string(ours.into_iter().chain(theirs).collect::<Vec<_>>()).unwrap_or_default();
     format!("{base}?{query}")
 }
 

@@ -562,3 +562,22 @@ async fn the_command_line_runs_a_campaign() {
     let (ok, _, err) = cli(words(&(format!("campaign create {file} --agent echo") + &remote))).await;
     assert!(!ok && err.contains("no phone column"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contacts_columns_reach_its_call() {
+    // Stream mode (no flow app id): the variables ride on the stream URL into the call's start.
+    let rig = rig_with(HashMap::new(), |c| c.exotel.app_id = None).await;
+    let csv = format!("phone,name,due\n{},Asha,₹1200\n", number(7));
+    let id = rig.create(json!({ "agent": "echo", "csv": csv, "window": { "start": "00:00", "end": "23:59" } })).await;
+    rig.post(&format!("/api/campaigns/{id}/start"), json!({})).await;
+    rig.wait_status(&id, "completed", Duration::from_secs(60)).await;
+    let contacts = rig.get(&format!("/api/campaigns/{id}/contacts")).await;
+    let call_id = contacts["contacts"][0]["last_call_id"].as_str().unwrap().to_string();
+    let row = rig.get(&format!("/api/calls/{call_id}")).await;
+    assert_eq!(row["mode"], "stream");
+    assert_eq!(row["status"], "completed", "{row}");
+    // What the media session saw at `start` (the agent's call info), as the call log keeps it.
+    assert_eq!(row["custom_params"]["name"], "Asha", "{row}");
+    assert_eq!(row["custom_params"]["due"], "₹1200", "{row}");
+    assert_eq!(row["custom_params"]["agentId"], "echo", "{row}");
+}

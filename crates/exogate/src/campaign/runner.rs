@@ -108,6 +108,7 @@ async fn dial(app: &Arc<AppState>, c: &CampaignRow, mode: Mode, contact: Claimed
         mode,
         id: Some(id),
         campaign: Some((c.id.clone(), contact.seq)),
+        vars: serde_json::from_str(&contact.vars).unwrap_or_default(),
         ..Dial::default()
     };
     tracing::info!(campaign = %c.id, contact = contact.seq, to = %mask_phone(&contact.phone), attempt = contact.attempts, "campaign dial");
