@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use exotel::redact::mask_phone;
 use exotel::rest::RestError;
+use futures_util::StreamExt;
 
 use super::rules::{Retry, Window, WindowSpec};
 use crate::app::AppState;
@@ -22,6 +23,8 @@ const LEASE: Duration = Duration::from_secs(60);
 const BREAKER_WINDOW: i64 = 20;
 /// …and pauses the campaign when more than this share of them failed.
 const BREAKER_SHARE: f64 = 0.5;
+/// Dials of one tick waiting on Exotel at once.
+const DIALS_AT_ONCE: usize = 16;
 /// Without a `Retry-After`, a 429 backs the line off for this long.
 const DEFAULT_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -86,12 +89,21 @@ async fn step(app: &Arc<AppState>, c: &CampaignRow, backoff: &mut HashMap<String
         max_concurrent: app.config.account_max_concurrent,
         calls_per_minute: app.config.account_calls_per_minute,
     };
-    for contact in app.store.claim_contacts(c, account, LEASE).await? {
-        if let Some(wait) = dial(app, c, mode, contact).await? {
-            backoff.insert(line_key.clone(), Instant::now() + wait);
-            tracing::warn!(campaign = %c.id, secs = wait.as_secs(), "Exotel rate limit: dialing backs off");
-            break;
+    let claimed = app.store.claim_contacts(c, account, LEASE).await?;
+    // Several dials in flight at once: each waits on Exotel's answer (and our writes) in turn.
+    let mut dials =
+        futures_util::stream::iter(claimed).map(|contact| dial(app, c, mode, contact)).buffer_unordered(DIALS_AT_ONCE);
+    let mut wait = None;
+    while let Some(outcome) = dials.next().await {
+        match outcome {
+            Ok(Some(w)) => wait = Some(w),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(campaign = %c.id, error = %format!("{e:#}"), "campaign dial failed"),
         }
+    }
+    if let Some(wait) = wait {
+        backoff.insert(line_key, Instant::now() + wait);
+        tracing::warn!(campaign = %c.id, secs = wait.as_secs(), "Exotel rate limit: dialing backs off");
     }
     Ok(())
 }
@@ -120,6 +132,12 @@ async fn dial(app: &Arc<AppState>, c: &CampaignRow, mode: Mode, contact: Claimed
         }
         Err(DialError::Exotel { source: RestError::Ambiguous { .. }, .. }) => {
             // The call may exist: the call log's reconciliation settles it, never a blind redial.
+            Ok(None)
+        }
+        Err(DialError::Internal(e)) => {
+            // Our own trouble (the database), not the number's: the contact waits for a later tick.
+            tracing::warn!(campaign = %c.id, contact = contact.seq, error = %format!("{e:#}"), "campaign dial not placed");
+            app.store.settle_contact(&c.id, contact.seq, "pending", None, None, true).await?;
             Ok(None)
         }
         Err(DialError::Busy { .. }) => {

@@ -79,7 +79,7 @@ pub struct NewCampaign {
 
 pub(super) async fn create(pool: &AnyPool, c: &NewCampaign, contacts: &[Contact]) -> anyhow::Result<()> {
     let now = now_text();
-    let mut tx = pool.begin().await?;
+    let mut tx = super::db::begin(pool).await?;
     sqlx::query(
         "INSERT INTO campaigns (id, name, agent, phone_id, status, max_concurrent, calls_per_minute, window_spec, \
          retry, phone_column, columns, contacts, rejected, created_at, updated_at, account_sid) \
@@ -306,7 +306,7 @@ pub(super) async fn claim(
     minute_ago: &str,
     lease_until: &str,
 ) -> sqlx::Result<Vec<Claimed>> {
-    let mut tx = pool.begin().await?;
+    let mut tx = super::db::begin(pool).await?;
     if postgres {
         sqlx::query("SELECT 1 FROM (SELECT pg_advisory_xact_lock(hashtext($1))) AS locked")
             .bind(&c.account_sid)

@@ -94,3 +94,14 @@ async fn migrate(pool: &AnyPool, backend: Backend) -> anyhow::Result<()> {
     migrator.run(pool).await.context("database migration failed")?;
     Ok(())
 }
+
+/// Opens a transaction. SQLite's take the write lock up front (`BEGIN IMMEDIATE`): a deferred
+/// transaction that reads and then writes fails with SQLITE_BUSY_SNAPSHOT when another connection
+/// wrote in between, which no busy timeout waits out; an immediate one waits its turn instead.
+pub(super) async fn begin(pool: &AnyPool) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Any>> {
+    if pool.connect_options().database_url.scheme() == "sqlite" {
+        pool.begin_with("BEGIN IMMEDIATE").await
+    } else {
+        pool.begin().await
+    }
+}

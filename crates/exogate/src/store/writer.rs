@@ -35,7 +35,7 @@ async fn apply(
     batch: &mut Vec<Op>,
     waiters: &mut Vec<tokio::sync::oneshot::Sender<()>>,
 ) -> sqlx::Result<()> {
-    let mut tx = pool.begin().await?;
+    let mut tx = super::db::begin(pool).await?;
     for op in batch.iter_mut() {
         match op {
             Op::Upsert { key, patch } => upsert(&mut tx, key, patch).await?,
@@ -108,7 +108,7 @@ async fn resolve(tx: &mut Transaction<'_, Any>, key: &CallKey) -> sqlx::Result<(
 
 /// Inserts a new row with `patch` applied, in its own transaction.
 pub(super) async fn create(pool: &AnyPool, id: &str, patch: &CallPatch) -> sqlx::Result<()> {
-    let mut tx = pool.begin().await?;
+    let mut tx = super::db::begin(pool).await?;
     let key = CallKey { id: Some(id.to_string()), ..CallKey::default() };
     upsert(&mut tx, &key, patch).await?;
     tx.commit().await
