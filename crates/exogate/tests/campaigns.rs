@@ -581,3 +581,35 @@ async fn a_contacts_columns_reach_its_call() {
     assert_eq!(row["custom_params"]["due"], "₹1200", "{row}");
     assert_eq!(row["custom_params"]["agentId"], "echo", "{row}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pausing_lets_calls_in_flight_finish_and_dials_nobody_new() {
+    let rig = rig(HashMap::new()).await;
+    let csv: String =
+        std::iter::once("phone\n".to_string()).chain((0..6).map(|i| format!("{}\n", number(i)))).collect();
+    let id = rig
+        .create(
+            json!({ "agent": "echo", "csv": csv, "max_concurrent": 2, "window": { "start": "00:00", "end": "23:59" } }),
+        )
+        .await;
+    rig.post(&format!("/api/campaigns/{id}/start"), json!({})).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while rig.fake.calls().is_empty() {
+        assert!(Instant::now() < deadline, "nothing dialed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(rig.post(&format!("/api/campaigns/{id}/pause"), json!({})).await.0, 200);
+    let dialed = rig.fake.calls().len();
+    // The answered calls take about a second; give them time to end and their callbacks to land.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let c = rig.campaign(&id).await;
+    assert_eq!(c["status"], "paused");
+    assert_eq!(rig.fake.calls().len(), dialed, "nobody new dialed while paused");
+    assert_eq!((c["progress"]["dialing"].as_i64(), c["progress"]["in_progress"].as_i64()), (Some(0), Some(0)), "{c}");
+    assert_eq!(c["progress"]["completed"].as_i64(), Some(dialed as i64), "{c}");
+
+    assert_eq!(rig.post(&format!("/api/campaigns/{id}/resume"), json!({})).await.0, 200);
+    let done = rig.wait_status(&id, "completed", Duration::from_secs(60)).await;
+    assert_eq!(done["progress"]["completed"], 6);
+    assert_eq!(rig.fake.calls().len(), 6);
+}

@@ -34,7 +34,7 @@ pub async fn run(app: Arc<AppState>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let campaigns = match app.store.running_campaigns().await {
+        let campaigns = match app.store.active_campaigns().await {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(error = %e, "campaign dialer cannot read campaigns");
@@ -53,6 +53,10 @@ async fn step(app: &Arc<AppState>, c: &CampaignRow, backoff: &mut HashMap<String
     let retry: BTreeMap<String, Retry> = serde_json::from_str(&c.retry)?;
     for held in app.store.held_contacts(&c.id).await? {
         settle(app, c, &retry, held).await?;
+    }
+    if c.status != "running" {
+        // Paused or cancelled: its calls in the air are settled, nobody new is dialed.
+        return Ok(());
     }
     if breaker_tripped(app, c).await? {
         return Ok(());

@@ -208,8 +208,16 @@ pub(super) async fn contacts(
     }
 }
 
-pub(super) async fn running(pool: &AnyPool) -> sqlx::Result<Vec<CampaignRow>> {
-    sqlx::query_as("SELECT * FROM campaigns WHERE status = 'running' ORDER BY created_at").fetch_all(pool).await
+/// Campaigns the dialer has work in: running ones, and any other (paused, cancelled) whose calls
+/// are still in the air and must be settled when they end.
+pub(super) async fn active(pool: &AnyPool) -> sqlx::Result<Vec<CampaignRow>> {
+    sqlx::query_as(
+        "SELECT * FROM campaigns WHERE status = 'running' OR id IN \
+         (SELECT DISTINCT campaign_id FROM campaign_contacts WHERE state IN ('dialing', 'in-progress')) \
+         ORDER BY created_at",
+    )
+    .fetch_all(pool)
+    .await
 }
 
 /// A contact the dialer holds (dialing or in progress) and its call's status, if the call exists.

@@ -270,8 +270,9 @@ impl Store {
         Ok(campaigns::transition(&self.pool, id, from, to, reason).await?)
     }
 
-    pub async fn running_campaigns(&self) -> anyhow::Result<Vec<CampaignRow>> {
-        Ok(campaigns::running(&self.pool).await?)
+    /// Running campaigns, and others with calls still in the air.
+    pub async fn active_campaigns(&self) -> anyhow::Result<Vec<CampaignRow>> {
+        Ok(campaigns::active(&self.pool).await?)
     }
 
     pub async fn held_contacts(&self, campaign: &str) -> anyhow::Result<Vec<HeldContact>> {
