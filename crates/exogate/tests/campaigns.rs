@@ -151,6 +151,20 @@ async fn a_campaign_dials_everyone_within_its_limits_and_retries_by_outcome() {
     assert!(live.account_peak <= 8, "peak {} live calls", live.account_peak);
     assert!(live.account_peak >= 4, "peak {} live calls: the campaign hardly ran in parallel", live.account_peak);
     assert_eq!(live.account_live, 0);
+    // The same record over HTTP, as `exogate sim exotel` users read it.
+    let http_live: Value = rig
+        .gw
+        .http
+        .get(format!("{}/v1/Accounts/exotelsim/_sim/live", rig.fake.base_url()))
+        .basic_auth("fake-key", Some("fake-token"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(http_live["account_peak"], live.account_peak);
+    assert_eq!(http_live["caller_peak"]["08047491899"], live.account_peak, "{http_live}");
     // Every dial: one for the answered and the failed, two for busy and no-answer (retried once).
     let calls = rig.fake.calls();
     assert_eq!(calls.len(), 10 + 160 + 160 + 30);

@@ -85,10 +85,36 @@ async fn dispatch(
             None => (format.error(StatusCode::NOT_FOUND, &format!("Call {call_sid} not found"), None), None),
         },
         Route::ActiveStreams => (active_streams(shared.active_streams()), None),
+        Route::SimLive => (sim_live(&lock(&shared.live)), None),
         Route::WrongAccount(sid) => (fmt.error(StatusCode::NOT_FOUND, &format!("Account {sid} not found"), None), None),
         Route::MethodNotAllowed => (fmt.error(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed", None), None),
         Route::NotFound => (fmt.error(StatusCode::NOT_FOUND, "The requested resource was not found", None), None),
     }
+}
+
+/// Calls live on the account and per caller id, now and at their peak, and the last changes: what
+/// a test of a dialer's limits asserts, from Exotel's side of the wire.
+fn sim_live(live: &super::LiveRecord) -> Response {
+    let changes: Vec<serde_json::Value> = live
+        .changes
+        .iter()
+        .rev()
+        .take(1000)
+        .rev()
+        .map(|c| {
+            serde_json::json!({ "at_ms": c.at.as_millis() as u64, "caller_id": c.caller_id,
+                "account_live": c.account_live, "caller_live": c.caller_live })
+        })
+        .collect();
+    axum::Json(serde_json::json!({
+        "account_live": live.account_live,
+        "account_peak": live.account_peak,
+        "caller_live": live.caller_live,
+        "caller_peak": live.caller_peak,
+        "changes": changes,
+        "changes_total": live.changes.len() as u64 + live.changes_dropped,
+    }))
+    .into_response()
 }
 
 async fn connect(shared: &Arc<Shared>, format: Format, form: &[(String, String)]) -> (Response, Option<String>) {
@@ -338,6 +364,8 @@ pub(crate) enum Route {
         format: Format,
     },
     ActiveStreams,
+    /// The simulator's own record of live calls (not an Exotel API): `GET …/_sim/live`.
+    SimLive,
     /// A well-formed path for another account.
     WrongAccount(String),
     MethodNotAllowed,
@@ -370,6 +398,12 @@ pub(crate) fn route(method: &Method, path: &str, account: &str) -> Route {
                 return Route::MethodNotAllowed;
             }
             Route::ActiveStreams
+        }
+        ["_sim", "live"] => {
+            if method != Method::GET {
+                return Route::MethodNotAllowed;
+            }
+            Route::SimLive
         }
         _ => return Route::NotFound,
     };
@@ -615,6 +649,7 @@ mod tests {
             Route::CallDetails { call_sid: "abc".into(), format: Format::Xml }
         );
         assert_eq!(route(&get, "/v1/Accounts/acme/ActiveStreams", "acme"), Route::ActiveStreams);
+        assert_eq!(route(&get, "/v1/Accounts/acme/_sim/live", "acme"), Route::SimLive);
         assert_eq!(route(&post, "/v1/Accounts/other/Calls/connect.json", "acme"), Route::WrongAccount("other".into()));
         assert_eq!(route(&get, "/v1/Accounts/acme/Calls/connect.json", "acme"), Route::MethodNotAllowed);
         assert_eq!(route(&post, "/v1/Accounts/acme/Calls/abc.json", "acme"), Route::NotFound);
