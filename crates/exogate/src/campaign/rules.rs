@@ -8,8 +8,6 @@ use jiff::tz::TimeZone;
 use jiff::{Timestamp, ToSpan};
 use serde::{Deserialize, Serialize};
 
-use super::import::LineError;
-
 pub const DEFAULT_TIMEZONE: &str = "Asia/Kolkata";
 const DAYS: [(&str, Weekday); 7] = [
     ("mon", Weekday::Monday),
@@ -142,11 +140,6 @@ pub fn check_retry(retry: &BTreeMap<String, Retry>) -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-/// A rule error as the API's 400 lists it: not tied to a line of the file.
-pub fn rule_error(reason: String) -> LineError {
-    LineError { line: 0, reason }
 }
 
 #[cfg(test)]
