@@ -25,9 +25,22 @@ async fn rig(scripts: HashMap<String, Script>) -> Rig {
 
 /// A rig whose gateway's configuration `tweak` changes last.
 async fn rig_with(scripts: HashMap<String, Script>, tweak: impl FnOnce(&mut exogate::Config)) -> Rig {
+    rig_both(scripts, |_| {}, tweak).await
+}
+
+/// A rig whose fake Exotel's configuration `tweak` changes last.
+async fn rig_fake(scripts: HashMap<String, Script>, tweak: impl FnOnce(&mut FakeExotelConfig)) -> Rig {
+    rig_both(scripts, tweak, |_| {}).await
+}
+
+async fn rig_both(
+    scripts: HashMap<String, Script>,
+    fake_tweak: impl FnOnce(&mut FakeExotelConfig),
+    tweak: impl FnOnce(&mut exogate::Config),
+) -> Rig {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let gw_http = format!("http://127.0.0.1:{port}");
-    let cfg = FakeExotelConfig {
+    let mut cfg = FakeExotelConfig {
         voicebot_url: Some(format!("{gw_http}/voicebot")),
         passthru_url: Some(format!("{gw_http}/api/exotel/passthru")),
         audio: AudioSource::Tone { hz: 440.0, ms: 400 },
@@ -35,6 +48,7 @@ async fn rig_with(scripts: HashMap<String, Script>, tweak: impl FnOnce(&mut exog
         scripts,
         ..FakeExotelConfig::default()
     };
+    fake_tweak(&mut cfg);
     let (sid, key, token) = (cfg.sid.clone(), cfg.api_key.clone(), cfg.api_token.clone());
     let fake = FakeExotel::start(cfg).await.expect("fake exotel");
     let base = fake.base_url();
@@ -626,4 +640,29 @@ async fn pausing_lets_calls_in_flight_finish_and_dials_nobody_new() {
     let done = rig.wait_status(&id, "completed", Duration::from_secs(60)).await;
     assert_eq!(done["progress"]["completed"], 6);
     assert_eq!(rig.fake.calls().len(), 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exotels_429_backs_the_account_off_and_loses_no_contact() {
+    // The fake account takes 5 calls a minute; the campaign's own limits are far above that.
+    let scripts = (0..8).map(|i| (format!("+91{}", number(i)), Script::Busy)).collect();
+    let rig = rig_fake(scripts, |f| f.rate_limit = Some(5)).await;
+    let csv: String =
+        std::iter::once("phone\n".to_string()).chain((0..8).map(|i| format!("{}\n", number(i)))).collect();
+    let id = rig
+        .create(json!({ "agent": "echo", "csv": csv, "max_concurrent": 20, "calls_per_minute": 5000,
+            "window": { "start": "00:00", "end": "23:59" } }))
+        .await;
+    rig.post(&format!("/api/campaigns/{id}/start"), json!({})).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let connects: Vec<u16> =
+        rig.fake.requests().iter().filter(|r| r.path.contains("/Calls/connect")).filter_map(|r| r.status).collect();
+    let refused = connects.iter().filter(|s| **s == 429).count();
+    assert_eq!(rig.fake.calls().len(), 5, "{connects:?}");
+    assert_eq!(refused, 3, "one refusal per contact over the limit, then the account waits: {connects:?}");
+    // The refused contacts are waiting, their attempt not counted.
+    let pending = rig.get(&format!("/api/campaigns/{id}/contacts?state=pending")).await;
+    let pending = pending["contacts"].as_array().unwrap();
+    assert_eq!(pending.len(), 3);
+    assert!(pending.iter().all(|c| c["attempts"] == 0), "{pending:?}");
 }

@@ -25,7 +25,7 @@ const BREAKER_WINDOW: i64 = 20;
 const BREAKER_SHARE: f64 = 0.5;
 /// Dials of one tick waiting on Exotel at once.
 const DIALS_AT_ONCE: usize = 16;
-/// Without a `Retry-After`, a 429 backs the line off for this long.
+/// Without a `Retry-After`, a 429 backs the account off for this long.
 const DEFAULT_BACKOFF: Duration = Duration::from_secs(30);
 
 pub async fn run(app: Arc<AppState>) {
@@ -79,8 +79,9 @@ async fn step(app: &Arc<AppState>, c: &CampaignRow, backoff: &mut HashMap<String
     if !window.is_open(jiff::Timestamp::now()) {
         return Ok(());
     }
-    let line_key = c.phone_id.clone().unwrap_or_default();
-    if backoff.get(&line_key).is_some_and(|until| Instant::now() < *until) {
+    // A 429 is Exotel's answer for the whole account: every campaign on it backs off.
+    let account_key = c.account_sid.clone();
+    if backoff.get(&account_key).is_some_and(|until| Instant::now() < *until) {
         return Ok(());
     }
     let mode = match &c.phone_id {
@@ -106,7 +107,7 @@ async fn step(app: &Arc<AppState>, c: &CampaignRow, backoff: &mut HashMap<String
         }
     }
     if let Some(wait) = wait {
-        backoff.insert(line_key, Instant::now() + wait);
+        backoff.insert(account_key, Instant::now() + wait);
         tracing::warn!(campaign = %c.id, secs = wait.as_secs(), "Exotel rate limit: dialing backs off");
     }
     Ok(())
