@@ -532,8 +532,19 @@ async fn a_gateway_killed_mid_campaign_resumes_it_without_dialing_anyone_twice()
     let mut numbers: Vec<String> = calls.iter().map(|c| c.from.replace(' ', "")).collect();
     numbers.sort();
     numbers.dedup();
-    assert_eq!((calls.len(), numbers.len()), (30, 30), "each contact dialed once ({dialed_before} before the kill)");
-    assert_eq!(done["campaign"]["progress"]["completed"], 30, "{done}");
+    assert_eq!(numbers.len(), calls.len(), "a contact dialed twice ({dialed_before} dials before the kill)");
+    // Every contact was dialed and completed, except one the kill caught between writing its call
+    // and Exotel receiving it: that outcome is unknown, so it is not redialed blindly.
+    let p = &done["campaign"]["progress"];
+    let completed = p["completed"].as_i64().unwrap();
+    assert_eq!(completed, calls.len() as i64, "{done}");
+    assert_eq!(completed + p["failed"].as_i64().unwrap(), 30, "{done}");
+    let failed = http.get(format!("{base}/api/campaigns/{id}/contacts?state=failed")).send().await.unwrap();
+    let failed: Value = failed.json().await.unwrap();
+    for c in failed["contacts"].as_array().unwrap() {
+        assert_eq!(c["last_outcome"], "ambiguous-dial", "{c}");
+    }
+    assert!(calls.len() >= 29, "{} dials", calls.len());
     assert!(fake.live().account_peak <= 5);
 }
 
