@@ -34,8 +34,8 @@ pub struct Dial {
     pub id: Option<String>,
     /// The campaign and contact this dial is for.
     pub campaign: Option<(String, i64)>,
-    /// Variables for the agent (a campaign contact's columns): kept on the call's row, and given
-    /// to the agent as custom parameters on the stream URL (stream mode).
+    /// Variables for the agent (a campaign contact's columns): kept on the call's row, where the
+    /// media session finds them at `start`, and sent in `CustomField` when they fit.
     pub vars: std::collections::BTreeMap<String, String>,
 }
 
@@ -57,6 +57,10 @@ pub enum DialError {
     NotFound(String),
     #[error("phone {phone} is at its limit of {max} concurrent calls")]
     Busy { phone: String, max: i64 },
+    /// The Exotel account is at its concurrency or per-minute limit (EXOTEL_MAX_CONCURRENT,
+    /// EXOTEL_CALLS_PER_MINUTE), campaigns' calls included.
+    #[error("{message}")]
+    AccountBusy { message: String, retry_after: Option<u64> },
     /// Exotel answered with an error (or may have placed the call: see `RestError::Ambiguous`).
     #[error("exotel: {source}")]
     Exotel { id: String, source: RestError },
@@ -89,15 +93,37 @@ pub async fn place(app: &AppState, dial: Dial, host: Option<&str>) -> Result<Pla
             return Err(DialError::Busy { phone: phone.clone(), max });
         }
     }
+    // A campaign's dial was counted when its contact was claimed.
+    if dial.campaign.is_none() {
+        let limits = crate::store::AccountLimits {
+            max_concurrent: app.config.account_max_concurrent,
+            calls_per_minute: app.config.account_calls_per_minute,
+        };
+        match app.store.reserve_api_dial(&line.account.sid, limits).await? {
+            Ok(()) => {}
+            Err(crate::store::AccountFull::Concurrent(max)) => {
+                return Err(DialError::AccountBusy {
+                    message: format!("the Exotel account is at its limit of {max} concurrent calls"),
+                    retry_after: None,
+                });
+            }
+            Err(crate::store::AccountFull::PerMinute(max, wait)) => {
+                return Err(DialError::AccountBusy {
+                    message: format!("the Exotel account is at its limit of {max} calls per minute"),
+                    retry_after: Some(wait),
+                });
+            }
+        }
+    }
     let id = dial.id.clone().unwrap_or_else(crate::ids::call_id);
-    let custom_field = dial.custom_field.clone().unwrap_or_else(|| id.clone());
+    let custom_field = dial.custom_field.clone().unwrap_or_else(|| custom_field(&id, &dial.vars));
     let target = match dial.mode {
         Mode::Flow => CallTarget::Flow {
             app_id: line.app_id.clone().ok_or_else(|| {
                 DialError::Invalid("flow mode needs the phone's app_id (EXOTEL_APP_ID for the default phone)".into())
             })?,
         },
-        Mode::Stream => CallTarget::Stream { stream_url: stream_url(app, host, &id, &agent, &dial.vars) },
+        Mode::Stream => CallTarget::Stream { stream_url: stream_url(app, host, &id, &agent) },
     };
     let mut req = ConnectRequest::new(dial.to.clone(), line.caller_id.clone(), target);
     req.call_type = Some("trans".into());
@@ -123,12 +149,13 @@ pub async fn place(app: &AppState, dial: Dial, host: Option<&str>) -> Result<Pla
                 .text("from_number", Some(&dial.to))
                 .text("to_number", Some(&line.caller_id))
                 .text("phone_id", line.phone_id.as_ref())
+                .text("account_sid", Some(&line.account.sid))
                 .text("agent", Some(&agent))
                 .text("mode", Some(if dial.mode == Mode::Flow { "flow" } else { "stream" }))
                 .text("custom_field", Some(&custom_field))
                 .text("campaign_id", dial.campaign.as_ref().map(|(c, _)| c))
                 .int("contact_seq", dial.campaign.as_ref().map(|(_, s)| *s))
-                .text("custom_params", (!dial.vars.is_empty()).then(|| json!(dial.vars).to_string()))
+                .text("vars", (!dial.vars.is_empty()).then(|| json!(dial.vars).to_string()))
                 .status(Status::Queued),
         )
         .await?;
@@ -219,22 +246,39 @@ fn public_base(app: &AppState, host: Option<&str>) -> Option<String> {
     app.config.public_base_url.clone().or_else(|| host.map(|h| format!("http://{h}")))
 }
 
-fn stream_url(
-    app: &AppState,
-    host: Option<&str>,
-    id: &str,
-    agent: &str,
-    vars: &std::collections::BTreeMap<String, String>,
-) -> String {
+/// The call's own media URL: its agent and our id (the session finds the call's variables by it).
+fn stream_url(app: &AppState, host: Option<&str>, id: &str, agent: &str) -> String {
     let base = app.media_url(host);
-    let ours = [("agentId", agent), ("callLogId", id)];
-    // The variables ride along as custom parameters; ours win a name clash.
-    let theirs = vars
-        .iter()
-        .filter(|(k, _)| !ours.iter().any(|(o, _)| k.eq_ignore_ascii_case(o)))
-        .map(|(k, v)| (k.as_str(), v.as_str()));
-    let query = serde_urlencoded::to_string(ours.into_iter().chain(theirs).collect::<Vec<_>>()).unwrap_or_default();
+    let query = serde_urlencoded::to_string([("agentId", agent), ("callLogId", id)]).unwrap_or_default();
     format!("{base}?{query}")
+}
+
+/// The `CustomField` of a call we place: our id, so Exotel's callbacks and applets lead back to
+/// the call, and with it the call's variables as JSON when they fit Exotel's 128 characters
+/// (`{"call_id":"…","name":"Asha"}`), so a flow's Passthru or the user's own server sees them too.
+pub fn custom_field(id: &str, vars: &std::collections::BTreeMap<String, String>) -> String {
+    if vars.is_empty() {
+        return id.to_string();
+    }
+    let mut all = serde_json::Map::new();
+    all.insert("call_id".into(), id.into());
+    for (k, v) in vars.iter().filter(|(k, _)| k.as_str() != "call_id") {
+        all.insert(k.clone(), v.as_str().into());
+    }
+    let json = serde_json::Value::Object(all).to_string();
+    if json.chars().count() <= exotel::rest::MAX_CUSTOM_FIELD { json } else { id.to_string() }
+}
+
+/// Our call id inside a `CustomField` we sent ([`custom_field`]); a plain value is itself.
+pub fn custom_field_ref(custom_field: &str) -> std::borrow::Cow<'_, str> {
+    if custom_field.starts_with('{') {
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(custom_field) {
+            if let Some(id) = v.get("call_id").and_then(serde_json::Value::as_str) {
+                return id.to_string().into();
+            }
+        }
+    }
+    custom_field.into()
 }
 
 /// Digits with an optional leading `+`, spaces and dashes tolerated; 6–16 digits.
@@ -290,5 +334,26 @@ pub async fn reconcile_loop(app: std::sync::Arc<AppState>) {
                 tracing::debug!(call = %id, error = %e, "reconcile failed");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    #[test]
+    fn custom_field_carries_the_vars_that_fit() {
+        let id = "0193a5b2c3d4e5f60718293a4b5c6d7e";
+        assert_eq!(custom_field(id, &BTreeMap::new()), id);
+        let vars = BTreeMap::from([("name".to_string(), "Asha".to_string()), ("call_id".into(), "spoof".into())]);
+        let cf = custom_field(id, &vars);
+        assert_eq!(cf, format!(r#"{{"call_id":"{id}","name":"Asha"}}"#));
+        assert_eq!(custom_field_ref(&cf), id);
+        let long = BTreeMap::from([("note".to_string(), "x".repeat(100))]);
+        assert_eq!(custom_field(id, &long), id, "too long for Exotel: the id alone");
+        assert_eq!(custom_field_ref("order-7"), "order-7");
+        assert_eq!(custom_field_ref("{not json"), "{not json");
     }
 }

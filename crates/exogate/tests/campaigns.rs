@@ -473,6 +473,46 @@ fn spawn_gateway(port: u16, db: &str, fake: &FakeExotel) -> Process {
     Process(child)
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_placed_through_the_api_share_the_account_limits_with_campaigns() {
+    let rig = rig_both(
+        HashMap::new(),
+        |f| f.default_script = "answer:2".parse().unwrap(),
+        |c| {
+            c.account_max_concurrent = 2;
+            c.account_calls_per_minute = 5;
+        },
+    )
+    .await;
+    let call = |i: usize| json!({ "to": format!("+91{}", number(900 + i)) });
+    for i in 0..2 {
+        let (status, body) = rig.post("/api/calls", call(i)).await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let (status, body) = rig.post("/api/calls", call(2)).await;
+    assert_eq!(status, 429, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("2 concurrent calls"), "{body}");
+
+    // A campaign on the same account waits for the API's calls to end: never more than 2 live.
+    let csv = format!("phone\n{}\n{}\n{}\n", number(1), number(2), number(3));
+    let window = json!({ "start": "00:00", "end": "23:59" });
+    let id = rig.create(json!({ "agent": "echo", "csv": csv, "max_concurrent": 5, "window": window })).await;
+    rig.post(&format!("/api/campaigns/{id}/start"), json!({})).await;
+    rig.wait_status(&id, "completed", Duration::from_secs(60)).await;
+    assert_eq!(rig.fake.calls().len(), 5);
+    let live = rig.fake.live();
+    assert_eq!(live.account_peak, 2, "API calls and the campaign's together");
+
+    // Five dials this minute: the sixth waits, and is told how long.
+    let r = rig.gw.http.post(rig.gw.http_url("/api/calls")).bearer_auth(KEY).json(&call(3)).send().await.unwrap();
+    assert_eq!(r.status(), 429);
+    let wait: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&wait), "Retry-After {wait}");
+    let body: Value = r.json().await.unwrap();
+    assert!(body["error"].as_str().unwrap().contains("5 calls per minute"), "{body}");
+    assert_eq!(rig.fake.calls().len(), 5, "refused calls never reach Exotel");
+}
+
 async fn wait_http(http: &reqwest::Client, url: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while http.get(url).send().await.is_err() {
@@ -602,23 +642,64 @@ async fn the_command_line_runs_a_campaign() {
     assert!(!ok && err.contains("no phone column"), "{err}");
 }
 
+/// How the fake's call reaches the media socket in [`a_contacts_columns_reach_its_call`].
+#[derive(Debug, Clone, Copy)]
+enum Path {
+    /// Connect Voice AI: `StreamUrl` to our media endpoint (no flow app id).
+    Stream,
+    /// The flow's Voicebot applet asks our dynamic-URL endpoint.
+    DynamicUrl,
+    /// The flow's Voicebot applet has our media URL written in: only Exotel's ids reach us.
+    FixedUrl,
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_contacts_columns_reach_its_call() {
-    // Stream mode (no flow app id): the variables ride on the stream URL into the call's start.
-    let rig = rig_with(HashMap::new(), |c| c.exotel.app_id = None).await;
-    let csv = format!("phone,name,due\n{},Asha,₹1200\n", number(7));
-    let id = rig.create(json!({ "agent": "echo", "csv": csv, "window": { "start": "00:00", "end": "23:59" } })).await;
-    rig.post(&format!("/api/campaigns/{id}/start"), json!({})).await;
-    rig.wait_status(&id, "completed", Duration::from_secs(60)).await;
-    let contacts = rig.get(&format!("/api/campaigns/{id}/contacts")).await;
-    let call_id = contacts["contacts"][0]["last_call_id"].as_str().unwrap().to_string();
-    let row = rig.get(&format!("/api/calls/{call_id}")).await;
-    assert_eq!(row["mode"], "stream");
-    assert_eq!(row["status"], "completed", "{row}");
-    // What the media session saw at `start` (the agent's call info), as the call log keeps it.
-    assert_eq!(row["custom_params"]["name"], "Asha", "{row}");
-    assert_eq!(row["custom_params"]["due"], "₹1200", "{row}");
-    assert_eq!(row["custom_params"]["agentId"], "echo", "{row}");
+    for path in [Path::Stream, Path::DynamicUrl, Path::FixedUrl] {
+        let ws_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let rig = rig_both(
+            HashMap::new(),
+            |f| {
+                if let Path::FixedUrl = path {
+                    f.voicebot_url = Some(format!("ws://127.0.0.1:{ws_port}/"));
+                }
+            },
+            |c| {
+                c.ws_port = ws_port;
+                if let Path::Stream = path {
+                    c.exotel.app_id = None;
+                }
+            },
+        )
+        .await;
+        // Not the default agent: a fixed applet URL names none, so the call's own must be found.
+        let made = rig.post("/api/agents", json!({ "id": "collector", "kind": "echo" })).await;
+        assert_eq!(made.0, 201, "{made:?}");
+        let csv = format!("phone,name,due\n{},Asha,₹1200\n", number(7));
+        let window = json!({ "start": "00:00", "end": "23:59" });
+        let id = rig.create(json!({ "agent": "collector", "csv": csv, "window": window })).await;
+        rig.post(&format!("/api/campaigns/{id}/start"), json!({})).await;
+        rig.wait_status(&id, "completed", Duration::from_secs(60)).await;
+        let contacts = rig.get(&format!("/api/campaigns/{id}/contacts")).await;
+        let call_id = contacts["contacts"][0]["last_call_id"].as_str().unwrap().to_string();
+        rig.gw.gw.state.store.flush().await;
+        let row = rig.get(&format!("/api/calls/{call_id}")).await;
+        assert_eq!(row["mode"], if let Path::Stream = path { "stream" } else { "flow" }, "{path:?}");
+        assert_eq!(
+            (row["status"].as_str(), row["frames_in"].as_i64()),
+            (Some("completed"), Some(20)),
+            "{path:?} {row}"
+        );
+        assert_eq!(row["vars"], json!({ "name": "Asha", "due": "₹1200" }), "{path:?}");
+        // What the agent was given at `start` (its call info), as the call log keeps it.
+        assert_eq!(row["custom_params"]["name"], "Asha", "{path:?} {row}");
+        assert_eq!(row["custom_params"]["due"], "₹1200", "{path:?} {row}");
+        assert_eq!(row["agent"], "collector", "{path:?} {row}");
+        // Exotel got the variables too, in CustomField, with our id to find the call by.
+        let placed = rig.fake.calls().pop().unwrap();
+        let field: Value = serde_json::from_str(placed.custom_field.as_deref().unwrap()).unwrap();
+        assert_eq!(field, json!({ "call_id": call_id, "name": "Asha", "due": "₹1200" }), "{path:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -530,6 +530,37 @@ async fn unanswered_calls_post_their_status_without_media() {
 }
 
 #[tokio::test]
+async fn timed_scripts_ring_and_hold_the_line_that_long() {
+    let gw = Gateway::start().await;
+    let scripts = HashMap::from([
+        ("+919000000001".to_string(), "no-answer:1".parse().unwrap()),
+        ("+919000000002".to_string(), "answer:3".parse().unwrap()),
+    ]);
+    let fake = FakeExotel::start(quick(FakeExotelConfig {
+        voicebot_url: Some(format!("{}/voicebot", gw.url)),
+        scripts,
+        ..FakeExotelConfig::default()
+    }))
+    .await
+    .unwrap();
+    let url = flow_url("exotelsim");
+    let mut took = Vec::new();
+    for number in ["+919000000001", "+919000000002", CUSTOMER] {
+        let form = [("From", number), ("CallerId", EXOPHONE), ("Url", url.as_str())];
+        let t = Instant::now();
+        let sid = sid_of(place(&fake, "connect.json", &form).await).await;
+        let call = done(&fake, &sid).await;
+        took.push(t.elapsed());
+        assert_eq!(call.state, if number.ends_with('1') { "no-answer" } else { "completed" }, "{number}");
+    }
+    // Lower bounds only (a sleep never ends early): the timed calls last their scripted time
+    // (the held one 3 s after speaking, the untimed one 0.5 s after the bot goes quiet).
+    assert!(took[0] >= Duration::from_secs(1), "rang {:?}", took[0]);
+    assert!(took[1] >= took[2] + Duration::from_secs(1), "held {:?}, untimed {:?}", took[1], took[2]);
+    fake.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_dynamic_url_failure_reaches_the_passthru_as_a_failed_stream() {
     let gw = Gateway::start().await;
     let fake = FakeExotel::start(quick(FakeExotelConfig {

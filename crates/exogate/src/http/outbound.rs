@@ -87,6 +87,13 @@ fn answer(result: Result<dialer::Placed, DialError>) -> Response {
         Err(DialError::Invalid(m)) => ApiError::bad_request(m).into_response(),
         Err(DialError::NotFound(m)) => ApiError::not_found(m).into_response(),
         Err(e @ DialError::Busy { .. }) => ApiError::new(StatusCode::TOO_MANY_REQUESTS, e.to_string()).into_response(),
+        Err(DialError::AccountBusy { message, retry_after }) => {
+            let mut resp = ApiError::new(StatusCode::TOO_MANY_REQUESTS, message).into_response();
+            if let Some(v) = retry_after.and_then(|s| s.to_string().parse().ok()) {
+                resp.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            resp
+        }
         Err(DialError::Internal(e)) => ApiError::from(e).into_response(),
         Err(DialError::Exotel { id, source }) => {
             use exotel::rest::RestError as E;

@@ -60,13 +60,24 @@ pub(crate) async fn dynamic_url(
         }
     }
     // The call's agent rides along: a call we placed knows its agent; an ExoPhone may have a default.
+    let reference = d.custom_field.as_deref().map(crate::dialer::custom_field_ref);
+    let placed = match reference.as_deref().or(d.call_sid.as_deref()) {
+        Some(reference) => app.store.find_call(reference).await?,
+        None => None,
+    };
     if !custom.keys().any(|k| k.eq_ignore_ascii_case("agentId")) {
-        let placed = match d.custom_field.as_deref().or(d.call_sid.as_deref()) {
-            Some(reference) => app.store.find_call(reference).await?.and_then(|c| c.agent),
-            None => None,
-        };
-        if let Some(agent) = placed.or_else(|| d.to.as_deref().and_then(|to| app.phone_default_agent(to))) {
+        let agent = placed.as_ref().and_then(|c| c.agent.clone());
+        if let Some(agent) = agent.or_else(|| d.to.as_deref().and_then(|to| app.phone_default_agent(to))) {
             custom.insert("agentId".to_string(), agent);
+        }
+    }
+    // A call we placed with variables: our id lets the media session find them (when there is room).
+    if let Some(c) = placed.filter(|c| c.vars.is_some() && c.direction.as_deref() == Some("outbound-api")) {
+        if custom.len() < MAX_CUSTOM_PARAMS && !custom.contains_key("callLogId") {
+            custom.insert("callLogId".to_string(), c.id);
+            if serde_urlencoded::to_string(&custom).map_or(0, |q| q.len()) > MAX_CUSTOM_CHARS {
+                custom.remove("callLogId");
+            }
         }
     }
     if custom.len() > MAX_CUSTOM_PARAMS {

@@ -15,7 +15,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use exotel::event::{Dtmf, Media, Start, Stop};
 use exotel::redact::mask_phone;
 use exotel::{InboundEvent, SampleRate};
-use futures_util::future::OptionFuture;
+use futures_util::future::{BoxFuture, OptionFuture};
 use futures_util::{FutureExt, StreamExt};
 use serde_json::json;
 use tokio::time::{Instant, sleep_until, timeout};
@@ -24,7 +24,7 @@ use super::control::{CallControl, OutCmd, Shared};
 use super::writer::{Writer, WriterConfig};
 use crate::agent::{Agent, AgentFuture, AgentSetup, AgentSpec, AgentTask, CallEnd, CallInfo, EndReason, OnFailure};
 use crate::app::{AppState, Decision, SessionGuard};
-use crate::store::{CallKey, CallPatch, Status};
+use crate::store::{CallKey, CallPatch, CallRow, Status};
 
 /// Timeline entries per call for bad input; the count keeps going, the log stays small.
 const BAD_EVENTS_RECORDED: u64 = 10;
@@ -32,6 +32,8 @@ const CLOSE_HANDSHAKE_WAIT: Duration = Duration::from_secs(2);
 /// Caller audio held for an agent still being made (a bridge connecting to its bot); beyond it
 /// audio is dropped and counted. 10 s at 24 kHz.
 const BACKLOG_BYTES: usize = 480_000;
+/// How long a call's start waits for its row (a call we placed: its agent and variables).
+const PLACED_LOOKUP_WAIT: Duration = Duration::from_secs(2);
 /// Fallbacks chained per call (agent A fails → B fails → C): past this the call hangs up.
 const MAX_FALLBACKS: u8 = 2;
 
@@ -100,6 +102,9 @@ struct Session {
     too_big: bool,
     /// Timeline entries from before `start`, written once the call has a row.
     early_events: Vec<(&'static str, serde_json::Value)>,
+    /// Reading the call's row after `start`: a call we placed has its agent and variables there.
+    /// The agent starts once it is read.
+    lookup: Option<BoxFuture<'static, Option<CallRow>>>,
 }
 
 pub(crate) async fn run(mut ws: WebSocket, params: MediaParams, app: Arc<AppState>, alive: SessionGuard) {
@@ -138,6 +143,7 @@ pub(crate) async fn run(mut ws: WebSocket, params: MediaParams, app: Arc<AppStat
         peer_close: None,
         too_big: false,
         early_events: Vec::new(),
+        lookup: None,
     };
     // Even on a bug in the session itself, agents on other tasks learn that the call is over
     // and can't fill a queue nobody drains.
@@ -217,6 +223,11 @@ impl Session {
                     shared.enter();
                     let made = made.unwrap_or_else(|_| Err(crate::agent::AgentError("agent panicked while starting".into())));
                     self.agent_made(made);
+                }
+                Some(row) = OptionFuture::from(self.lookup.as_mut()) => {
+                    shared.enter();
+                    self.lookup = None;
+                    self.placed(row);
                 }
                 polled = poll_task(&mut self.task, shared) => match polled {
                     TaskPoll::Output => {}
@@ -333,6 +344,7 @@ impl Session {
         let stream_sid = start.stream_sid.clone().unwrap_or_else(crate::ids::stream_sid);
         let mut custom = self.params.query_params.clone();
         custom.extend(start.custom_parameters.clone());
+        let reference = custom.get("callLogId").cloned().or_else(|| start.call_sid.clone());
         let agent_id = match &self.slot {
             Slot::Making { spec, .. } | Slot::Ready { spec, .. } => spec.id.clone(),
             Slot::None => self.choose_agent(&custom, start.to.as_deref()),
@@ -404,7 +416,46 @@ impl Session {
             self.apply_failure(plan);
             return;
         }
+        if let Some(reference) = reference {
+            let app = self.app.clone();
+            self.lookup = Some(Box::pin(async move {
+                timeout(PLACED_LOOKUP_WAIT, app.store.find_call(&reference)).await.ok().and_then(Result::ok).flatten()
+            }));
+            return;
+        }
+        self.begin_agent();
+    }
+
+    /// The call's row, read after `start`. A call we placed brings its variables (a campaign
+    /// contact's columns) into the agent's call info, and its agent when the flow's applet URL
+    /// named none.
+    fn placed(&mut self, row: Option<CallRow>) {
+        let row = row.filter(|r| r.direction.as_deref() == Some("outbound-api"));
+        if let (Some(row), Some(active)) = (row, self.active.as_mut()) {
+            let custom = &mut active.info.custom_parameters;
+            let requested = custom.keys().any(|k| k.eq_ignore_ascii_case("agentId"));
+            let vars: BTreeMap<String, String> =
+                row.vars.as_deref().and_then(|v| serde_json::from_str(v).ok()).unwrap_or_default();
+            let mut patch = CallPatch::new();
+            if !vars.is_empty() {
+                for (k, v) in vars {
+                    custom.entry(k).or_insert(v);
+                }
+                patch = patch.json("custom_params", &json!(custom));
+            }
+            let agent = row.agent.filter(|a| *a != active.info.agent_id && self.app.agent_exists(a));
+            if let Some(agent) = agent.filter(|_| !requested && matches!(self.slot, Slot::None)) {
+                patch = patch.text("agent", Some(&agent));
+                active.info.agent_id = agent;
+            }
+            self.app.store.upsert(active.key.clone(), patch);
+        }
+        self.begin_agent();
+    }
+
+    fn begin_agent(&mut self) {
         if matches!(self.slot, Slot::None) {
+            let agent_id = self.active.as_ref().map(|a| a.info.agent_id.clone()).unwrap_or_default();
             let spec = self.app.agent_spec(&agent_id).unwrap_or_else(|| Arc::new(AgentSpec::builtin("echo")));
             self.make_agent(spec);
         }
@@ -492,6 +543,9 @@ impl Session {
 
     /// Once both the agent and the stream exist: `on_start`, then what the caller said meanwhile.
     fn start_agent(&mut self) {
+        if self.lookup.is_some() {
+            return;
+        }
         let Some(info) = self.active.as_ref().map(|a| a.info.clone()) else { return };
         let Slot::Ready { started, .. } = &mut self.slot else { return };
         if *started {
@@ -505,22 +559,27 @@ impl Session {
         self.held_bytes = 0;
     }
 
-    /// Hands a caller event to the agent, or holds it while the agent is being made.
+    /// Hands a caller event to the agent, or holds it while the agent is being made (or the
+    /// call's row is being read).
     fn deliver(&mut self, event: Held) {
-        match &self.slot {
-            Slot::Ready { started: true, .. } => {}
-            Slot::Ready { .. } | Slot::Making { .. } => {
-                if let Held::Audio(pcm) = &event {
-                    if self.held_bytes + pcm.len() > BACKLOG_BYTES {
-                        self.ctl.shared().position.dropped_in.fetch_add(pcm.len() as u64, Ordering::Relaxed);
-                        return;
-                    }
-                    self.held_bytes += pcm.len();
+        let waiting = match &self.slot {
+            Slot::Ready { started: true, .. } => false,
+            Slot::Ready { .. } | Slot::Making { .. } => true,
+            Slot::None => self.lookup.is_some(),
+        };
+        if waiting {
+            if let Held::Audio(pcm) = &event {
+                if self.held_bytes + pcm.len() > BACKLOG_BYTES {
+                    self.ctl.shared().position.dropped_in.fetch_add(pcm.len() as u64, Ordering::Relaxed);
+                    return;
                 }
-                self.held.push_back(event);
-                return;
+                self.held_bytes += pcm.len();
             }
-            Slot::None => return,
+            self.held.push_back(event);
+            return;
+        }
+        if matches!(self.slot, Slot::None) {
+            return;
         }
         match event {
             Held::Audio(pcm) => self.with_agent(|a, ctl| a.on_audio(&pcm, ctl)),

@@ -3,7 +3,7 @@
 //! clicks) can't both start or both finish one.
 
 use serde::Serialize;
-use sqlx::{AnyPool, FromRow};
+use sqlx::{Any, AnyPool, FromRow, Transaction};
 
 use super::now_text;
 use crate::campaign::import::Contact;
@@ -340,19 +340,7 @@ pub(super) async fn claim(
         .bind(minute_ago)
         .fetch_one(&mut *tx)
         .await?;
-    let account_live: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM campaign_contacts k JOIN campaigns c ON c.id = k.campaign_id \
-         WHERE c.account_sid = $1 AND k.state IN ('dialing', 'in-progress')",
-    )
-    .bind(&c.account_sid)
-    .fetch_one(&mut *tx)
-    .await?;
-    let account_recent: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM campaign_dials WHERE account_sid = $1 AND at > $2")
-            .bind(&c.account_sid)
-            .bind(minute_ago)
-            .fetch_one(&mut *tx)
-            .await?;
+    let (account_live, account_recent) = account_usage(&mut tx, &c.account_sid, minute_ago).await?;
     let room = [
         c.max_concurrent - live,
         c.calls_per_minute - recent,
@@ -399,6 +387,84 @@ pub(super) async fn claim(
         .await?;
     tx.commit().await?;
     Ok(claimed)
+}
+
+/// An account's calls in the air (campaign contacts being dialed or talking, and calls placed
+/// through the API) and its dials in the last minute, campaigns' and API's alike.
+async fn account_usage(tx: &mut Transaction<'_, Any>, account_sid: &str, minute_ago: &str) -> sqlx::Result<(i64, i64)> {
+    let contacts: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM campaign_contacts k JOIN campaigns c ON c.id = k.campaign_id \
+         WHERE c.account_sid = $1 AND k.state IN ('dialing', 'in-progress')",
+    )
+    .bind(account_sid)
+    .fetch_one(&mut **tx)
+    .await?;
+    let api_calls: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM calls WHERE account_sid = $1 AND campaign_id IS NULL \
+         AND direction = 'outbound-api' AND status IN ('queued', 'connecting', 'ringing', 'in-progress')",
+    )
+    .bind(account_sid)
+    .fetch_one(&mut **tx)
+    .await?;
+    let recent: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM campaign_dials WHERE account_sid = $1 AND at > $2")
+        .bind(account_sid)
+        .bind(minute_ago)
+        .fetch_one(&mut **tx)
+        .await?;
+    Ok((contacts + api_calls, recent))
+}
+
+/// Why the account can't take one more call now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccountFull {
+    Concurrent(i64),
+    /// The per-minute limit, and the seconds until a slot frees.
+    PerMinute(i64, u64),
+}
+
+/// A call placed through the API counts against its account's limits like a campaign's dial:
+/// refused when the account is full, else its dial is recorded (under the account's lock on
+/// PostgreSQL, so gateways agree).
+pub(super) async fn reserve_api_dial(
+    pool: &AnyPool,
+    postgres: bool,
+    account_sid: &str,
+    account: AccountLimits,
+    now: &str,
+    minute_ago: &str,
+) -> sqlx::Result<Result<(), AccountFull>> {
+    let mut tx = super::db::begin(pool).await?;
+    if postgres {
+        sqlx::query("SELECT 1 FROM (SELECT pg_advisory_xact_lock(hashtext($1))) AS locked")
+            .bind(account_sid)
+            .execute(&mut *tx)
+            .await?;
+    }
+    let (live, recent) = account_usage(&mut tx, account_sid, minute_ago).await?;
+    if live >= account.max_concurrent {
+        return Ok(Err(AccountFull::Concurrent(account.max_concurrent)));
+    }
+    if recent >= account.calls_per_minute {
+        let oldest: Option<String> =
+            sqlx::query_scalar("SELECT at FROM campaign_dials WHERE account_sid = $1 AND at > $2 ORDER BY at LIMIT 1")
+                .bind(account_sid)
+                .bind(minute_ago)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let wait = oldest.and_then(|t| super::secs_until_minute_after(&t)).unwrap_or(60);
+        return Ok(Err(AccountFull::PerMinute(account.calls_per_minute, wait)));
+    }
+    sqlx::query("INSERT INTO campaign_dials (campaign_id, account_sid, at) VALUES ('', $1, $2)")
+        .bind(account_sid)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("DELETE FROM campaign_dials WHERE campaign_id = '' AND at < $1")
+        .bind(minute_ago)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(Ok(()))
 }
 
 /// Contacts still to be dialed or in the air: zero means the campaign is done.

@@ -16,7 +16,9 @@ use sqlx::AnyPool;
 use tokio::sync::{mpsc, oneshot};
 
 pub use agents::{AgentDef, AgentInput};
-pub use campaigns::{AccountLimits, CONTACT_STATES, CampaignRow, Claimed, ContactRow, HeldContact, NewCampaign};
+pub use campaigns::{
+    AccountFull, AccountLimits, CONTACT_STATES, CampaignRow, Claimed, ContactRow, HeldContact, NewCampaign,
+};
 pub use db::Backend;
 pub use patch::{CallKey, CallPatch, Status};
 pub use phones::{Phone, PhoneInput};
@@ -310,6 +312,17 @@ impl Store {
         Ok(campaigns::claim(&self.pool, postgres, c, account, &self.instance, &now, &minute_ago, &until).await?)
     }
 
+    /// Counts a call placed through the API against its account's limits (see [`AccountLimits`]).
+    pub async fn reserve_api_dial(
+        &self,
+        account_sid: &str,
+        account: AccountLimits,
+    ) -> anyhow::Result<Result<(), campaigns::AccountFull>> {
+        let (now, minute_ago) = (now_text(), rfc3339_ago(Duration::from_secs(60)));
+        let postgres = self.backend == Backend::Postgres;
+        Ok(campaigns::reserve_api_dial(&self.pool, postgres, account_sid, account, &now, &minute_ago).await?)
+    }
+
     pub async fn open_contacts(&self, campaign: &str) -> anyhow::Result<i64> {
         Ok(campaigns::open_contacts(&self.pool, campaign).await?)
     }
@@ -338,6 +351,13 @@ pub const DEAD_AFTER: Duration = Duration::from_secs(30);
 pub fn rfc3339_after(ahead: Duration) -> Option<String> {
     let t = time::OffsetDateTime::now_utc() + ahead;
     t.format(&time::format_description::well_known::Rfc3339).ok()
+}
+
+/// Whole seconds (at least 1) until a minute has passed since `at` (RFC 3339).
+fn secs_until_minute_after(at: &str) -> Option<u64> {
+    let t = time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).ok()?;
+    let left = (t + Duration::from_secs(60)) - time::OffsetDateTime::now_utc();
+    Some(left.whole_seconds().clamp(1, 60) as u64)
 }
 
 fn rfc3339_ago(ago: Duration) -> String {

@@ -80,6 +80,9 @@ pub struct CallRow {
     /// The campaign and contact (its position in the list) the call dialed.
     pub campaign_id: Option<String>,
     pub contact_seq: Option<i64>,
+    /// Variables of a call we placed (a campaign contact's columns), given to its agent.
+    #[serde(serialize_with = "as_json")]
+    pub vars: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, FromRow)]

@@ -63,12 +63,13 @@ async fn apply(
 
 /// Finds the call's row or creates it; returns (id, status).
 async fn resolve(tx: &mut Transaction<'_, Any>, key: &CallKey) -> sqlx::Result<(String, String)> {
+    let placed_id = key.custom_field.as_deref().map(|c| crate::dialer::custom_field_ref(c).into_owned());
     let lookups = [
         ("SELECT id, status FROM calls WHERE call_sid = $1", &key.call_sid),
         ("SELECT id, status FROM calls WHERE stream_sid = $1 ORDER BY created_at DESC LIMIT 1", &key.stream_sid),
         ("SELECT id, status FROM calls WHERE id = $1", &key.id),
         // Calls we placed carry our id (or the user's CustomField) back through Exotel.
-        ("SELECT id, status FROM calls WHERE id = $1", &key.custom_field),
+        ("SELECT id, status FROM calls WHERE id = $1", &placed_id),
         (
             "SELECT id, status FROM calls WHERE custom_field = $1 AND direction = 'outbound-api' ORDER BY created_at DESC LIMIT 1",
             &key.custom_field,

@@ -147,7 +147,7 @@ async fn connect(shared: &Arc<Shared>, format: Format, form: &[(String, String)]
             let msg = "Internal Server Error: the call could not be originated";
             return (format.error(StatusCode::INTERNAL_SERVER_ERROR, msg, None), None);
         }
-        Script::Answer | Script::Busy | Script::NoAnswer | Script::Fail => {}
+        Script::Answer | Script::Busy | Script::NoAnswer | Script::Fail | Script::Timed { .. } => {}
     }
     let now = play::now_ist();
     let call = FakeCall {

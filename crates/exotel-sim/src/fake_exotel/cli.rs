@@ -58,7 +58,8 @@ pub struct ExotelArgs {
     #[arg(long, value_name = "HZ", default_value = "8000", value_parser = crate::cli::parse_rate)]
     pub rate: SampleRate,
     /// A script for one customer number, NUMBER=SCRIPT (repeatable). SCRIPT: answer, busy,
-    /// no-answer, fail, hang[:SECS], http:STATUS[:RETRY_AFTER[:MESSAGE]].
+    /// no-answer, fail (each with :SECS: ring that long, or for answer stay on the line that long
+    /// after speaking), hang[:SECS], http:STATUS[:RETRY_AFTER[:MESSAGE]].
     #[arg(long = "script", value_name = "NUMBER=SCRIPT", value_parser = super::script::parse_number_script)]
     pub scripts: Vec<(String, Script)>,
     /// The script for every other number.

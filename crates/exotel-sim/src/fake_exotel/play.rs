@@ -51,7 +51,7 @@ pub(crate) async fn play(shared: Arc<Shared>, sid: String) {
     let Some(call) = shared.call(&sid) else { return };
     match call.script.unanswered_status() {
         Some(status) => {
-            tokio::time::sleep(UNANSWERED_AFTER).await;
+            tokio::time::sleep(call.script.timed().unwrap_or(UNANSWERED_AFTER)).await;
             let now = now_ist();
             shared.update_call(&sid, |c| {
                 c.state = status.to_string();
@@ -226,8 +226,9 @@ async fn media_leg(shared: &Shared, call: &FakeCall, ws_url: &str, stream_sid: &
         account_sid: cfg.sid.clone(),
         from: call.from.clone(),
         to: cfg.exophone.clone(),
-        idle_tail: cfg.idle_tail,
-        max_tail: cfg.max_tail,
+        // A timed answer: the customer holds the line that long, whatever the bot does.
+        idle_tail: call.script.timed().unwrap_or(cfg.idle_tail),
+        max_tail: call.script.timed().unwrap_or(cfg.max_tail),
         ..CallConfig::default()
     };
     let mut attempt = 0;

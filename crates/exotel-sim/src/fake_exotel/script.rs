@@ -24,6 +24,10 @@ pub enum Script {
     /// `Calls/connect` sleeps this long, then answers 500 (Exotel's "could not originate"). No
     /// call is placed: this is for client timeouts and ambiguous outcomes.
     Hang { secs: u64 },
+    /// [`Script::Answer`], `Busy`, `NoAnswer` or `Fail`, timed: an unanswered call rings `secs`
+    /// before its final status; an answered customer stays on the line `secs` after speaking,
+    /// whatever the bot does, then hangs up.
+    Timed { outcome: Box<Script>, secs: u64 },
 }
 
 impl Script {
@@ -33,7 +37,16 @@ impl Script {
             Self::Busy => Some("busy"),
             Self::NoAnswer => Some("no-answer"),
             Self::Fail => Some("failed"),
+            Self::Timed { outcome, .. } => outcome.unanswered_status(),
             Self::Answer | Self::HttpError { .. } | Self::Hang { .. } => None,
+        }
+    }
+
+    /// How long the call rings (unanswered) or the customer stays after speaking (answered), when scripted.
+    pub(crate) fn timed(&self) -> Option<std::time::Duration> {
+        match self {
+            Self::Timed { secs, .. } => Some(std::time::Duration::from_secs(*secs)),
+            _ => None,
         }
     }
 
@@ -48,8 +61,8 @@ impl Script {
     }
 }
 
-/// The command-line spelling: `answer`, `busy`, `no-answer`, `fail`, `hang[:SECS]`,
-/// `http:STATUS[:RETRY_AFTER_SECS[:MESSAGE]]`.
+/// The command-line spelling: `answer[:SECS]`, `busy[:SECS]`, `no-answer[:SECS]`, `fail[:SECS]`,
+/// `hang[:SECS]`, `http:STATUS[:RETRY_AFTER_SECS[:MESSAGE]]`.
 impl FromStr for Script {
     type Err = String;
 
@@ -62,7 +75,18 @@ impl FromStr for Script {
         let number = |what: &str, v: &str| -> Result<u64, String> {
             v.trim().parse().map_err(|_| format!("{s:?}: {what} {v:?} is not a whole number"))
         };
-        match (head.to_ascii_lowercase().as_str(), rest) {
+        let head = head.to_ascii_lowercase();
+        let plain = match head.as_str() {
+            "answer" | "answered" => Some(Self::Answer),
+            "busy" => Some(Self::Busy),
+            "no-answer" | "noanswer" | "no_answer" => Some(Self::NoAnswer),
+            "fail" | "failed" => Some(Self::Fail),
+            _ => None,
+        };
+        if let (Some(outcome), Some(secs)) = (plain.clone(), rest) {
+            return Ok(Self::Timed { outcome: Box::new(outcome), secs: number("seconds", secs)? });
+        }
+        match (head.as_str(), rest) {
             ("answer" | "answered", None) => Ok(Self::Answer),
             ("busy", None) => Ok(Self::Busy),
             ("no-answer" | "noanswer" | "no_answer", None) => Ok(Self::NoAnswer),
@@ -87,7 +111,7 @@ impl FromStr for Script {
                 Ok(script)
             }
             _ => Err(format!(
-                "{s:?}: expected answer, busy, no-answer, fail, hang[:SECS] or http:STATUS[:RETRY_AFTER[:MESSAGE]]"
+                "{s:?}: expected answer, busy, no-answer, fail (each with an optional :SECS), hang[:SECS] or http:STATUS[:RETRY_AFTER[:MESSAGE]]"
             )),
         }
     }
@@ -101,6 +125,7 @@ impl fmt::Display for Script {
             Self::NoAnswer => f.write_str("no-answer"),
             Self::Fail => f.write_str("fail"),
             Self::Hang { secs } => write!(f, "hang:{secs}"),
+            Self::Timed { outcome, secs } => write!(f, "{outcome}:{secs}"),
             Self::HttpError { status, retry_after, message } => {
                 write!(f, "http:{status}:")?;
                 if let Some(secs) = retry_after {
@@ -171,7 +196,9 @@ mod tests {
             "http:402::Insufficient balance: top up".parse(),
             Ok(Script::HttpError { status: 402, retry_after: None, message: "Insufficient balance: top up".into() })
         );
-        for bad in ["", "ring", "hang:x", "http", "http:200", "http:abc", "http:429:soon", "busy:1"] {
+        assert_eq!("busy:5".parse(), Ok(Script::Timed { outcome: Box::new(Script::Busy), secs: 5 }));
+        assert_eq!("answer:30".parse(), Ok(Script::Timed { outcome: Box::new(Script::Answer), secs: 30 }));
+        for bad in ["", "ring", "hang:x", "http", "http:200", "http:abc", "http:429:soon", "busy:x", "busy:1:2"] {
             assert!(bad.parse::<Script>().is_err(), "{bad:?} parsed");
         }
     }
@@ -184,6 +211,8 @@ mod tests {
             Script::NoAnswer,
             Script::Fail,
             Script::Hang { secs: 4 },
+            Script::Timed { outcome: Box::new(Script::NoAnswer), secs: 9 },
+            Script::Timed { outcome: Box::new(Script::Answer), secs: 2 },
             Script::http_error(429, Some(7)),
             Script::http_error(500, None),
         ] {
