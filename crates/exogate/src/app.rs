@@ -104,6 +104,8 @@ pub struct AppState {
     pub sessions: Arc<Sessions>,
     /// Set when the drain time is over: every session ends its call now.
     pub drain: watch::Sender<bool>,
+    /// Connections and requests turned away, by reason.
+    pub refusals: crate::access::Refusals,
 }
 
 impl AppState {

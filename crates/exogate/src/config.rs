@@ -8,6 +8,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde::Deserialize;
 
+use crate::access::{BasicCredentials, IpList};
+
 /// `exogate serve` options. Each can also be set in the TOML file under its snake_case name.
 #[derive(clap::Args, Debug, Default, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -111,6 +113,98 @@ pub struct ServeArgs {
     /// Full Exotel API base URL override (tests, the simulator's fake Exotel)
     #[arg(long, env = "EXOTEL_API_URL")]
     pub exotel_api_url: Option<String>,
+
+    /// user:password that media WebSocket upgrades must present as HTTP Basic (write them into the
+    /// applet URL as wss://user:password@host/…; Exotel sends them as the Authorization header)
+    #[arg(long, env = "MEDIA_BASIC_AUTH", hide_env_values = true)]
+    pub media_basic_auth: Option<String>,
+
+    /// Media sockets must carry the signed, expiring per-call token (`t`) that the dynamic-URL
+    /// endpoint and placed calls' StreamUrl hand out [default: false]
+    #[arg(long, env = "MEDIA_REQUIRE_TOKEN")]
+    pub media_require_token: Option<bool>,
+
+    /// Addresses (CIDRs or IPs, comma-separated) allowed to open media sockets and call the Exotel
+    /// webhooks (dynamic URL, Passthru) [default: any]
+    #[arg(long, env = "ALLOW_IPS")]
+    pub allow_ips: Option<String>,
+
+    /// Proxies (CIDRs or IPs) whose X-Forwarded-For is believed for the client address [default: none]
+    #[arg(long, env = "TRUSTED_PROXIES")]
+    pub trusted_proxies: Option<String>,
+
+    /// Shared secret the Exotel webhooks (dynamic URL, Passthru) must carry: the `secret` query
+    /// parameter or the Basic-auth password
+    #[arg(long, env = "WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
+
+    /// Calls live at once; beyond it a media socket is closed with 1013 and the dynamic-URL
+    /// endpoint answers 503 [default: unlimited]
+    #[arg(long, env = "MAX_CALLS")]
+    pub max_calls: Option<usize>,
+
+    /// Longest call in seconds; then it is ended properly (Exotel's own cap is 60 min) [default: 3600]
+    #[arg(long, env = "MAX_CALL_SECS")]
+    pub max_call_secs: Option<u64>,
+
+    /// Seconds a media socket may go without a message before the call is ended [default: 30]
+    #[arg(long, env = "IDLE_SECS")]
+    pub idle_secs: Option<u64>,
+
+    /// Seconds a client has to send its request headers (and the TLS handshake) [default: 10]
+    #[arg(long, env = "HEADER_TIMEOUT_SECS")]
+    pub header_timeout_secs: Option<u64>,
+
+    /// New connections per client address per second, on each port [default: 50]
+    #[arg(long, env = "CONNS_PER_IP_PER_SEC")]
+    pub conns_per_ip_per_sec: Option<u32>,
+
+    /// PEM certificate chain: serve https/wss on both ports (reloaded when the file changes)
+    #[arg(long, env = "TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key for TLS_CERT
+    #[arg(long, env = "TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+}
+
+/// Who may connect (see `crate::access`).
+#[derive(Debug, Clone, Default)]
+pub struct Access {
+    pub media_basic: Option<BasicCredentials>,
+    pub media_require_token: bool,
+    pub allow_ips: IpList,
+    pub trusted_proxies: IpList,
+    pub webhook_secret: Option<Secret>,
+}
+
+/// Limits on what one peer or call may take.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_calls: Option<usize>,
+    pub max_call: Duration,
+    pub idle: Duration,
+    pub header_timeout: Duration,
+    pub conns_per_ip_per_sec: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_calls: None,
+            max_call: Duration::from_secs(3600),
+            idle: Duration::from_secs(30),
+            header_timeout: Duration::from_secs(10),
+            conns_per_ip_per_sec: 50,
+        }
+    }
+}
+
+/// Certificate and key files for built-in TLS.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// A value that must never be printed.
@@ -158,6 +252,9 @@ pub struct Config {
     pub api_key: Option<Secret>,
     pub secret_key: Option<Secret>,
     pub exotel: ExotelEnv,
+    pub access: Access,
+    pub limits: Limits,
+    pub tls: Option<TlsFiles>,
 }
 
 impl Default for Config {
@@ -179,6 +276,9 @@ impl Default for Config {
             api_key: None,
             secret_key: None,
             exotel: ExotelEnv::default(),
+            access: Access::default(),
+            limits: Limits::default(),
+            tls: None,
         }
     }
 }
@@ -262,6 +362,35 @@ impl Config {
                 crate::agent::Registry::builtin().ids().join(", ")
             );
         }
+        let nonempty = |v: Option<String>| v.filter(|v| !v.trim().is_empty());
+        let access = Access {
+            media_basic: nonempty(pick!(media_basic_auth))
+                .map(|v| BasicCredentials::parse("MEDIA_BASIC_AUTH", &v))
+                .transpose()?,
+            media_require_token: pick!(media_require_token).unwrap_or(false),
+            allow_ips: IpList::parse("ALLOW_IPS", &pick!(allow_ips).unwrap_or_default())?,
+            trusted_proxies: IpList::parse("TRUSTED_PROXIES", &pick!(trusted_proxies).unwrap_or_default())?,
+            webhook_secret: nonempty(pick!(webhook_secret)).map(Secret),
+        };
+        let dl = Limits::default();
+        let limits = Limits {
+            max_calls: pick!(max_calls),
+            max_call: Duration::from_secs(pick!(max_call_secs).unwrap_or(dl.max_call.as_secs())),
+            idle: Duration::from_secs(pick!(idle_secs).unwrap_or(dl.idle.as_secs())),
+            header_timeout: Duration::from_secs(pick!(header_timeout_secs).unwrap_or(dl.header_timeout.as_secs())),
+            conns_per_ip_per_sec: pick!(conns_per_ip_per_sec).unwrap_or(dl.conns_per_ip_per_sec),
+        };
+        if limits.max_call.is_zero() || limits.idle.is_zero() || limits.header_timeout.is_zero() {
+            bail!("MAX_CALL_SECS, IDLE_SECS and HEADER_TIMEOUT_SECS must be at least 1");
+        }
+        if limits.conns_per_ip_per_sec == 0 {
+            bail!("CONNS_PER_IP_PER_SEC must be at least 1");
+        }
+        let tls = match (pick!(tls_cert), pick!(tls_key)) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            (None, None) => None,
+            _ => bail!("TLS_CERT and TLS_KEY go together"),
+        };
         Ok(Self {
             http_port: pick!(http_port).unwrap_or(d.http_port),
             ws_port: pick!(ws_port).unwrap_or(d.ws_port),
@@ -279,6 +408,9 @@ impl Config {
             api_key: api_key.map(Secret),
             secret_key: pick!(secret_key).filter(|k| !k.is_empty()).map(Secret),
             exotel,
+            access,
+            limits,
+            tls,
         })
     }
 }

@@ -249,7 +249,12 @@ fn public_base(app: &AppState, host: Option<&str>) -> Option<String> {
 /// The call's own media URL: its agent and our id (the session finds the call's variables by it).
 fn stream_url(app: &AppState, host: Option<&str>, id: &str, agent: &str) -> String {
     let base = app.media_url(host);
-    let query = serde_urlencoded::to_string([("agentId", agent), ("callLogId", id)]).unwrap_or_default();
+    let mut query = serde_urlencoded::to_string([("agentId", agent), ("callLogId", id)]).unwrap_or_default();
+    if app.config.access.media_require_token {
+        let call = crate::access::TokenCall::Ours(id.to_string());
+        let token = crate::access::media_token(&app.secrets, &call, crate::access::MEDIA_TOKEN_TTL);
+        query.push_str(&format!("&t={token}"));
+    }
     format!("{base}?{query}")
 }
 

@@ -2,6 +2,7 @@
 //! HTTP webhooks (dynamic URL, Passthru), the bidirectional media WebSocket, agents, and a durable
 //! call log.
 
+pub mod access;
 pub mod agent;
 pub mod app;
 pub mod campaign;
@@ -11,11 +12,13 @@ pub mod config;
 pub mod dialer;
 mod http;
 mod ids;
+mod listener;
 pub mod media;
 pub mod secrets;
 pub mod server;
 mod shared;
 pub mod store;
+pub mod tls;
 
 pub use config::{Config, ServeArgs};
 pub use server::{Gateway, start};

@@ -68,6 +68,7 @@ pub async fn start_with_agents(config: Config, agents: Registry) -> anyhow::Resu
         decisions: Default::default(),
         sessions: Default::default(),
         drain: watch::Sender::new(false),
+        refusals: Default::default(),
     });
     state.reload_caches().await?;
     // Heartbeats only matter where other gateways read them; a SQLite file has one gateway.
@@ -85,16 +86,17 @@ pub async fn start_with_agents(config: Config, agents: Registry) -> anyhow::Resu
     }
     tokio::spawn(crate::dialer::reconcile_loop(state.clone()));
     tokio::spawn(crate::campaign::runner::run(state.clone()));
+    let tls = match &state.config.tls {
+        Some(files) => {
+            let tls = crate::tls::Tls::load(files)?;
+            tokio::spawn(tls.clone().watch());
+            Some(tls)
+        }
+        None => None,
+    };
     let (stop, stopped) = watch::channel(false);
     let serve = |listener: TcpListener, router: axum::Router| {
-        let mut stopped = stopped.clone();
-        tokio::spawn(async move {
-            axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-                .with_graceful_shutdown(async move {
-                    let _ = stopped.wait_for(|s| *s).await;
-                })
-                .await
-        })
+        tokio::spawn(crate::listener::serve(listener, router, state.clone(), tls.clone(), stopped.clone()))
     };
     let http_addr = http.local_addr()?;
     let ws_addr = ws.local_addr()?;

@@ -1,18 +1,54 @@
 //! The control plane (placing calls, phones, agents, the call log) requires `Authorization: Bearer
-//! <EXOGATE_API_KEY>`. Exotel's webhooks stay open: Exotel can't send our key (the status callback
-//! carries its own per-call token instead).
+//! <EXOGATE_API_KEY>`. Exotel can't send our key: its webhooks (dynamic URL, Passthru) are guarded
+//! by ALLOW_IPS and WEBHOOK_SECRET instead, and the status callback carries its own per-call token.
 
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use crate::access::{Refusals, basic_auth, client_ip};
 use crate::app::AppState;
 use crate::secrets::keys_match;
+
+/// Exotel's applet webhooks: the address must be allowed (ALLOW_IPS), and WEBHOOK_SECRET given as
+/// the `secret` query parameter or the Basic-auth password.
+pub(crate) async fn require_exotel(
+    State(app): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let access = &app.config.access;
+    let client = client_ip(peer.ip(), req.headers(), &access.trusted_proxies);
+    if !access.allow_ips.is_empty() && !access.allow_ips.contains(client) {
+        Refusals::count(&app.refusals.ip);
+        tracing::warn!(%client, path = req.uri().path(), "webhook refused: address not in ALLOW_IPS");
+        return (StatusCode::FORBIDDEN, Json(json!({ "error": "address not allowed" }))).into_response();
+    }
+    if let Some(secret) = &access.webhook_secret {
+        let in_query = serde_urlencoded::from_str::<Vec<(String, String)>>(req.uri().query().unwrap_or_default())
+            .unwrap_or_default()
+            .into_iter()
+            .any(|(k, v)| k == "secret" && keys_match(&v, &secret.0));
+        let in_basic = basic_auth(req.headers()).is_some_and(|(_, password)| keys_match(&password, &secret.0));
+        if !(in_query || in_basic) {
+            Refusals::count(&app.refusals.auth);
+            tracing::warn!(%client, path = req.uri().path(), "webhook refused: WEBHOOK_SECRET missing or wrong");
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Basic realm=\"exogate webhooks\"")],
+                Json(json!({ "error": "webhook secret required" })),
+            )
+                .into_response();
+        }
+    }
+    next.run(req).await
+}
 
 pub(crate) async fn require_key(State(app): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     let Some(expected) = &app.api_key else { return next.run(req).await };

@@ -24,6 +24,8 @@ pub(crate) async fn health(State(app): State<Arc<AppState>>) -> (StatusCode, Jso
             // Bot decisions waiting for their Passthru, and those dropped because too many waited.
             "decisions_pending": app.decisions.pending(),
             "decisions_dropped": app.decisions.dropped(),
+            // Connections and requests turned away (auth, ALLOW_IPS, MAX_CALLS, connection rate).
+            "refused": app.refusals.snapshot(),
         })),
     )
 }

@@ -24,6 +24,11 @@ use axum::routing::{get, post};
 
 use crate::app::AppState;
 
+/// Exotel's webhooks carry a few fields: a body beyond this is not Exotel.
+const WEBHOOK_BODY: usize = 64 * 1024;
+/// Control-plane JSON (agents, phones, calls); campaign uploads have their own, larger limit.
+const API_BODY: usize = 1024 * 1024;
+
 pub(crate) fn router(state: Arc<AppState>) -> Router {
     let control = Router::new()
         .route("/call", post(outbound::seed_call))
@@ -42,16 +47,21 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/api/campaigns/{id}/{action}", post(campaigns::act))
         .route("/api/agents", get(agents::list).post(agents::create))
         .route("/api/agents/{id}", get(agents::show).put(agents::update).patch(agents::update).delete(agents::delete))
-        .route_layer(from_fn_with_state(state.clone(), auth::require_key));
-    Router::new()
-        .merge(control)
-        .route("/health", get(health::health))
-        .route("/api/exotel/status", post(status_callback::status_callback))
+        .route_layer(from_fn_with_state(state.clone(), auth::require_key))
+        .layer(DefaultBodyLimit::max(API_BODY));
+    let exotel = Router::new()
         .route("/api/exotel/passthru", get(passthru::passthru).post(passthru::passthru))
         .route("/passthru", get(passthru::passthru).post(passthru::passthru))
         .route("/voicebot", get(voicebot::dynamic_url).post(voicebot::dynamic_url))
         .route("/voicebot/connect", get(voicebot::dynamic_url).post(voicebot::dynamic_url))
         .route("/api/v1/exotel/voice/connect", get(voicebot::dynamic_url).post(voicebot::dynamic_url))
+        .route_layer(from_fn_with_state(state.clone(), auth::require_exotel))
+        .layer(DefaultBodyLimit::max(WEBHOOK_BODY));
+    Router::new()
+        .merge(control)
+        .merge(exotel)
+        .route("/health", get(health::health))
+        .route("/api/exotel/status", post(status_callback::status_callback).layer(DefaultBodyLimit::max(WEBHOOK_BODY)))
         .route("/media", get(crate::media::upgrade))
         // Bridged Twilio bots hang up through Twilio's REST API, pointed at us (their auth: Basic).
         .route("/2010-04-01/Accounts/{account}/Calls/{call}", post(twilio_api::update))

@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 
 use super::error::ApiError;
 use super::webhook_input::WebhookInput;
+use crate::access::{MEDIA_TOKEN_TTL, TokenCall, media_token};
 use crate::app::AppState;
 use crate::store::{CallKey, CallPatch, Status};
 
@@ -45,6 +46,11 @@ pub(crate) async fn dynamic_url(
     headers: HeaderMap,
     input: WebhookInput,
 ) -> Result<Json<Value>, ApiError> {
+    if app.config.limits.max_calls.is_some_and(|max| app.sessions.live() >= max) {
+        // 503 lets the flow fall through to its next applet instead of a socket closed with 1013.
+        crate::access::Refusals::count(&app.refusals.capacity);
+        return Err(ApiError::new(axum::http::StatusCode::SERVICE_UNAVAILABLE, "MAX_CALLS reached; try again later"));
+    }
     let d = input.details;
     let mut custom = BTreeMap::new();
     let mut rate = None;
@@ -95,15 +101,19 @@ pub(crate) async fn dynamic_url(
             custom_query.len()
         )));
     }
-    let mut query = custom_query;
+    let mut pairs: Vec<String> = (!custom_query.is_empty()).then_some(custom_query).into_iter().collect();
     if let Some(r) = rate {
-        if !query.is_empty() {
-            query.push('&');
-        }
-        query.push_str(&format!("sample-rate={}", r.hz()));
+        pairs.push(format!("sample-rate={}", r.hz()));
     }
     let base = app.media_url(headers.get(HOST).and_then(|h| h.to_str().ok()));
-    let url = if query.is_empty() { base } else { format!("{base}?{query}") };
+    let with = |pairs: &[String]| if pairs.is_empty() { base.clone() } else { format!("{base}?{}", pairs.join("&")) };
+    // The call log keeps the URL without its token (a credential).
+    let shown = with(&pairs);
+    if app.config.access.media_require_token {
+        let call = d.call_sid.clone().map_or(TokenCall::Any, TokenCall::Sid);
+        pairs.push(format!("t={}", media_token(&app.secrets, &call, MEDIA_TOKEN_TTL)));
+    }
+    let url = with(&pairs);
 
     if let Some(call_sid) = &d.call_sid {
         let key =
@@ -119,7 +129,7 @@ pub(crate) async fn dynamic_url(
                 .json("custom_params", &json!(custom))
                 .status(Status::Connecting),
         );
-        app.store.event(key, "voicebot-url", json!({ "url": url, "method": input.method.as_str() }));
+        app.store.event(key, "voicebot-url", json!({ "url": shown, "method": input.method.as_str() }));
     }
     tracing::info!(
         call_sid = d.call_sid.as_deref().unwrap_or("-"),

@@ -56,6 +56,8 @@ impl<S: Send + Sync> FromRequest<S> for WebhookInput {
                 )));
             }
         }
+        // WEBHOOK_SECRET travels as `secret`: checked by the guard, never a call parameter.
+        details.extra.retain(|k, _| !k.eq_ignore_ascii_case("secret"));
         Ok(Self { details, method })
     }
 }

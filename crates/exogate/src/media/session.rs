@@ -22,6 +22,7 @@ use tokio::time::{Instant, sleep_until, timeout};
 
 use super::control::{CallControl, OutCmd, Shared};
 use super::writer::{Writer, WriterConfig};
+use crate::access::{Refusals, TokenCall};
 use crate::agent::{Agent, AgentFuture, AgentSetup, AgentSpec, AgentTask, CallEnd, CallInfo, EndReason, OnFailure};
 use crate::app::{AppState, Decision, SessionGuard};
 use crate::store::{CallKey, CallPatch, CallRow, Status};
@@ -42,6 +43,8 @@ pub(crate) struct MediaParams {
     pub rate: Option<SampleRate>,
     /// Query parameters other than the sample rate: the applet's custom parameters.
     pub query_params: BTreeMap<String, String>,
+    /// The call the URL's signed token was issued for (MEDIA_REQUIRE_TOKEN).
+    pub token: Option<TokenCall>,
 }
 
 struct Active {
@@ -105,6 +108,10 @@ struct Session {
     /// Reading the call's row after `start`: a call we placed has its agent and variables there.
     /// The agent starts once it is read.
     lookup: Option<BoxFuture<'static, Option<CallRow>>>,
+    /// The socket died under us (no close frame): nothing to close, and the call log says 1006.
+    peer_gone: bool,
+    /// When the last message arrived, for IDLE_SECS.
+    last_message: Instant,
 }
 
 pub(crate) async fn run(mut ws: WebSocket, params: MediaParams, app: Arc<AppState>, alive: SessionGuard) {
@@ -144,6 +151,8 @@ pub(crate) async fn run(mut ws: WebSocket, params: MediaParams, app: Arc<AppStat
         too_big: false,
         early_events: Vec::new(),
         lookup: None,
+        peer_gone: false,
+        last_message: Instant::now(),
     };
     // Even on a bug in the session itself, agents on other tasks learn that the call is over
     // and can't fill a queue nobody drains.
@@ -168,7 +177,12 @@ impl Session {
     /// The call's one task: reads Exotel's events, hands the agent's output to the writer, and
     /// wakes for pacing. One task owning the whole socket costs one wake-up per inbound message.
     async fn serve(&mut self, ws: &mut WebSocket, shared: &Shared) {
-        let start_deadline = Instant::now() + self.app.config.start_timeout;
+        let opened = Instant::now();
+        let start_deadline = opened + self.app.config.start_timeout;
+        let limits = self.app.config.limits.clone();
+        // Moved only when it fires (a quiet socket is rare), not on every message.
+        let mut idle_deadline = opened + limits.idle;
+        let end_deadline = opened + limits.max_call;
         let timer = sleep_until(start_deadline);
         tokio::pin!(timer);
         let mut cmds = VecDeque::new();
@@ -193,7 +207,9 @@ impl Session {
                 }
             }
             if ended {
-                self.writer.close(ws, 1000, "call ended").await;
+                if !self.peer_gone {
+                    self.writer.close(ws, 1000, "call ended").await;
+                }
                 return;
             }
             self.writer.pump(ws, &shared.position).await;
@@ -204,6 +220,8 @@ impl Session {
             if self.active.is_none() {
                 wake = Some(wake.map_or(start_deadline, |w| w.min(start_deadline)));
             }
+            let guard_deadline = idle_deadline.min(end_deadline);
+            wake = Some(wake.map_or(guard_deadline, |w| w.min(guard_deadline)));
             if let Some(t) = wake {
                 // One timer per call, moved rather than re-created on every wake.
                 if timer.deadline() != t {
@@ -213,6 +231,7 @@ impl Session {
             tokio::select! {
                 msg = ws.next() => {
                     shared.enter();
+                    self.last_message = Instant::now();
                     ended = self.on_message(msg);
                 }
                 () = shared.queued() => {}
@@ -246,11 +265,27 @@ impl Session {
                     ended = true;
                 }
                 () = &mut timer, if wake.is_some() => {
-                    if self.active.is_none() && Instant::now() >= start_deadline {
+                    let now = Instant::now();
+                    if self.active.is_none() && now >= start_deadline {
                         self.stop_reason = Some("no-start".into());
                         shared.enter();
                         self.ctl.send(OutCmd::CloseNow { code: 1008, reason: "no start event" });
                         ended = true;
+                    } else if now >= end_deadline {
+                        // MAX_CALL_SECS: ended like a hang-up, so Exotel's flow moves on.
+                        self.stop_reason = Some("max-duration".into());
+                        shared.enter();
+                        self.ctl.send(OutCmd::CloseNow { code: 1000, reason: "maximum call duration" });
+                        ended = true;
+                    } else if now >= idle_deadline {
+                        if now >= self.last_message + limits.idle {
+                            self.stop_reason = Some("idle-timeout".into());
+                            shared.enter();
+                            self.ctl.send(OutCmd::CloseNow { code: 1000, reason: "no media" });
+                            ended = true;
+                        } else {
+                            idle_deadline = self.last_message + limits.idle;
+                        }
                     } else {
                         self.writer.on_timer(shared);
                     }
@@ -271,7 +306,10 @@ impl Session {
 
     /// Handles one message off the socket; true when the call is over.
     fn on_message(&mut self, msg: Option<Result<Message, axum::Error>>) -> bool {
-        let Some(msg) = msg else { return true };
+        let Some(msg) = msg else {
+            self.peer_gone = true;
+            return true;
+        };
         match msg {
             Ok(Message::Text(text)) => return self.on_text(text.as_str()),
             Ok(Message::Binary(b)) => self.bad_input("binary-frame", json!({ "bytes": b.len() })),
@@ -286,6 +324,7 @@ impl Session {
                     self.bad_input("message-too-big", json!({ "error": e.to_string() }));
                     self.ctl.send(OutCmd::CloseNow { code: 1009, reason: "message over 1 MiB" });
                 } else {
+                    self.peer_gone = true;
                     tracing::debug!(error = %e, "media socket read failed");
                 }
                 return true;
@@ -345,6 +384,14 @@ impl Session {
         let mut custom = self.params.query_params.clone();
         custom.extend(start.custom_parameters.clone());
         let reference = custom.get("callLogId").cloned().or_else(|| start.call_sid.clone());
+        let token_ok = match &self.params.token {
+            None | Some(TokenCall::Any) => true,
+            Some(TokenCall::Sid(sid)) => start.call_sid.as_deref() == Some(sid.as_str()),
+            Some(TokenCall::Ours(id)) => custom.get("callLogId") == Some(id),
+        };
+        if !token_ok {
+            return self.refuse_token_call();
+        }
         let agent_id = match &self.slot {
             Slot::Making { spec, .. } | Slot::Ready { spec, .. } => spec.id.clone(),
             Slot::None => self.choose_agent(&custom, start.to.as_deref()),
@@ -426,11 +473,26 @@ impl Session {
         self.begin_agent();
     }
 
+    /// MEDIA_REQUIRE_TOKEN: the URL's token names another call than this stream's.
+    fn refuse_token_call(&mut self) {
+        Refusals::count(&self.app.refusals.token_call);
+        tracing::warn!(call_id = %self.local_id, "media token was issued for another call");
+        self.bad_input("token-for-another-call", json!({}));
+        self.stop_reason = Some("token-for-another-call".into());
+        self.ctl.send(OutCmd::CloseNow { code: 1008, reason: "token issued for another call" });
+    }
+
     /// The call's row, read after `start`. A call we placed brings its variables (a campaign
     /// contact's columns) into the agent's call info, and its agent when the flow's applet URL
     /// named none.
     fn placed(&mut self, row: Option<CallRow>) {
         let row = row.filter(|r| r.direction.as_deref() == Some("outbound-api"));
+        // A StreamUrl token names our call id; once Exotel has named the call, the stream must be it.
+        if let (Some(TokenCall::Ours(_)), Some(r), Some(a)) = (&self.params.token, &row, &self.active) {
+            if r.call_sid.is_some() && a.info.call_sid.is_some() && r.call_sid != a.info.call_sid {
+                return self.refuse_token_call();
+            }
+        }
         if let (Some(row), Some(active)) = (row, self.active.as_mut()) {
             let custom = &mut active.info.custom_parameters;
             let requested = custom.keys().any(|k| k.eq_ignore_ascii_case("agentId"));

@@ -1,0 +1,287 @@
+//! Who may connect: IP allow-lists (with the client address taken from `X-Forwarded-For` only
+//! behind a trusted proxy), HTTP Basic credentials, signed per-call media tokens, and the
+//! counters of what was refused.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::http::{HeaderMap, header};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use ipnet::IpNet;
+use serde_json::{Value, json};
+
+use crate::secrets::{Secrets, keys_match};
+
+/// How long a media URL we hand out stays usable: a placed call may ring a while before its
+/// stream connects.
+pub const MEDIA_TOKEN_TTL: Duration = Duration::from_secs(15 * 60);
+/// Marks a token issued without a CallSid to bind to (a dynamic-URL request that sent none).
+const ANY_CALL: &str = "-";
+
+/// CIDRs (or single addresses), from a comma- or space-separated list.
+#[derive(Debug, Clone, Default)]
+pub struct IpList(Vec<IpNet>);
+
+impl IpList {
+    pub fn parse(name: &str, text: &str) -> anyhow::Result<Self> {
+        let mut nets = Vec::new();
+        for item in text.split(|c: char| c == ',' || c.is_whitespace()).filter(|s| !s.is_empty()) {
+            let net = match item.parse::<IpNet>() {
+                Ok(n) => n,
+                Err(_) => match item.parse::<IpAddr>() {
+                    Ok(ip) => IpNet::from(ip),
+                    Err(_) => anyhow::bail!("{name}: {item:?} is not an IP address or CIDR (e.g. 203.0.113.0/24)"),
+                },
+            };
+            nets.push(net);
+        }
+        Ok(Self(nets))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        self.0.iter().any(|n| n.contains(&ip))
+    }
+}
+
+/// `::ffff:1.2.3.4` is 1.2.3.4 (a dual-stack listener reports IPv4 peers that way).
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// The client's address. A direct peer is believed; `X-Forwarded-For` only when the peer is a
+/// trusted proxy, and then the nearest hop that is not itself a trusted proxy (what a client
+/// writes at the far left of the header proves nothing).
+pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &IpList) -> IpAddr {
+    let peer = canonical(peer);
+    if trusted.is_empty() || !trusted.contains(peer) {
+        return peer;
+    }
+    let hops: Vec<IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|h| h.trim().parse::<IpAddr>().ok())
+        .map(canonical)
+        .collect();
+    hops.iter().rev().copied().find(|ip| !trusted.contains(*ip)).or(hops.first().copied()).unwrap_or(peer)
+}
+
+/// `user:password` for HTTP Basic.
+#[derive(Clone)]
+pub struct BasicCredentials {
+    pub user: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for BasicCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:***", self.user)
+    }
+}
+
+impl BasicCredentials {
+    pub fn parse(name: &str, text: &str) -> anyhow::Result<Self> {
+        match text.split_once(':') {
+            Some((user, password)) if !user.is_empty() && !password.is_empty() => {
+                Ok(Self { user: user.to_string(), password: password.to_string() })
+            }
+            _ => anyhow::bail!("{name} must be user:password"),
+        }
+    }
+
+    /// Constant-time check of the request's `Authorization: Basic`.
+    pub fn check(&self, headers: &HeaderMap) -> bool {
+        match basic_auth(headers) {
+            Some((user, password)) => keys_match(&user, &self.user) & keys_match(&password, &self.password),
+            None => false,
+        }
+    }
+}
+
+/// The user and password of an `Authorization: Basic` header.
+pub fn basic_auth(headers: &HeaderMap) -> Option<(String, String)> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
+    let (scheme, encoded) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = String::from_utf8(B64.decode(encoded.trim()).ok()?).ok()?;
+    let (user, password) = decoded.split_once(':')?;
+    Some((user.to_string(), password.to_string()))
+}
+
+/// The call a media token was issued for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenCall {
+    /// Exotel's CallSid (issued by the dynamic-URL endpoint).
+    Sid(String),
+    /// Our call id (the `StreamUrl` of a call we placed, before Exotel named it).
+    Ours(String),
+    /// A dynamic-URL request that sent no CallSid.
+    Any,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenError {
+    Malformed,
+    Forged,
+    Expired,
+}
+
+impl TokenError {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Malformed => "malformed token",
+            Self::Forged => "invalid token",
+            Self::Expired => "expired token",
+        }
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// `s<CallSid>.<expiry>.<mac>` or `c<call id>.<expiry>.<mac>`: the `t` parameter of a media URL.
+pub fn media_token(secrets: &Secrets, call: &TokenCall, ttl: Duration) -> String {
+    let subject = match call {
+        TokenCall::Sid(s) => format!("s{s}"),
+        TokenCall::Ours(id) => format!("c{id}"),
+        TokenCall::Any => ANY_CALL.to_string(),
+    };
+    let body = format!("{subject}.{}", unix_now() + ttl.as_secs());
+    let mac = secrets.sign_short("media", &body);
+    format!("{body}.{mac}")
+}
+
+pub fn verify_media_token(secrets: &Secrets, token: &str) -> Result<TokenCall, TokenError> {
+    let (body, mac) = token.rsplit_once('.').ok_or(TokenError::Malformed)?;
+    let (subject, expiry) = body.rsplit_once('.').ok_or(TokenError::Malformed)?;
+    let expiry: u64 = expiry.parse().map_err(|_| TokenError::Malformed)?;
+    if !secrets.verify_short("media", body, mac) {
+        return Err(TokenError::Forged);
+    }
+    if unix_now() > expiry {
+        return Err(TokenError::Expired);
+    }
+    Ok(match subject {
+        ANY_CALL => TokenCall::Any,
+        s if s.starts_with('s') => TokenCall::Sid(s[1..].to_string()),
+        s if s.starts_with('c') => TokenCall::Ours(s[1..].to_string()),
+        _ => return Err(TokenError::Malformed),
+    })
+}
+
+/// Requests and sockets turned away, by reason (in `/health`).
+#[derive(Debug, Default)]
+pub struct Refusals {
+    pub ip: AtomicU64,
+    pub auth: AtomicU64,
+    pub token: AtomicU64,
+    pub token_call: AtomicU64,
+    pub capacity: AtomicU64,
+    pub conn_rate: AtomicU64,
+    pub host: AtomicU64,
+}
+
+impl Refusals {
+    pub fn count(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> Value {
+        let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        json!({
+            "ip_not_allowed": n(&self.ip),
+            "bad_credentials": n(&self.auth),
+            "bad_token": n(&self.token),
+            "token_for_another_call": n(&self.token_call),
+            "over_max_calls": n(&self.capacity),
+            "over_connection_rate": n(&self.conn_rate),
+            "bad_host": n(&self.host),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ip_lists_and_forwarded_addresses() {
+        let allow = IpList::parse("ALLOW_IPS", "10.0.0.0/8, 192.0.2.7 2001:db8::/32").unwrap();
+        assert!(allow.contains("10.1.2.3".parse().unwrap()));
+        assert!(allow.contains("::ffff:10.1.2.3".parse().unwrap()));
+        assert!(allow.contains("192.0.2.7".parse().unwrap()));
+        assert!(!allow.contains("192.0.2.8".parse().unwrap()));
+        assert!(allow.contains("2001:db8::1".parse().unwrap()));
+        assert!(IpList::parse("ALLOW_IPS", "10.0.0.0/33").is_err());
+        assert!(IpList::parse("ALLOW_IPS", "exotel").is_err());
+
+        let trusted = IpList::parse("TRUSTED_PROXIES", "127.0.0.1").unwrap();
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", "6.6.6.6, 10.9.9.9".parse().unwrap());
+        let proxy: IpAddr = "127.0.0.1".parse().unwrap();
+        // Behind the trusted proxy: the hop it saw, not what the client wrote at the left.
+        assert_eq!(client_ip(proxy, &h, &trusted), "10.9.9.9".parse::<IpAddr>().unwrap());
+        // From anyone else the header is ignored.
+        let stranger: IpAddr = "198.51.100.1".parse().unwrap();
+        assert_eq!(client_ip(stranger, &h, &trusted), stranger);
+        assert_eq!(client_ip(proxy, &h, &IpList::default()), proxy);
+        assert_eq!(client_ip(proxy, &HeaderMap::new(), &trusted), proxy);
+    }
+
+    #[test]
+    fn basic_credentials() {
+        let creds = BasicCredentials::parse("MEDIA_BASIC_AUTH", "exotel:s3cret:with-colon").unwrap();
+        assert_eq!(creds.password, "s3cret:with-colon");
+        let with = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::AUTHORIZATION, v.parse().unwrap());
+            h
+        };
+        assert!(creds.check(&with(&format!("Basic {}", B64.encode("exotel:s3cret:with-colon")))));
+        assert!(creds.check(&with(&format!("basic {}", B64.encode("exotel:s3cret:with-colon")))));
+        assert!(!creds.check(&with(&format!("Basic {}", B64.encode("exotel:wrong")))));
+        assert!(!creds.check(&with(&format!("Basic {}", B64.encode("other:s3cret:with-colon")))));
+        assert!(!creds.check(&with("Bearer x")));
+        assert!(!creds.check(&with("Basic !!!")));
+        assert!(!creds.check(&HeaderMap::new()));
+        assert!(BasicCredentials::parse("X", "nopassword").is_err());
+        assert!(!format!("{creds:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn media_tokens() {
+        let s = Secrets::from_passphrase("k");
+        let call = TokenCall::Sid("abc123".into());
+        let t = media_token(&s, &call, MEDIA_TOKEN_TTL);
+        assert_eq!(verify_media_token(&s, &t), Ok(call));
+        let ours = TokenCall::Ours("0193".into());
+        assert_eq!(verify_media_token(&s, &media_token(&s, &ours, MEDIA_TOKEN_TTL)), Ok(ours));
+        assert_eq!(verify_media_token(&s, &media_token(&s, &TokenCall::Any, MEDIA_TOKEN_TTL)), Ok(TokenCall::Any));
+        // Another secret, another call, a later expiry: all forged.
+        assert_eq!(verify_media_token(&Secrets::from_passphrase("j"), &t), Err(TokenError::Forged));
+        let (body, mac) = t.rsplit_once('.').unwrap();
+        let (_, expiry) = body.rsplit_once('.').unwrap();
+        assert_eq!(verify_media_token(&s, &format!("sother.{expiry}.{mac}")), Err(TokenError::Forged));
+        assert_eq!(verify_media_token(&s, &format!("sabc123.{}.{mac}", u64::MAX)), Err(TokenError::Forged));
+        let old = media_token(&s, &TokenCall::Sid("x".into()), Duration::ZERO);
+        std::thread::sleep(Duration::from_millis(1100));
+        assert_eq!(verify_media_token(&s, &old), Err(TokenError::Expired));
+        for bad in ["", "x", "a.b", "sabc.notanumber.00", "zabc.1.00"] {
+            assert!(verify_media_token(&s, bad).is_err(), "{bad}");
+        }
+    }
+}
