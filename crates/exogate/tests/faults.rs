@@ -5,48 +5,12 @@ mod common;
 
 use std::time::Duration;
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as B64;
-use common::{TestGateway, assert_echo};
+use common::{TestGateway, assert_echo, close_code, connect, media_json, start_json};
 use exotel::SampleRate;
 use exotel_sim::{AudioSource, CallConfig, Target, run_call};
 use futures_util::{SinkExt, StreamExt};
-use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn connect(gw: &TestGateway) -> Ws {
-    tokio_tungstenite::connect_async(gw.ws_url()).await.expect("connect").0
-}
-
-fn start_json(call_sid: &str, stream_sid: &str) -> String {
-    json!({"event":"start","sequence_number":"1","stream_sid":stream_sid,"start":{"stream_sid":stream_sid,"call_sid":call_sid,
-        "account_sid":"acct","from":"+919800000001","to":"+918000000002","custom_parameters":{},
-        "media_format":{"encoding":"audio/x-raw","sample_rate":"8000","bit_rate":"16"}}})
-    .to_string()
-}
-
-fn media_json(seq: u64, pcm: &[u8]) -> String {
-    json!({"event":"media","sequence_number":seq.to_string(),"stream_sid":"s","media":{"chunk":"1","timestamp":"0","payload":B64.encode(pcm)}})
-        .to_string()
-}
-
-/// Reads until the server closes; returns the close code.
-async fn close_code(ws: &mut Ws) -> Option<u16> {
-    let wait = async {
-        while let Some(msg) = ws.next().await {
-            match msg {
-                Ok(Message::Close(f)) => return f.map(|f| u16::from(f.code)),
-                Ok(_) => {}
-                Err(_) => return None,
-            }
-        }
-        None
-    };
-    tokio::time::timeout(Duration::from_secs(10), wait).await.expect("server closes in time")
-}
 
 fn healthy(gw: &TestGateway) -> CallConfig {
     CallConfig {

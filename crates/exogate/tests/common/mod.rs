@@ -5,10 +5,14 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
 use exogate::{Config, Gateway};
 use exotel::SampleRate;
-use serde_json::Value;
+use futures_util::StreamExt;
+use serde_json::{Value, json};
 use tempfile::TempDir;
+use tokio_tungstenite::tungstenite::Message;
 
 pub struct TestGateway {
     pub gw: Gateway,
@@ -164,4 +168,38 @@ pub async fn test_database(dir: &std::path::Path, which: Option<&str>) -> String
     let _ = conn.close().await;
     let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b).to_string();
     format!("{base}/{name}")
+}
+
+/// Raw media sockets, for what the simulator won't send.
+pub type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+pub async fn connect(gw: &TestGateway) -> Ws {
+    tokio_tungstenite::connect_async(gw.ws_url()).await.expect("connect").0
+}
+
+pub fn start_json(call_sid: &str, stream_sid: &str) -> String {
+    json!({"event":"start","sequence_number":"1","stream_sid":stream_sid,"start":{"stream_sid":stream_sid,"call_sid":call_sid,
+        "account_sid":"acct","from":"+919800000001","to":"+918000000002","custom_parameters":{},
+        "media_format":{"encoding":"audio/x-raw","sample_rate":"8000","bit_rate":"16"}}})
+    .to_string()
+}
+
+pub fn media_json(seq: u64, pcm: &[u8]) -> String {
+    json!({"event":"media","sequence_number":seq.to_string(),"stream_sid":"s","media":{"chunk":"1","timestamp":"0","payload":B64.encode(pcm)}})
+        .to_string()
+}
+
+/// Reads until the server closes; returns the close code.
+pub async fn close_code(ws: &mut Ws) -> Option<u16> {
+    let wait = async {
+        while let Some(msg) = ws.next().await {
+            match msg {
+                Ok(Message::Close(f)) => return f.map(|f| u16::from(f.code)),
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+        None
+    };
+    tokio::time::timeout(Duration::from_secs(10), wait).await.expect("server closes in time")
 }

@@ -1,0 +1,276 @@
+//! Who may connect, and the limits on what a connection may take: Basic auth, per-call tokens,
+//! address allow-lists behind proxies, the webhook secret, MAX_CALLS, idle and duration limits,
+//! header deadlines and the connection rate. Over real sockets against a real gateway.
+
+mod common;
+
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use common::{TestGateway, assert_echo, close_code, media_json, start_json};
+use exogate::access::{BasicCredentials, IpList};
+use exogate::config::Secret;
+use exotel::SampleRate;
+use exotel_sim::{AudioSource, CallConfig, Target, run_call};
+use futures_util::SinkExt;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+
+fn call(target: Target) -> CallConfig {
+    CallConfig {
+        target,
+        sample_rate: SampleRate::Hz8000,
+        audio: AudioSource::Tone { hz: 440.0, ms: 600 },
+        idle_tail: Duration::from_millis(500),
+        ..CallConfig::default()
+    }
+}
+
+/// The HTTP status a refused upgrade answered, or `None` when the socket opened.
+async fn upgrade_status(url: &str, headers: &[(&str, &str)]) -> Option<u16> {
+    let mut req = url.into_client_request().unwrap();
+    for (k, v) in headers {
+        let name = axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap();
+        req.headers_mut().insert(name, v.parse().unwrap());
+    }
+    match tokio_tungstenite::connect_async(req).await {
+        Ok(_) => None,
+        Err(WsError::Http(resp)) => Some(resp.status().as_u16()),
+        Err(e) => panic!("upgrade failed without an HTTP answer: {e}"),
+    }
+}
+
+async fn refused(gw: &TestGateway) -> Value {
+    gw.get_json("/health").await.1["refused"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_sockets_need_the_basic_credentials() {
+    let gw = TestGateway::start_with(|c| {
+        c.access.media_basic = Some(BasicCredentials { user: "exotel".into(), password: "pa ss:w0rd".into() });
+    })
+    .await;
+    let url = gw.ws_url();
+    assert_eq!(upgrade_status(&url, &[]).await, Some(401));
+    let wrong = format!("Basic {}", B64.encode("exotel:nope"));
+    assert_eq!(upgrade_status(&url, &[("authorization", &wrong)]).await, Some(401));
+    // Written into the URL as Exotel's applet takes it; sent as the Authorization header.
+    let with_creds = url.replace("ws://", "ws://exotel:pa%20ss%3Aw0rd@");
+    let report = run_call(call(Target::Ws(with_creds))).await.unwrap();
+    assert!(report.ok(), "{}", report.summary());
+    assert_echo(&report.sent_pcm, &report.received_pcm);
+    assert_eq!(refused(&gw).await["bad_credentials"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_media_token_opens_only_its_own_call() {
+    let gw = TestGateway::start_with(|c| c.access.media_require_token = true).await;
+    // The whole path: the dynamic URL hands out a token for the call; the stream uses it.
+    let report = run_call(call(Target::Dynamic(gw.http_url("/voicebot")))).await.unwrap();
+    assert!(report.ok(), "{}", report.summary());
+    assert_echo(&report.sent_pcm, &report.received_pcm);
+
+    let (status, body) = gw.get_json("/voicebot?CallSid=CA-one&From=%2B919800000001").await;
+    assert_eq!(status, 200, "{body}");
+    let url = body["url"].as_str().unwrap().to_string();
+    let token = url.split("t=").nth(1).expect("the URL carries a token").to_string();
+    // Without it, or with it altered: refused before the upgrade.
+    assert_eq!(upgrade_status(&gw.ws_url(), &[]).await, Some(401));
+    let flipped = if token.ends_with('0') { '1' } else { '0' };
+    let forged = format!("{}?t={}{flipped}", gw.ws_url(), &token[..token.len() - 1]);
+    assert_eq!(upgrade_status(&forged, &[]).await, Some(401));
+    let other = format!("{}?t=sCA-two{}", gw.ws_url(), &token[token.find('.').unwrap()..]);
+    assert_eq!(upgrade_status(&other, &[]).await, Some(401), "a token's call can't be swapped");
+    // The right URL, used by a stream of another call: closed with 1008.
+    let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str()).await.unwrap();
+    ws.send(Message::text(start_json("CA-two", "st-two"))).await.unwrap();
+    assert_eq!(close_code(&mut ws).await, Some(1008));
+    // And by its own call: served.
+    let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str()).await.unwrap();
+    ws.send(Message::text(start_json("CA-one", "st-one"))).await.unwrap();
+    ws.send(Message::text(media_json(2, &[1u8; 3200]))).await.unwrap();
+    ws.send(Message::text(r#"{"event":"stop","stop":{"reason":"callended"}}"#)).await.unwrap();
+    assert_eq!(close_code(&mut ws).await, Some(1000));
+    gw.gw.state.store.flush().await;
+    let one = gw.call("CA-one").await;
+    assert_eq!(one["frames_in"], 1, "{one}");
+    // The call log keeps the URL without its token.
+    assert!(!one.to_string().contains(&token[token.len() - 20..]), "{one}");
+    let r = refused(&gw).await;
+    assert_eq!((r["bad_token"].as_u64(), r["token_for_another_call"].as_u64()), (Some(3), Some(1)), "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_allowed_addresses_and_forwarded_for_only_from_trusted_proxies() {
+    let allow = IpList::parse("ALLOW_IPS", "10.0.0.0/8").unwrap();
+    let direct = TestGateway::start_with(|c| c.access.allow_ips = allow.clone()).await;
+    // 127.0.0.1 is not allowed, and an X-Forwarded-For from an untrusted peer proves nothing.
+    for headers in [&[][..], &[("x-forwarded-for", "10.1.2.3")][..]] {
+        assert_eq!(upgrade_status(&direct.ws_url(), headers).await, Some(403));
+        let mut req = direct.http.get(direct.http_url("/voicebot?CallSid=CA1"));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        assert_eq!(req.send().await.unwrap().status(), 403);
+    }
+    assert_eq!(refused(&direct).await["ip_not_allowed"], 4);
+
+    let proxied = TestGateway::start_with(|c| {
+        c.access.allow_ips = allow.clone();
+        c.access.trusted_proxies = IpList::parse("TRUSTED_PROXIES", "127.0.0.1").unwrap();
+    })
+    .await;
+    // Behind the trusted proxy: the hop it saw decides, whatever the client wrote before it.
+    let via = |hops: &str| vec![("x-forwarded-for".to_string(), hops.to_string())];
+    for (hops, allowed) in [("10.1.2.3", true), ("192.0.2.1", false), ("10.1.2.3, 192.0.2.1", false)] {
+        let headers = via(hops);
+        let pairs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let status = upgrade_status(&proxied.ws_url(), &pairs).await;
+        assert_eq!(status, if allowed { None } else { Some(403) }, "{hops}");
+        let r = proxied.http.get(proxied.http_url("/voicebot?CallSid=CA2")).header("x-forwarded-for", hops);
+        assert_eq!(r.send().await.unwrap().status(), if allowed { 200 } else { 403 }, "{hops}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exotel_webhooks_need_the_webhook_secret() {
+    let gw = TestGateway::start_with(|c| c.access.webhook_secret = Some(Secret("hook-s3cret".into()))).await;
+    for path in ["/voicebot?CallSid=CA1", "/api/exotel/passthru?CallSid=CA1", "/voicebot?CallSid=CA1&secret=wrong"] {
+        let r = gw.http.get(gw.http_url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 401, "{path}");
+    }
+    let (status, body) = gw.get_json("/voicebot?CallSid=CA1&secret=hook-s3cret&greeting=hi").await;
+    assert_eq!(status, 200, "{body}");
+    let url = body["url"].as_str().unwrap();
+    assert!(url.contains("greeting=hi") && !url.contains("secret"), "the secret is no call parameter: {url}");
+    let r = gw.http.get(gw.http_url("/api/exotel/passthru?CallSid=CA1")).basic_auth("exotel", Some("hook-s3cret"));
+    assert_eq!(r.send().await.unwrap().status(), 200);
+    // The media socket is not a webhook: it has its own guards.
+    let report = run_call(call(Target::Ws(gw.ws_url()))).await.unwrap();
+    assert!(report.ok(), "{}", report.summary());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_calls_turns_the_next_call_away() {
+    let gw = TestGateway::start_with(|c| c.limits.max_calls = Some(1)).await;
+    let (mut first, _) = tokio_tungstenite::connect_async(gw.ws_url()).await.unwrap();
+    first.send(Message::text(start_json("CA-first", "st-first"))).await.unwrap();
+    let (mut second, _) = tokio_tungstenite::connect_async(gw.ws_url()).await.unwrap();
+    assert_eq!(close_code(&mut second).await, Some(1013));
+    let (status, _) = gw.get_json("/voicebot?CallSid=CA-third").await;
+    assert_eq!(status, 503, "the flow falls through to its next applet");
+    first.send(Message::text(r#"{"event":"stop","stop":{"reason":"callended"}}"#)).await.unwrap();
+    assert_eq!(close_code(&mut first).await, Some(1000));
+    drop(first);
+    // Room again once the first call is over.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while gw.gw.state.sessions.live() > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the first call never ended");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let report = run_call(call(Target::Ws(gw.ws_url()))).await.unwrap();
+    assert!(report.ok(), "{}", report.summary());
+    assert_eq!(refused(&gw).await["over_max_calls"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_sockets_and_endless_calls_are_ended() {
+    let gw = TestGateway::start_with(|c| {
+        c.limits.idle = Duration::from_secs(1);
+        c.limits.max_call = Duration::from_secs(3);
+    })
+    .await;
+    // A caller that sent `start` and then nothing.
+    let (mut quiet, _) = tokio_tungstenite::connect_async(gw.ws_url()).await.unwrap();
+    quiet.send(Message::text(start_json("CA-quiet", "st-quiet"))).await.unwrap();
+    assert_eq!(close_code(&mut quiet).await, Some(1000));
+    // A caller that keeps talking past MAX_CALL_SECS.
+    let mut long = call(Target::Ws(gw.ws_url()));
+    long.audio = AudioSource::Tone { hz: 440.0, ms: 8000 };
+    let report = run_call(long).await.unwrap();
+    assert!(report.closed_by_bot, "{}", report.summary());
+    assert!(report.duration < Duration::from_secs(7), "ended at {:?}", report.duration);
+    gw.gw.state.store.flush().await;
+    assert_eq!(gw.call("CA-quiet").await["stop_reason"], "idle-timeout");
+    let (_, list) = gw.get_json("/api/calls?limit=10").await;
+    let reasons: Vec<&str> =
+        list["calls"].as_array().unwrap().iter().filter_map(|c| c["stop_reason"].as_str()).collect();
+    assert!(reasons.contains(&"max-duration"), "{reasons:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abrupt_disconnect_is_recorded_as_1006() {
+    let gw = TestGateway::start().await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(gw.ws_url()).await.unwrap();
+    ws.send(Message::text(start_json("CA-cut", "st-cut"))).await.unwrap();
+    ws.send(Message::text(media_json(2, &[0u8; 320]))).await.unwrap();
+    // The TCP connection goes without a close frame.
+    drop(ws);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        gw.gw.state.store.flush().await;
+        let row = gw.call("CA-cut").await;
+        if row["status"] == "completed" {
+            assert_eq!((row["close_code"].as_i64(), row["stop_reason"].as_str()), (Some(1006), Some("disconnected")));
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{row}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// True when the server closed the connection (EOF) within `within`.
+async fn closed_within(conn: &mut TcpStream, within: Duration) -> bool {
+    let mut buf = [0u8; 1024];
+    let read = async {
+        loop {
+            match conn.read(&mut buf).await {
+                Ok(0) | Err(_) => return true,
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::time::timeout(within, read).await.unwrap_or(false)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_and_slow_connections_are_dropped_and_health_still_answers() {
+    let gw = TestGateway::start_with(|c| c.limits.header_timeout = Duration::from_secs(1)).await;
+    let mut silent = Vec::new();
+    for addr in [gw.gw.http_addr, gw.gw.ws_addr].iter().cycle().take(40) {
+        silent.push(TcpStream::connect(addr).await.unwrap());
+    }
+    // Slowloris: a request line, then headers that never end.
+    let mut slow = TcpStream::connect(gw.gw.http_addr).await.unwrap();
+    slow.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    let (status, _) = gw.get_json("/health").await;
+    assert_eq!(status, 200);
+    assert!(closed_within(&mut slow, Duration::from_secs(5)).await, "a slow header is cut off");
+    for conn in &mut silent {
+        assert!(closed_within(conn, Duration::from_secs(5)).await, "a silent connection is closed");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_opening_connections_too_fast_is_turned_away() {
+    let gw = TestGateway::start_with(|c| c.limits.conns_per_ip_per_sec = 5).await;
+    let mut answered = 0;
+    for _ in 0..20 {
+        let mut conn = TcpStream::connect(gw.gw.http_addr).await.unwrap();
+        let _ = conn.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+        let mut text = String::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), conn.read_to_string(&mut text)).await;
+        if text.starts_with("HTTP/1.1 200") {
+            answered += 1;
+        }
+    }
+    // 5 a second: at most two seconds' worth got through, however slow this machine is today.
+    assert!((5..=10).contains(&answered), "{answered} of 20 answered");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let refused = refused(&gw).await["over_connection_rate"].as_u64().unwrap();
+    assert_eq!(refused, 20 - answered);
+}
