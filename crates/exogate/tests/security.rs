@@ -274,3 +274,88 @@ async fn one_address_opening_connections_too_fast_is_turned_away() {
     let refused = refused(&gw).await["over_connection_rate"].as_u64().unwrap();
     assert_eq!(refused, 20 - answered);
 }
+
+/// A self-signed certificate for 127.0.0.1 written to `dir`; returns its DER for the client.
+fn write_cert(dir: &std::path::Path) -> rustls::pki_types::CertificateDer<'static> {
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
+    // Written beside, then renamed: the gateway never reads half a file.
+    for (name, pem) in [("cert.pem", cert.cert.pem()), ("key.pem", cert.key_pair.serialize_pem())] {
+        std::fs::write(dir.join(format!("{name}.new")), pem).unwrap();
+        std::fs::rename(dir.join(format!("{name}.new")), dir.join(name)).unwrap();
+    }
+    cert.cert.der().clone()
+}
+
+fn trusting(cert: &rustls::pki_types::CertificateDer<'static>) -> std::sync::Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.clone()).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    std::sync::Arc::new(config)
+}
+
+async fn wss(url: &str, cert: &rustls::pki_types::CertificateDer<'static>) -> Result<common::Ws, WsError> {
+    let connector = tokio_tungstenite::Connector::Rustls(trusting(cert));
+    Ok(tokio_tungstenite::connect_async_tls_with_config(url, None, false, Some(connector)).await?.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_serves_wss_and_a_renewed_certificate_without_dropping_calls() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = write_cert(dir.path());
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let gw = TestGateway::start_with(|c| c.tls = Some(exogate::config::TlsFiles { cert, key })).await;
+    let url = format!("wss://127.0.0.1:{}/", gw.gw.ws_addr.port());
+
+    // A call over wss, echoed; it stays up across the certificate swap below.
+    let mut ws = wss(&url, &first).await.expect("wss with the first certificate");
+    ws.send(Message::text(start_json("CA-tls", "st-tls"))).await.unwrap();
+    let pcm: Vec<u8> = (0..3200u32).map(|i| (i % 251) as u8).collect();
+    ws.send(Message::text(media_json(2, &pcm))).await.unwrap();
+    let echoed = next_media(&mut ws).await;
+    assert_eq!(echoed, pcm);
+    // Plain HTTP on a TLS port gets nowhere; https answers.
+    assert!(gw.http.get(format!("http://{}/health", gw.gw.http_addr)).send().await.is_err());
+
+    std::thread::sleep(Duration::from_millis(1100)); // a new modification time, on any filesystem
+    let second = write_cert(dir.path());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        if wss(&url, &second).await.is_ok() {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the renewed certificate was never served");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(wss(&url, &first).await.is_err(), "new connections get the new certificate");
+    // The call opened under the old certificate still flows.
+    ws.send(Message::text(media_json(3, &pcm))).await.unwrap();
+    assert_eq!(next_media(&mut ws).await, pcm);
+    let https = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_der(second.as_ref()).unwrap())
+        .build()
+        .unwrap();
+    let health = https.get(format!("https://127.0.0.1:{}/health", gw.gw.http_addr.port())).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+}
+
+/// The next `media` payload the gateway sends, decoded.
+async fn next_media(ws: &mut common::Ws) -> Vec<u8> {
+    use futures_util::StreamExt;
+    let wait = async {
+        while let Some(Ok(msg)) = ws.next().await {
+            if let Message::Text(t) = msg {
+                let v: Value = serde_json::from_str(&t).unwrap();
+                if v["event"] == "media" {
+                    return B64.decode(v["media"]["payload"].as_str().unwrap()).unwrap();
+                }
+            }
+        }
+        panic!("socket ended before any media");
+    };
+    tokio::time::timeout(Duration::from_secs(10), wait).await.expect("echo in time")
+}
