@@ -132,3 +132,113 @@ async fn sequence_gaps_are_counted() {
     assert_eq!(row["stop_reason"], "stopped");
     assert_eq!(row["frames_in"], 5);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keypress_flood_is_counted_not_stored() {
+    let gw = TestGateway::start().await;
+    let mut ws = connect(&gw).await;
+    ws.send(Message::text(start_json("CA-keys", "st-keys"))).await.unwrap();
+    for i in 0..5000u64 {
+        let dtmf =
+            format!(r#"{{"event":"dtmf","sequence_number":"{}","dtmf":{{"digit":"5","duration":"40"}}}}"#, i + 2);
+        ws.send(Message::text(dtmf)).await.unwrap();
+    }
+    ws.send(Message::text(r#"{"event":"stop","stop":{"reason":"callended"}}"#)).await.unwrap();
+    assert_eq!(close_code(&mut ws).await, Some(1000));
+    gw.gw.state.store.flush().await;
+    let row = gw.call("CA-keys").await;
+    let events = row["events"].as_array().unwrap();
+    assert!(events.len() <= 1005, "{} timeline entries", events.len());
+    assert_eq!(row["dtmf"].as_str().unwrap().len(), 256);
+    let end = events.iter().find(|e| e["kind"] == "end").expect("the end is always recorded");
+    assert!(end["detail"]["timeline_entries_left_out"].as_u64().unwrap() >= 4000, "{end}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_calls_facts_are_not_rewritten() {
+    let gw = TestGateway::start().await;
+    let mut cfg = healthy(&gw);
+    cfg.call_sid = "CA-done".into();
+    cfg.audio = AudioSource::Tone { hz: 440.0, ms: 400 };
+    let report = run_call(cfg).await.unwrap();
+    assert!(report.ok(), "{}", report.summary());
+    gw.gw.state.store.flush().await;
+    let before = gw.call("CA-done").await;
+    assert_eq!(before["status"], "completed");
+    // Someone who learned the CallSid replays a Passthru and opens another stream with it.
+    let forged = "/api/exotel/passthru?CallSid=CA-done&CallFrom=%2B910000000000&Direction=outbound-dial";
+    assert_eq!(gw.get_json(forged).await.0, 200);
+    let mut ws = connect(&gw).await;
+    let start = start_json("CA-done", "st-forged").replace("+919800000001", "+910000000000");
+    ws.send(Message::text(start)).await.unwrap();
+    ws.send(Message::text(media_json(2, &[7u8; 320]))).await.unwrap();
+    ws.send(Message::text(r#"{"event":"stop","stop":{"reason":"callended"}}"#)).await.unwrap();
+    assert_eq!(close_code(&mut ws).await, Some(1000));
+    gw.gw.state.store.flush().await;
+    let after = gw.call("CA-done").await;
+    // What was recorded stands (a later Passthru may only fill what the stream didn't know).
+    for field in ["from_number", "to_number", "frames_in", "bytes_in", "started_at", "ended_at", "stream_sid", "agent"]
+    {
+        assert!(!before[field].is_null(), "{field}");
+        assert_eq!(after[field], before[field], "{field}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_flow_through_a_database_outage_and_their_rows_arrive_after() {
+    let Some(admin) = common::postgres_admin_url() else {
+        eprintln!("skipped: EXOGATE_TEST_POSTGRES is not set");
+        return;
+    };
+    use sqlx::Connection as _;
+    let dir = tempfile::tempdir().unwrap();
+    let url = common::test_database(dir.path(), Some("postgres")).await;
+    let db = url.rsplit_once('/').unwrap().1.to_string();
+    let gw = TestGateway::start_with(|c| {
+        c.database_url = url.clone();
+        c.secret_key = Some(exogate::config::Secret("outage-secret".into()));
+    })
+    .await;
+    let mut admin = sqlx::PgConnection::connect(&admin).await.unwrap();
+    let mut set_connections = async |allow: bool| {
+        sqlx::Executor::execute(&mut admin, format!("ALTER DATABASE {db} ALLOW_CONNECTIONS {allow}").as_str())
+            .await
+            .unwrap();
+        if !allow {
+            let kill = format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}'");
+            sqlx::Executor::execute(&mut admin, kill.as_str()).await.unwrap();
+        }
+    };
+    set_connections(false).await;
+    // The database is gone: calls still get their audio, and health says why it is degraded.
+    let mut cfg = healthy(&gw);
+    cfg.call_sid = "CA-outage".into();
+    let report = run_call(cfg).await.unwrap();
+    assert!(report.ok(), "{}", report.summary());
+    assert_echo(&report.sent_pcm, &report.received_pcm);
+    let (status, health) = gw.get_json("/health").await;
+    assert_eq!((status, health["status"].as_str()), (200, Some("degraded")), "{health}");
+    assert!(health["reason"].as_str().is_some(), "{health}");
+    let (status, body) = gw.get_json("/api/calls").await;
+    assert_eq!(status, 503, "the control plane says the database is away: {body}");
+
+    set_connections(true).await;
+    // Back: the held rows are written; nothing was lost.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, health) = gw.get_json("/health").await;
+        if health["status"] == "ok" {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never recovered: {health}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    gw.gw.state.store.flush().await;
+    let row = gw.call("CA-outage").await;
+    assert_eq!((row["status"].as_str(), row["frames_in"].as_i64()), (Some("completed"), Some(150)), "{row}");
+    assert_eq!(health_dropped(&gw).await, 0);
+}
+
+async fn health_dropped(gw: &TestGateway) -> u64 {
+    gw.get_json("/health").await.1["call_log_writes_dropped"].as_u64().unwrap()
+}

@@ -39,6 +39,13 @@ impl ApiError {
 impl From<anyhow::Error> for ApiError {
     fn from(e: anyhow::Error) -> Self {
         tracing::error!(error = %format!("{e:#}"), "request failed");
+        // The database being down or full is no bug of ours: say so, so clients retry later.
+        if let Some(db) = e.chain().find_map(|c| c.downcast_ref::<sqlx::Error>()) {
+            if crate::store::unavailable(db) {
+                let message = format!("the database is unavailable ({db}); try again later");
+                return Self { status: StatusCode::SERVICE_UNAVAILABLE, message, errors: None };
+            }
+        }
         Self { status: StatusCode::INTERNAL_SERVER_ERROR, message: "internal error".into(), errors: None }
     }
 }

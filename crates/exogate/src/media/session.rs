@@ -29,6 +29,13 @@ use crate::store::{CallKey, CallPatch, CallRow, Status};
 
 /// Timeline entries per call for bad input; the count keeps going, the log stays small.
 const BAD_EVENTS_RECORDED: u64 = 10;
+/// Timeline entries per call in all (a caller pressing keys 200,000 times): past it they are
+/// counted, not written.
+const MAX_TIMELINE: u64 = 1000;
+/// Digits kept in the call's `dtmf` column.
+const MAX_DTMF_CHARS: usize = 256;
+/// Caller events (DTMF, clears) held for an agent still being made, besides the audio backlog.
+const MAX_HELD_EVENTS: usize = 1000;
 const CLOSE_HANDSHAKE_WAIT: Duration = Duration::from_secs(2);
 /// Caller audio held for an agent still being made (a bridge connecting to its bot); beyond it
 /// audio is dropped and counted. 10 s at 24 kHz.
@@ -112,6 +119,9 @@ struct Session {
     peer_gone: bool,
     /// When the last message arrived, for IDLE_SECS.
     last_message: Instant,
+    /// Timeline entries written, and those past [`MAX_TIMELINE`] left out.
+    recorded: u64,
+    unrecorded: u64,
 }
 
 pub(crate) async fn run(mut ws: WebSocket, params: MediaParams, app: Arc<AppState>, alive: SessionGuard) {
@@ -153,6 +163,8 @@ pub(crate) async fn run(mut ws: WebSocket, params: MediaParams, app: Arc<AppStat
         lookup: None,
         peer_gone: false,
         last_message: Instant::now(),
+        recorded: 0,
+        unrecorded: 0,
     };
     // Even on a bug in the session itself, agents on other tasks learn that the call is over
     // and can't fill a queue nobody drains.
@@ -630,12 +642,14 @@ impl Session {
             Slot::None => self.lookup.is_some(),
         };
         if waiting {
-            if let Held::Audio(pcm) = &event {
-                if self.held_bytes + pcm.len() > BACKLOG_BYTES {
+            match &event {
+                Held::Audio(pcm) if self.held_bytes + pcm.len() > BACKLOG_BYTES => {
                     self.ctl.shared().position.dropped_in.fetch_add(pcm.len() as u64, Ordering::Relaxed);
                     return;
                 }
-                self.held_bytes += pcm.len();
+                Held::Audio(pcm) => self.held_bytes += pcm.len(),
+                _ if self.held.len() >= MAX_HELD_EVENTS => return,
+                _ => {}
             }
             self.held.push_back(event);
             return;
@@ -754,7 +768,9 @@ impl Session {
     }
 
     fn on_dtmf(&mut self, dtmf: Dtmf) {
-        self.dtmf.push_str(&dtmf.digit);
+        if self.dtmf.len() + dtmf.digit.len() <= MAX_DTMF_CHARS {
+            self.dtmf.push_str(&dtmf.digit);
+        }
         self.record("dtmf", json!({ "digit": dtmf.digit, "duration_ms": dtmf.duration_ms }));
         self.deliver(Held::Dtmf(dtmf.digit));
     }
@@ -777,6 +793,11 @@ impl Session {
     }
 
     fn record(&mut self, kind: &'static str, detail: serde_json::Value) {
+        if self.recorded >= MAX_TIMELINE {
+            self.unrecorded += 1;
+            return;
+        }
+        self.recorded += 1;
         match &self.active {
             Some(a) => self.app.store.event(a.key.clone(), kind, detail),
             None => self.early_events.push((kind, detail)),
@@ -856,7 +877,11 @@ impl Session {
             }
         };
         let count = |v: u64| (v > 0).then_some(v as i64);
-        self.app.store.event(key.clone(), "end", json!({ "close_code": close_code, "reason": stop_reason }));
+        self.app.store.event(
+            key.clone(),
+            "end",
+            json!({ "close_code": close_code, "reason": stop_reason, "timeline_entries_left_out": self.unrecorded }),
+        );
         self.app.store.upsert(
             key,
             CallPatch::new()

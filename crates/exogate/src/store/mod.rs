@@ -23,6 +23,7 @@ pub use db::Backend;
 pub use patch::{CallKey, CallPatch, Status};
 pub use phones::{Phone, PhoneInput};
 pub use read::{CallFilter, CallRow, EventRow};
+pub(crate) use writer::recoverable as unavailable;
 
 pub(crate) enum Op {
     Upsert { key: CallKey, patch: CallPatch },
@@ -36,16 +37,41 @@ pub struct Store {
     backend: Backend,
     /// This process among the gateways on the database (see [`Store::heartbeat`]).
     instance: std::sync::Arc<str>,
-    tx: mpsc::UnboundedSender<Op>,
+    tx: mpsc::Sender<Op>,
+    health: std::sync::Arc<WriterHealth>,
+}
+
+/// Call-log writes waiting for the database; beyond it new ones are dropped (and counted), so an
+/// outage can't grow memory without bound.
+pub const WRITE_QUEUE: usize = 50_000;
+
+/// How the call-log writer is doing, for `/health`.
+#[derive(Debug, Default)]
+pub struct WriterHealth {
+    /// Writes dropped: the queue was full, or the database refused one for good.
+    pub dropped: std::sync::atomic::AtomicU64,
+    /// Why writes are failing now (the database is down, full or read-only); `None` when fine.
+    pub failing: std::sync::Mutex<Option<String>>,
+}
+
+impl WriterHealth {
+    pub fn failing(&self) -> Option<String> {
+        self.failing.lock().ok().and_then(|f| f.clone())
+    }
+
+    fn drop_one(&self) {
+        self.dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl Store {
     /// Opens (creating a SQLite file if missing) the database, migrates it and starts the writer.
     pub async fn open(url: &str) -> anyhow::Result<Self> {
         let (pool, backend) = db::open(url).await?;
-        let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(writer::run(pool.clone(), rx));
-        Ok(Self { pool, backend, instance: crate::ids::instance_id().into(), tx })
+        let (tx, rx) = mpsc::channel(WRITE_QUEUE);
+        let health = std::sync::Arc::new(WriterHealth::default());
+        tokio::spawn(writer::run(pool.clone(), rx, health.clone()));
+        Ok(Self { pool, backend, instance: crate::ids::instance_id().into(), tx, health })
     }
 
     pub fn backend(&self) -> Backend {
@@ -74,18 +100,26 @@ impl Store {
 
     /// Merges fields into the call's row (created if it doesn't exist). Never blocks.
     pub fn upsert(&self, key: CallKey, patch: CallPatch) {
-        let _ = self.tx.send(Op::Upsert { key, patch });
+        if self.tx.try_send(Op::Upsert { key, patch }).is_err() {
+            self.health.drop_one();
+        }
+    }
+
+    pub fn writer_health(&self) -> &WriterHealth {
+        &self.health
     }
 
     /// Appends an entry to the call's timeline (creating the row if needed). Never blocks.
     pub fn event(&self, key: CallKey, kind: &'static str, detail: serde_json::Value) {
-        let _ = self.tx.send(Op::Event { key, kind, detail });
+        if self.tx.try_send(Op::Event { key, kind, detail }).is_err() {
+            self.health.drop_one();
+        }
     }
 
     /// Waits until every write queued before this call is committed.
     pub async fn flush(&self) {
         let (done, wait) = oneshot::channel();
-        if self.tx.send(Op::Flush(done)).is_ok() {
+        if self.tx.send(Op::Flush(done)).await.is_ok() {
             let _ = wait.await;
         }
     }

@@ -79,6 +79,11 @@ impl Status {
             _ => 0,
         }
     }
+
+    /// The call is over (its row's facts are settled).
+    pub(crate) fn is_final(text: &str) -> bool {
+        Self::rank(text) == 4
+    }
 }
 
 #[derive(Debug, Clone)]

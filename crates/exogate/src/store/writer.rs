@@ -1,31 +1,90 @@
 //! The single writer: drains queued operations in batches, one transaction per batch, so a burst
 //! of call starts and ends costs one fsync rather than one each.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use sqlx::{Any, AnyPool, Transaction};
 use tokio::sync::mpsc;
 
 use super::patch::{CallKey, CallPatch, SqlValue, Status};
-use super::{Op, now_text};
+use super::{Op, WriterHealth, now_text};
 
 const MAX_BATCH: usize = 256;
+/// What Exotel still tells about a call after it has ended (its status callback, call details).
+const AFTER_THE_END: &[&str] = &["exotel_status", "conversation_duration", "legs", "error_kind", "error_message"];
 
-pub(super) async fn run(pool: AnyPool, mut rx: mpsc::UnboundedReceiver<Op>) {
+/// After a failed write that the database may recover from, the first pause before trying
+/// again; it doubles up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+pub(super) async fn run(pool: AnyPool, mut rx: mpsc::Receiver<Op>, health: Arc<WriterHealth>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let mut waiters = Vec::new();
-        if let Err(e) = apply(&pool, &mut batch, &mut waiters).await {
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            let Err(e) = apply(&pool, &mut batch, &mut waiters).await else { break };
+            if recoverable(&e) {
+                // The database is down, full or read-only: keep the batch (new writes wait in
+                // the bounded queue behind it) and try again until it is back.
+                set_failing(&health, Some(e.to_string()));
+                tracing::error!(error = %e, retry_in_ms = backoff.as_millis() as u64, "call-log writes failing; holding them");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                continue;
+            }
             tracing::error!(error = %e, "call-log batch failed; retrying one by one");
             // One bad write must not lose its neighbours.
             for op in batch.drain(..) {
                 let mut one = vec![op];
                 if let Err(e) = apply(&pool, &mut one, &mut waiters).await {
+                    health.drop_one();
                     tracing::error!(error = %e, "call-log write dropped");
                 }
+                take_waiters(&mut one, &mut waiters);
             }
+            break;
+        }
+        if health.failing().is_some() {
+            set_failing(&health, None);
+            tracing::info!("call-log writes succeed again");
         }
         batch.clear();
         for w in waiters {
             let _ = w.send(());
+        }
+    }
+}
+
+fn set_failing(health: &WriterHealth, why: Option<String>) {
+    if let Ok(mut f) = health.failing.lock() {
+        *f = why;
+    }
+}
+
+/// Errors that say the database can't take writes now (not that this write is wrong).
+pub(crate) fn recoverable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) => true,
+        sqlx::Error::Database(db) => {
+            let code = db.code().unwrap_or_default();
+            // SQLite: BUSY, READONLY, IOERR, FULL, CANTOPEN (extended codes keep the primary in the low byte).
+            let sqlite = code.parse::<i32>().is_ok_and(|c| matches!(c & 0xff, 5 | 8 | 10 | 13 | 14));
+            // PostgreSQL: connection exceptions, insufficient resources, operator intervention,
+            // and a database not accepting connections (maintenance).
+            let postgres = ["08", "53", "57", "55000"].iter().any(|class| code.starts_with(class));
+            sqlite || postgres
+        }
+        _ => false,
+    }
+}
+
+fn take_waiters(ops: &mut Vec<Op>, waiters: &mut Vec<tokio::sync::oneshot::Sender<()>>) {
+    for op in ops.drain(..) {
+        if let Op::Flush(w) = op {
+            waiters.push(w);
         }
     }
 }
@@ -53,11 +112,7 @@ async fn apply(
         }
     }
     tx.commit().await?;
-    for op in batch.drain(..) {
-        if let Op::Flush(w) = op {
-            waiters.push(w);
-        }
-    }
+    take_waiters(batch, waiters);
     Ok(())
 }
 
@@ -120,9 +175,16 @@ async fn upsert(tx: &mut Transaction<'_, Any>, key: &CallKey, patch: &CallPatch)
     use std::fmt::Write as _;
     let mut sql = String::from("UPDATE calls SET updated_at = $1");
     let mut n = 1;
+    // A finished call's facts stand: later input (a replayed Passthru, another stream naming its
+    // CallSid) may fill what is missing, not rewrite what was recorded.
+    let finished = Status::is_final(&current);
     for (column, _) in &patch.fields {
         n += 1;
-        let _ = write!(sql, ", {column} = ${n}");
+        if finished && !AFTER_THE_END.contains(column) {
+            let _ = write!(sql, ", {column} = COALESCE({column}, ${n})");
+        } else {
+            let _ = write!(sql, ", {column} = ${n}");
+        }
     }
     let status = patch.status.filter(|s| Status::rank(s.as_str()) >= Status::rank(&current));
     if status.is_some() {
