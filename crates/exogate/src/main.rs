@@ -12,6 +12,8 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+// Parsed once per process: the variants' sizes don't matter.
+#[allow(clippy::large_enum_variant)]
 enum Command {
     /// Runs the gateway: Exotel webhooks and API on HTTP_PORT, media WebSocket on WS_PORT.
     Serve(ServeArgs),

@@ -213,7 +213,7 @@ async fn an_abrupt_disconnect_is_recorded_as_1006() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         gw.gw.state.store.flush().await;
-        let row = gw.call("CA-cut").await;
+        let (_, row) = gw.get_json("/api/calls/CA-cut").await;
         if row["status"] == "completed" {
             assert_eq!((row["close_code"].as_i64(), row["stop_reason"].as_str()), (Some(1006), Some("disconnected")));
             break;
@@ -358,4 +358,46 @@ async fn next_media(ws: &mut common::Ws) -> Vec<u8> {
         panic!("socket ended before any media");
     };
     tokio::time::timeout(Duration::from_secs(10), wait).await.expect("echo in time")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_open_control_plane_answers_only_local_hosts_and_the_database_is_private() {
+    let gw = TestGateway::start().await;
+    // No API key on a loopback bind: open to this machine, not to a rebinding web page.
+    let r = gw.http.get(gw.http_url("/api/calls")).header("host", "evil.example:8080").send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    let r = gw.http.get(gw.http_url("/api/calls")).header("host", "localhost:8080").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(refused(&gw).await["bad_host"], 1);
+    #[cfg(unix)]
+    if gw.database_url().starts_with("sqlite") {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(gw.dir.path().join("calls.db")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "the call log is the owner's alone");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_that_takes_no_writes_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("calls.db");
+    let gw = exogate::server::start(exogate::Config {
+        http_port: 0,
+        ws_port: 0,
+        bind_addr: [127, 0, 0, 1].into(),
+        database_url: format!("sqlite://{}", path.display()),
+        ..exogate::Config::default()
+    })
+    .await
+    .unwrap();
+    gw.shutdown(Duration::ZERO).await;
+    let read_only = exogate::Config {
+        http_port: 0,
+        ws_port: 0,
+        bind_addr: [127, 0, 0, 1].into(),
+        database_url: format!("sqlite://{}?mode=ro", path.display()),
+        ..exogate::Config::default()
+    };
+    let e = exogate::server::start(read_only).await.err().expect("a read-only database is refused");
+    assert!(format!("{e:#}").contains("does not take writes"), "{e:#}");
 }

@@ -51,7 +51,18 @@ pub(crate) async fn require_exotel(
 }
 
 pub(crate) async fn require_key(State(app): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    let Some(expected) = &app.api_key else { return next.run(req).await };
+    let Some(expected) = &app.api_key else {
+        // Open only to this machine: a web page elsewhere that points its own name at 127.0.0.1
+        // (DNS rebinding) sends its own Host, and is refused.
+        let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
+        if !is_local_host(host) {
+            Refusals::count(&app.refusals.host);
+            tracing::warn!(host, "control-plane request refused: no API key is set and the Host is not local");
+            let message = "without EXOGATE_API_KEY the API answers only Host localhost, 127.0.0.1 or [::1]";
+            return (StatusCode::FORBIDDEN, Json(json!({ "error": message }))).into_response();
+        }
+        return next.run(req).await;
+    };
     let given = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -68,4 +79,28 @@ pub(crate) async fn require_key(State(app): State<Arc<AppState>>, req: Request, 
 fn unauthorized(message: &str) -> Response {
     (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")], Json(json!({ "error": message })))
         .into_response()
+}
+
+/// `localhost`, `127.0.0.1`, `[::1]` (with any port).
+fn is_local_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(h, port)| if port.parse::<u16>().is_ok() { h } else { host }),
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_local_host;
+
+    #[test]
+    fn local_hosts() {
+        for ok in ["localhost", "LOCALHOST:8080", "127.0.0.1", "127.0.0.1:8080", "[::1]", "[::1]:80", "127.3.4.5"] {
+            assert!(is_local_host(ok), "{ok}");
+        }
+        for bad in ["evil.example", "evil.example:8080", "localhost.evil.example", "10.0.0.1", "[2001:db8::1]:80", ""] {
+            assert!(!is_local_host(bad), "{bad}");
+        }
+    }
 }

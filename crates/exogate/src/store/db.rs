@@ -47,8 +47,9 @@ pub(super) async fn open(url: &str) -> anyhow::Result<(AnyPool, Backend)> {
     let pool = match backend {
         Backend::Sqlite => {
             // Validate with the driver's own parser: the Any driver would only say "error".
-            let _: sqlx::sqlite::SqliteConnectOptions =
+            let opts: sqlx::sqlite::SqliteConnectOptions =
                 url.parse().with_context(|| format!("DATABASE_URL {shown:?} is not a valid sqlite URL"))?;
+            private_file(opts.get_filename())?;
             let url = if url.contains("mode=") || url.contains(":memory:") {
                 url.to_string()
             } else {
@@ -75,7 +76,48 @@ pub(super) async fn open(url: &str) -> anyhow::Result<(AnyPool, Backend)> {
     }
     .with_context(|| format!("cannot open database {shown}"))?;
     migrate(&pool, backend).await?;
+    writable(&pool).await.with_context(|| format!("database {shown} does not take writes"))?;
     Ok((pool, backend))
+}
+
+/// The call log holds customers' numbers: the SQLite file is the owner's alone (SQLite gives its
+/// `-wal` and `-shm` files the same mode).
+fn private_file(path: &std::path::Path) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        if path.as_os_str().is_empty() || path.to_string_lossy().contains(":memory:") {
+            return Ok(());
+        }
+        match std::fs::metadata(path) {
+            Ok(meta) if meta.permissions().mode() & 0o077 != 0 => {
+                // An existing file made by an older exogate (0644): tighten it, if it is ours.
+                let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+            }
+            Ok(_) => {}
+            Err(_) => {
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(path)
+                    .with_context(|| format!("cannot create the database file {}", path.display()))?;
+            }
+        }
+    }
+    let _ = path;
+    Ok(())
+}
+
+/// A database that opens but can't be written (a read-only file or mount, a read-only replica)
+/// would drop every call record: refused at start instead.
+async fn writable(pool: &AnyPool) -> anyhow::Result<()> {
+    let mut tx = begin(pool).await?;
+    sqlx::query("INSERT INTO instances (id, started_at, seen_at) VALUES ('write-probe', '', '')")
+        .execute(&mut *tx)
+        .await?;
+    tx.rollback().await?;
+    Ok(())
 }
 
 /// Runs the migrations this binary has; a database already migrated past them belongs to a newer
