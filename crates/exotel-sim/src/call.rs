@@ -24,7 +24,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::error::excerpt;
 use crate::playback::Playback;
-use crate::validate::{self, BotFrame, Finding, Violation};
+use crate::validate::{self, BotFrame, Finding, Violation, rule};
 use crate::{CallConfig, CallReport, Injected, SimError, Target};
 
 pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -345,9 +345,17 @@ impl<'a> Session<'a> {
                 }
                 self.send(Out::Close);
             }
-            End::BotClosed => {}
+            End::BotClosed => {
+                // A hang-up is 1000 (1001 while the bot shuts down); anything else is a failure
+                // a user testing the bot must hear about.
+                if let Some(code) = self.report.close_code.filter(|c| !matches!(c, 1000 | 1001)) {
+                    let detail = format!("closed with {code} {:?}", self.report.close_reason);
+                    self.violation(Instant::now(), Finding::new(rule::ABNORMAL_CLOSE, detail));
+                }
+            }
             End::Lost(reason) => {
                 self.report.closed_by_bot = true;
+                self.violation(Instant::now(), Finding::new(rule::CONNECTION_LOST, reason.clone()));
                 self.report.close_reason = reason;
             }
         }

@@ -27,6 +27,10 @@ pub mod rule {
     pub const CHUNK_NOT_320_MULTIPLE: &str = "chunk-not-320-multiple";
     pub const CHUNK_TOO_SMALL: &str = "chunk-too-small";
     pub const CHUNK_TOO_LARGE: &str = "chunk-too-large";
+    /// The bot's socket went away without a closing handshake (it crashed, or cut the call).
+    pub const CONNECTION_LOST: &str = "connection-lost";
+    /// The bot closed with a code that says something went wrong (not 1000 or 1001).
+    pub const ABNORMAL_CLOSE: &str = "abnormal-close";
 }
 
 /// One broken rule, without a time.
@@ -37,7 +41,7 @@ pub struct Finding {
 }
 
 impl Finding {
-    fn new(rule: &'static str, detail: impl Into<String>) -> Self {
+    pub(crate) fn new(rule: &'static str, detail: impl Into<String>) -> Self {
         Self { rule, detail: detail.into() }
     }
 }

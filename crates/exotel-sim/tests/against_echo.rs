@@ -378,25 +378,33 @@ async fn clear_drops_queued_audio_and_its_mark() {
 }
 
 #[tokio::test]
-async fn dropped_connection_is_reported_not_an_error() {
-    let (listener, addr) = listen().await;
-    let bot = tokio::spawn(async move {
-        let (mut ws, _) = accept(&listener).await;
-        while let Some(Ok(msg)) = ws.next().await {
-            if parse(&msg).is_some_and(|v| v["event"] == "media") {
-                // Gone without a closing handshake, like a crashed bot.
-                drop(ws);
-                return;
+async fn a_bot_that_vanishes_or_fails_is_a_violation() {
+    // Gone without a closing handshake 5 ms after `start`, like a crashed bot; or closed with 1011.
+    for close in [None, Some(1011u16)] {
+        let (listener, addr) = listen().await;
+        let bot = tokio::spawn(async move {
+            let (mut ws, _) = accept(&listener).await;
+            while let Some(Ok(msg)) = ws.next().await {
+                if parse(&msg).is_some_and(|v| v["event"] == "start") {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    if let Some(code) = close {
+                        let frame = CloseFrame { code: CloseCode::from(code), reason: "bot error".into() };
+                        let _ = ws.close(Some(frame)).await;
+                    }
+                    return;
+                }
             }
-        }
-    });
-    let mut cfg = quick(format!("ws://{addr}/"));
-    cfg.audio = AudioSource::Silence { ms: 1000 };
-    let report = call(cfg).await.unwrap();
-    bot.await.unwrap();
-    assert_eq!(report.close_code, None);
-    assert!(report.closed_by_bot && !report.stop_sent);
-    assert!(!report.close_reason.is_empty());
+        });
+        let mut cfg = quick(format!("ws://{addr}/"));
+        cfg.audio = AudioSource::Silence { ms: 1000 };
+        let report = call(cfg).await.unwrap();
+        bot.await.unwrap();
+        assert!(report.closed_by_bot && !report.stop_sent);
+        let rules: Vec<&str> = report.violations.iter().map(|v| v.rule).collect();
+        let want = if close.is_some() { rule::ABNORMAL_CLOSE } else { rule::CONNECTION_LOST };
+        assert_eq!(rules, [want], "{}", report.summary());
+        assert!(!report.ok(), "`exogate sim call` exits 1");
+    }
 }
 
 #[tokio::test]
