@@ -22,3 +22,9 @@ pub mod tls;
 
 pub use config::{Config, ServeArgs};
 pub use server::{Gateway, start};
+
+/// Entry points for `fuzz/`: the parsers behind private routes. Not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::http::status_callback::fields_of as status_callback_fields;
+}

@@ -628,4 +628,60 @@ mod tests {
             assert_eq!(InboundEvent::parse(&e.to_json()).unwrap(), e);
         }
     }
+
+    // The property `fuzz/fuzz_targets/stream_event.rs` checks at length, kept in CI: any text, and
+    // any event-shaped JSON with fields of the wrong types, parses or is refused without a panic.
+    mod never_panics {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        fn json_value() -> impl Strategy<Value = serde_json::Value> {
+            let leaf = prop_oneof![
+                Just(serde_json::Value::Null),
+                any::<bool>().prop_map(serde_json::Value::from),
+                any::<i64>().prop_map(serde_json::Value::from),
+                any::<f64>().prop_map(serde_json::Value::from),
+                ".{0,12}".prop_map(serde_json::Value::from),
+            ];
+            leaf.prop_recursive(3, 24, 6, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
+                    prop::collection::btree_map(
+                        prop_oneof![
+                            Just("event".to_string()),
+                            Just("start".to_string()),
+                            Just("media".to_string()),
+                            Just("payload".to_string()),
+                            Just("sample_rate".to_string()),
+                            Just("custom_parameters".to_string()),
+                            Just("sequence_number".to_string()),
+                            ".{0,8}",
+                        ],
+                        inner,
+                        0..5
+                    )
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        proptest! {
+            #[test]
+            fn on_any_text(text in ".{0,300}") {
+                let _ = InboundEvent::parse(&text);
+            }
+
+            #[test]
+            fn on_any_event_shaped_json(
+                event in prop_oneof![Just("start"), Just("media"), Just("dtmf"), Just("mark"), Just("stop"), Just("clear"), Just("connected")],
+                body in json_value(),
+                inner in json_value(),
+            ) {
+                let mut v = serde_json::json!({ "event": event, "stream_sid": "s" });
+                v[event] = inner;
+                v["extra"] = body;
+                let _ = InboundEvent::parse(&v.to_string());
+            }
+        }
+    }
 }

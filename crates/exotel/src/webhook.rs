@@ -260,4 +260,25 @@ mod tests {
         assert_eq!(d.from, None);
         assert_eq!(d.digits, None);
     }
+
+    // The property `fuzz/fuzz_targets/webhook.rs` checks at length, kept in CI.
+    mod never_panics {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn on_any_pairs(pairs in prop::collection::vec((
+                prop_oneof![Just("Stream[Duration]".to_string()), Just("CallSid".to_string()), Just("Legs".to_string()), ".{0,12}"],
+                ".{0,24}",
+            ), 0..20)) {
+                let mut d = CallDetails::from_pairs(pairs.clone());
+                for (k, v) in &pairs {
+                    d.set(k, v);
+                }
+                let json: serde_json::Map<String, Value> = pairs.into_iter().map(|(k, v)| (k, Value::from(v))).collect();
+                let _ = CallDetails::from_json(&Value::Object(json));
+            }
+        }
+    }
 }

@@ -250,4 +250,38 @@ mod tests {
         let import = parse(csv.as_bytes(), None).unwrap();
         assert_eq!(import.contacts.len(), 100_000);
     }
+
+    // The property `fuzz/fuzz_targets/campaign_csv.rs` checks at length, kept in CI.
+    mod any_file {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn imports_clean_numbers_once_or_refuses(
+                rows in prop::collection::vec(
+                    (prop_oneof![r"\+?[0-9 ()-]{0,16}", "0[6-9][0-9]{9}", ".{0,10}"], ".{0,10}"),
+                    0..30,
+                ),
+                header in prop_oneof![Just("phone,name"), Just("name,mobile"), Just("a,b")],
+            ) {
+                let mut text = format!("{header}\n");
+                for (a, b) in &rows {
+                    text.push_str(&format!("{a},{b}\n"));
+                }
+                if let Ok(import) = parse(text.as_bytes(), None) {
+                    let mut seen = std::collections::HashSet::new();
+                    for c in &import.contacts {
+                        prop_assert!(c.phone.starts_with('+') && c.phone[1..].bytes().all(|b| b.is_ascii_digit()));
+                        prop_assert!(seen.insert(c.phone.clone()));
+                    }
+                }
+            }
+
+            #[test]
+            fn any_bytes(bytes in prop::collection::vec(any::<u8>(), 0..400)) {
+                let _ = parse(&bytes, None);
+            }
+        }
+    }
 }

@@ -10,7 +10,7 @@ mod json_body;
 mod outbound;
 mod passthru;
 mod phones;
-mod status_callback;
+pub(crate) mod status_callback;
 mod twilio_api;
 mod voicebot;
 mod webhook_input;

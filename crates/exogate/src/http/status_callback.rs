@@ -73,6 +73,15 @@ pub(crate) async fn status_callback(
     Ok(Json(json!({ "ok": true })))
 }
 
+/// [`read_fields`] on raw bytes, for the fuzzer: the parse a callback body goes through.
+pub async fn fields_of(content_type: &str, body: Vec<u8>) -> Option<Vec<(String, String)>> {
+    let req = axum::http::Request::builder()
+        .header(header::CONTENT_TYPE, content_type)
+        .body(axum::body::Body::from(body))
+        .ok()?;
+    read_fields(req).await.ok()
+}
+
 /// The callback's fields as text; `Legs` stays JSON text whatever the content type.
 async fn read_fields(req: Request) -> Result<Vec<(String, String)>, ApiError> {
     let content_type =
