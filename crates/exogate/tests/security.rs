@@ -401,3 +401,36 @@ async fn a_database_that_takes_no_writes_is_refused_at_start() {
     let e = exogate::server::start(read_only).await.err().expect("a read-only database is refused");
     assert!(format!("{e:#}").contains("does not take writes"), "{e:#}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_creates_make_one_and_overwrite_nothing() {
+    let gw = TestGateway::start().await;
+    let post = |path: &'static str, body: Value| {
+        let (http, url) = (gw.http.clone(), gw.http_url(path));
+        async move {
+            let r = http.post(url).json(&body).send().await.unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let agents = (0..12).map(|i| post("/api/agents", serde_json::json!({ "id": "shared", "greeting": format!("g{i}") })));
+    let answers = futures_util::future::join_all(agents).await;
+    let won: Vec<&Value> = answers.iter().filter(|(s, _)| *s == 201).map(|(_, b)| b).collect();
+    assert_eq!(won.len(), 1, "{answers:?}");
+    assert!(answers.iter().all(|(s, _)| *s == 201 || *s == 409), "{answers:?}");
+    let (_, stored) = gw.get_json("/api/agents/shared").await;
+    assert_eq!(stored["greeting"], won[0]["greeting"], "the winner's agent stands");
+
+    let phones = (0..12).map(|i| {
+        post(
+            "/api/phones",
+            serde_json::json!({ "id": format!("p{i}"), "number": "08047491899", "account_sid": "acct",
+                "api_key": "key", "api_token": "token" }),
+        )
+    });
+    let answers = futures_util::future::join_all(phones).await;
+    assert_eq!(answers.iter().filter(|(s, _)| *s == 201).count(), 1, "{answers:?}");
+    assert!(answers.iter().all(|(s, _)| *s == 201 || *s == 409), "{answers:?}");
+    let (_, list) = gw.get_json("/api/phones").await;
+    assert_eq!(list["phones"].as_array().map(Vec::len), Some(1), "{list}");
+}

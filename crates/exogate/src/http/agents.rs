@@ -32,7 +32,7 @@ pub(crate) async fn create(
     if app.store.agent(&id).await?.is_some() {
         return Err(ApiError::conflict(format!("agent {id:?} already exists")));
     }
-    save(&app, &id, &input).await.map(|v| (StatusCode::CREATED, v))
+    save(&app, &id, &input, true).await.map(|v| (StatusCode::CREATED, v))
 }
 
 pub(crate) async fn update(
@@ -43,7 +43,7 @@ pub(crate) async fn update(
     if app.store.agent(&id).await?.is_none() {
         return Err(ApiError::not_found(format!("no agent {id:?}")));
     }
-    save(&app, &id, &input).await
+    save(&app, &id, &input, false).await
 }
 
 pub(crate) async fn delete(State(app): State<Arc<AppState>>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
@@ -54,7 +54,9 @@ pub(crate) async fn delete(State(app): State<Arc<AppState>>, Path(id): Path<Stri
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn save(app: &AppState, id: &str, input: &AgentInput) -> Result<Json<Value>, ApiError> {
+/// Checks and stores the agent; `create` only if no agent has the id (a concurrent create that
+/// won meanwhile makes this one a 409, never an overwrite).
+async fn save(app: &AppState, id: &str, input: &AgentInput, create: bool) -> Result<Json<Value>, ApiError> {
     if !id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) || id.len() > 64 {
         return Err(ApiError::bad_request("id must be 1-64 letters, digits, '-', '_' or '.'"));
     }
@@ -85,7 +87,13 @@ async fn save(app: &AppState, id: &str, input: &AgentInput) -> Result<Json<Value
             return Err(ApiError::bad_request(format!("settings.on_failure: no agent {other:?}")));
         }
     }
-    app.store.upsert_agent(id, input).await?;
+    if create {
+        if !app.store.insert_agent(id, input).await? {
+            return Err(ApiError::conflict(format!("agent {id:?} already exists")));
+        }
+    } else {
+        app.store.upsert_agent(id, input).await?;
+    }
     app.config_changed().await?;
     let a = app.store.agent(id).await?.ok_or_else(|| anyhow::anyhow!("agent vanished after save"))?;
     Ok(Json(serde_json::to_value(a).map_err(anyhow::Error::from)?))

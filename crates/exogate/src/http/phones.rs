@@ -51,7 +51,16 @@ pub(crate) async fn create(
     {
         return Err(ApiError::conflict(format!("phone {id:?} or its number already exists")));
     }
-    app.store.insert_phone(&app.secrets, &input, &id).await?;
+    // Two creates racing past the check above: the database's unique keys pick one.
+    if let Err(e) = app.store.insert_phone(&app.secrets, &input, &id).await {
+        let unique = e.chain().find_map(|c| c.downcast_ref::<sqlx::Error>()).is_some_and(|db| {
+            matches!(db, sqlx::Error::Database(d) if d.kind() == sqlx::error::ErrorKind::UniqueViolation)
+        });
+        if unique {
+            return Err(ApiError::conflict(format!("phone {id:?} or its number already exists")));
+        }
+        return Err(e.into());
+    }
     app.config_changed().await?;
     let p = app.store.phone(&id).await?.ok_or_else(|| anyhow::anyhow!("phone vanished after insert"))?;
     Ok((StatusCode::CREATED, Json(view(p))))

@@ -57,6 +57,24 @@ pub(super) async fn upsert(pool: &AnyPool, id: &str, a: &AgentInput) -> sqlx::Re
     Ok(())
 }
 
+/// Creates the agent unless one has the id already (then false): one statement, so of two
+/// concurrent creates exactly one wins.
+pub(super) async fn insert(pool: &AnyPool, id: &str, a: &AgentInput) -> sqlx::Result<bool> {
+    let now = now_text();
+    let done = sqlx::query(
+        "INSERT INTO agents (id, kind, settings, greeting, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $5) \
+         ON CONFLICT(id) DO NOTHING",
+    )
+    .bind(id)
+    .bind(a.kind.as_deref().unwrap_or("echo"))
+    .bind(a.settings.as_ref().map_or_else(|| "{}".to_string(), |s| s.to_string()))
+    .bind(&a.greeting)
+    .bind(&now)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
 pub(super) async fn delete(pool: &AnyPool, id: &str) -> sqlx::Result<bool> {
     Ok(sqlx::query("DELETE FROM agents WHERE id = $1").bind(id).execute(pool).await?.rows_affected() > 0)
 }

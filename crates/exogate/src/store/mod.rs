@@ -270,6 +270,11 @@ impl Store {
         Ok(agents::upsert(&self.pool, id, a).await?)
     }
 
+    /// False when an agent has the id already.
+    pub async fn insert_agent(&self, id: &str, a: &AgentInput) -> anyhow::Result<bool> {
+        Ok(agents::insert(&self.pool, id, a).await?)
+    }
+
     pub async fn delete_agent(&self, id: &str) -> anyhow::Result<bool> {
         Ok(agents::delete(&self.pool, id).await?)
     }
