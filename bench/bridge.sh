@@ -100,7 +100,8 @@ stop() {
 
 start_server() {
     local tag=$1
-    HTTP_PORT=$HTTP_PORT WS_PORT=$WS_PORT BIND_ADDR=127.0.0.1 DATABASE_URL="sqlite://$work/exogate-$tag.db" \
+    # One address opens every call here: the per-address connection rate would be the ceiling.
+    CONNS_PER_IP_PER_SEC=1000000 HTTP_PORT=$HTTP_PORT WS_PORT=$WS_PORT BIND_ADDR=127.0.0.1 DATABASE_URL="sqlite://$work/exogate-$tag.db" \
         RUST_LOG=warn "$BIN" serve >"$work/serve-$tag.log" 2>&1 &
     server_pid=$!
     for _ in $(seq 100); do

@@ -61,7 +61,8 @@ stop_server() {
 
 for n in $NS; do
     db="$work/exogate-$n.db"
-    HTTP_PORT=$HTTP_PORT WS_PORT=$WS_PORT BIND_ADDR=127.0.0.1 DATABASE_URL="sqlite://$db" RUST_LOG=warn \
+    # One address opens every call here: the per-address connection rate would be the ceiling.
+    CONNS_PER_IP_PER_SEC=1000000 HTTP_PORT=$HTTP_PORT WS_PORT=$WS_PORT BIND_ADDR=127.0.0.1 DATABASE_URL="sqlite://$db" RUST_LOG=warn \
         "$BIN" serve >"$work/serve-$n.log" 2>&1 &
     server_pid=$!
     up=

@@ -83,7 +83,9 @@ pub(crate) async fn serve(
             },
             () = async { let _ = stopped.wait_for(|s| *s).await; } => break,
         };
-        if !rate.admit(peer.ip(), Instant::now()) {
+        // A trusted proxy carries everyone's connections: its clients can't be told apart here.
+        let proxied = app.config.access.trusted_proxies.contains(peer.ip());
+        if !proxied && !rate.admit(peer.ip(), Instant::now()) {
             Refusals::count(&app.refusals.conn_rate);
             continue;
         }

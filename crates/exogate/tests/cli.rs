@@ -161,9 +161,24 @@ fn a_call_survives_the_process_being_killed_mid_call() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = serve(&format!("sqlite://{}", dir.path().join("calls.db").display()));
     let ws = format!("ws://{}/", server.ws);
+    // Calls that ended before the kill keep their record; the one in the air is marked.
+    let done: Vec<String> = (0..3).map(|i| format!("done-{i}")).collect();
+    let short: Vec<_> = done
+        .iter()
+        .map(|sid| {
+            let (ws, sid) = (ws.clone(), sid.clone());
+            std::thread::spawn(move || {
+                sim(&["--url", &ws, "--call-sid", &sid, "--tone", "440", "--duration-ms", "300"])
+            })
+        })
+        .collect();
     let call = std::thread::spawn(move || {
         sim(&["--url", &ws, "--call-sid", "killed-1", "--tone", "440", "--duration-ms", "4000"])
     });
+    for s in short {
+        let (ok, out) = s.join().unwrap();
+        assert!(ok, "{out}");
+    }
     std::thread::sleep(Duration::from_millis(1500));
     server.child.kill().unwrap();
     server.child.wait().unwrap();
@@ -174,6 +189,10 @@ fn a_call_survives_the_process_being_killed_mid_call() {
     assert!(page.contains("\"status\":\"interrupted\""), "{page}");
     assert!(page.contains("\"stop_reason\":\"process-restarted\""), "{page}");
     assert!(page.contains("\"kind\":\"start\""), "{page}");
+    for sid in &done {
+        let page = reqwest::blocking_get(&format!("http://{}/api/calls/{sid}", again.http));
+        assert!(page.contains("\"status\":\"completed\""), "{page}");
+    }
 }
 
 #[test]

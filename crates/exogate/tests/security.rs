@@ -413,7 +413,8 @@ async fn concurrent_creates_make_one_and_overwrite_nothing() {
             (status, r.json::<Value>().await.unwrap_or(Value::Null))
         }
     };
-    let agents = (0..12).map(|i| post("/api/agents", serde_json::json!({ "id": "shared", "greeting": format!("g{i}") })));
+    let agents =
+        (0..12).map(|i| post("/api/agents", serde_json::json!({ "id": "shared", "greeting": format!("g{i}") })));
     let answers = futures_util::future::join_all(agents).await;
     let won: Vec<&Value> = answers.iter().filter(|(s, _)| *s == 201).map(|(_, b)| b).collect();
     assert_eq!(won.len(), 1, "{answers:?}");

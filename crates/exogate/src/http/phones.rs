@@ -53,9 +53,9 @@ pub(crate) async fn create(
     }
     // Two creates racing past the check above: the database's unique keys pick one.
     if let Err(e) = app.store.insert_phone(&app.secrets, &input, &id).await {
-        let unique = e.chain().find_map(|c| c.downcast_ref::<sqlx::Error>()).is_some_and(|db| {
-            matches!(db, sqlx::Error::Database(d) if d.kind() == sqlx::error::ErrorKind::UniqueViolation)
-        });
+        let unique = e.chain().find_map(|c| c.downcast_ref::<sqlx::Error>()).is_some_and(
+            |db| matches!(db, sqlx::Error::Database(d) if d.kind() == sqlx::error::ErrorKind::UniqueViolation),
+        );
         if unique {
             return Err(ApiError::conflict(format!("phone {id:?} or its number already exists")));
         }
