@@ -242,3 +242,54 @@ async fn calls_flow_through_a_database_outage_and_their_rows_arrive_after() {
 async fn health_dropped(gw: &TestGateway) -> u64 {
     gw.get_json("/health").await.1["call_log_writes_dropped"].as_u64().unwrap()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_faster_than_real_time_fills_a_bounded_queue_and_the_rest_is_counted() {
+    let gw = TestGateway::start().await;
+    let mut ws = connect(&gw).await;
+    ws.send(Message::text(start_json("CA-fast", "st-fast"))).await.unwrap();
+    let frame = vec![3u8; 16_000];
+    ws.send(Message::text(media_json(2, &frame))).await.unwrap();
+    // Once the echo plays, 99 s more of 8 kHz audio at once; its playback queue holds 60 s.
+    let first = async {
+        while let Some(Ok(msg)) = ws.next().await {
+            if msg.to_text().is_ok_and(|t| t.contains("\"media\"")) {
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), first).await.expect("the echo starts");
+    for seq in 1..100u64 {
+        ws.send(Message::text(media_json(seq + 2, &frame))).await.unwrap();
+    }
+    ws.send(Message::text(r#"{"event":"stop","stop":{"reason":"callended"}}"#)).await.unwrap();
+    assert_eq!(close_code(&mut ws).await, Some(1000));
+    gw.gw.state.store.flush().await;
+    let row = gw.call("CA-fast").await;
+    assert_eq!(row["bytes_in"], 1_600_000);
+    let dropped = row["dropped_out_bytes"].as_i64().unwrap_or(0);
+    assert!(dropped >= 500_000, "at least 40 s of the 100 s could not be queued: {row}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_queries_and_bodies_are_refused() {
+    let gw = TestGateway::start().await;
+    let query: String = (0..300).map(|i| format!("p{i}=v&")).collect();
+    let url = format!("{}?{query}", gw.ws_url());
+    match tokio_tungstenite::connect_async(url.as_str()).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 400),
+        other => panic!("300 query parameters were accepted: {:?}", other.map(|_| ())),
+    }
+    let body = format!("CallSid=CA-big&pad={}", "x".repeat(100 * 1024));
+    let r = gw
+        .http
+        .post(gw.http_url("/api/exotel/passthru"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413, "a webhook body over 64 KiB");
+    let (status, _) = gw.get_json("/api/calls/CA-big").await;
+    assert_eq!(status, 404, "nothing stored");
+}

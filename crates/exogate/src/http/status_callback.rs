@@ -102,7 +102,7 @@ async fn read_fields(req: Request) -> Result<Vec<(String, String)>, ApiError> {
         }
         return Ok(legs_from_brackets(out));
     }
-    let body = Bytes::from_request(req, &()).await.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let body = Bytes::from_request(req, &()).await.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
     if content_type.contains("json") || body.trim_ascii_start().starts_with(b"{") {
         let v: Value =
             serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("body is not valid JSON: {e}")))?;

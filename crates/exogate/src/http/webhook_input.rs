@@ -28,7 +28,8 @@ impl<S: Send + Sync> FromRequest<S> for WebhookInput {
             .to_ascii_lowercase();
         let body = Bytes::from_request(req, state)
             .await
-            .map_err(|e| ApiError::bad_request(format!("cannot read body: {e}")))?;
+            // Over the route's limit: 413, as for any other body.
+            .map_err(|e| ApiError::new(e.status(), format!("cannot read body: {e}")))?;
         let mut details = CallDetails::from_pairs(query);
         let body_text = String::from_utf8_lossy(&body);
         let trimmed = body_text.trim();
