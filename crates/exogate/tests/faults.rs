@@ -293,3 +293,65 @@ async fn oversized_queries_and_bodies_are_refused() {
     let (status, _) = gw.get_json("/api/calls/CA-big").await;
     assert_eq!(status, 404, "nothing stored");
 }
+
+/// Makes files immutable (`chattr +i`, which stops even root) until dropped.
+struct Immutable(Vec<std::path::PathBuf>);
+
+impl Immutable {
+    fn set(paths: &[std::path::PathBuf]) -> Option<Self> {
+        for p in paths {
+            let ok = std::process::Command::new("chattr").arg("+i").arg(p).status().is_ok_and(|s| s.success());
+            if !ok {
+                drop(Immutable(paths.to_vec()));
+                return None;
+            }
+        }
+        Some(Immutable(paths.to_vec()))
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = std::process::Command::new("chattr").arg("-i").arg(p).status();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_flow_while_the_sqlite_file_cannot_be_written_and_their_rows_arrive_after() {
+    let gw = TestGateway::start().await;
+    if !gw.database_url().starts_with("sqlite") {
+        return;
+    }
+    let files = ["calls.db", "calls.db-wal"].map(|f| gw.dir.path().join(f));
+    let Some(frozen) = Immutable::set(&files) else {
+        eprintln!("skipped: chattr +i is not available here (needs root and a filesystem that supports it)");
+        return;
+    };
+    let mut cfg = healthy(&gw);
+    cfg.call_sid = "CA-frozen".into();
+    let report = run_call(cfg).await.unwrap();
+    assert!(report.ok(), "{}", report.summary());
+    assert_echo(&report.sent_pcm, &report.received_pcm);
+    let (_, health) = gw.get_json("/health").await;
+    assert_eq!(health["status"], "degraded", "{health}");
+    let r = gw.http.post(gw.http_url("/api/agents")).json(&serde_json::json!({ "id": "never" })).send().await.unwrap();
+    assert_eq!(r.status(), 503, "an agent that can't be stored is not 201");
+
+    drop(frozen);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, health) = gw.get_json("/health").await;
+        if health["status"] == "ok" {
+            assert_eq!(health["call_log_writes_dropped"], 0, "{health}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never recovered: {health}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    gw.gw.state.store.flush().await;
+    let row = gw.call("CA-frozen").await;
+    assert_eq!((row["status"].as_str(), row["frames_in"].as_i64()), (Some("completed"), Some(150)), "{row}");
+    assert_eq!(gw.get_json("/api/agents/never").await.0, 404);
+}

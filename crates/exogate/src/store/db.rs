@@ -57,6 +57,7 @@ pub(super) async fn open(url: &str) -> anyhow::Result<(AnyPool, Backend)> {
             };
             AnyPoolOptions::new()
                 .max_connections(4)
+                .after_release(|conn, _| Box::pin(async move { Ok(healthy(conn)) }))
                 .after_connect(|conn, _meta| {
                     Box::pin(async move {
                         conn.execute(
@@ -71,7 +72,12 @@ pub(super) async fn open(url: &str) -> anyhow::Result<(AnyPool, Backend)> {
                 .await
         }
         Backend::Postgres => {
-            AnyPoolOptions::new().max_connections(16).acquire_timeout(Duration::from_secs(10)).connect(url).await
+            AnyPoolOptions::new()
+                .max_connections(16)
+                .acquire_timeout(Duration::from_secs(10))
+                .after_release(|conn, _| Box::pin(async move { Ok(healthy(conn)) }))
+                .connect(url)
+                .await
         }
     }
     .with_context(|| format!("cannot open database {shown}"))?;
@@ -140,6 +146,24 @@ async fn migrate(pool: &AnyPool, backend: Backend) -> anyhow::Result<()> {
 /// Opens a transaction. SQLite's take the write lock up front (`BEGIN IMMEDIATE`): a deferred
 /// transaction that reads and then writes fails with SQLITE_BUSY_SNAPSHOT when another connection
 /// wrote in between, which no busy timeout waits out; an immediate one waits its turn instead.
+/// A connection coming back to the pool still inside a transaction (its COMMIT and ROLLBACK both
+/// failed while the database was away) would refuse every later BEGIN: it is closed instead.
+fn healthy(conn: &mut sqlx::AnyConnection) -> bool {
+    !sqlx::Connection::is_in_transaction(conn)
+}
+
+/// [`begin`] on a connection the caller holds (so it can refuse to give a broken one back).
+pub(super) async fn begin_on(
+    conn: &mut sqlx::pool::PoolConnection<sqlx::Any>,
+    sqlite: bool,
+) -> sqlx::Result<sqlx::Transaction<'_, sqlx::Any>> {
+    if sqlite {
+        sqlx::Connection::begin_with(&mut **conn, "BEGIN IMMEDIATE").await
+    } else {
+        sqlx::Connection::begin(&mut **conn).await
+    }
+}
+
 pub(super) async fn begin(pool: &AnyPool) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Any>> {
     if pool.connect_options().database_url.scheme() == "sqlite" {
         pool.begin_with("BEGIN IMMEDIATE").await

@@ -68,6 +68,9 @@ fn set_failing(health: &WriterHealth, why: Option<String>) {
 pub(crate) fn recoverable(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) => true,
+        // Our `BEGIN IMMEDIATE` did not open a transaction: SQLite could not take the write lock
+        // (an immutable or vanished file under it).
+        sqlx::Error::InvalidSavePointStatement => true,
         sqlx::Error::Database(db) => {
             let code = db.code().unwrap_or_default();
             // SQLite: BUSY, READONLY, IOERR, FULL, CANTOPEN (extended codes keep the primary in the low byte).
@@ -94,7 +97,24 @@ async fn apply(
     batch: &mut Vec<Op>,
     waiters: &mut Vec<tokio::sync::oneshot::Sender<()>>,
 ) -> sqlx::Result<()> {
-    let mut tx = super::db::begin(pool).await?;
+    let mut conn = pool.acquire().await?;
+    let sqlite = pool.connect_options().database_url.scheme() == "sqlite";
+    let result = apply_on(&mut conn, sqlite, batch, waiters).await;
+    // A commit that failed under a broken database can leave the connection inside its
+    // transaction: closed, not handed to the next batch.
+    if result.as_ref().is_err_and(recoverable) {
+        conn.close_on_drop();
+    }
+    result
+}
+
+async fn apply_on(
+    conn: &mut sqlx::pool::PoolConnection<Any>,
+    sqlite: bool,
+    batch: &mut Vec<Op>,
+    waiters: &mut Vec<tokio::sync::oneshot::Sender<()>>,
+) -> sqlx::Result<()> {
+    let mut tx = super::db::begin_on(conn, sqlite).await?;
     for op in batch.iter_mut() {
         match op {
             Op::Upsert { key, patch } => upsert(&mut tx, key, patch).await?,
