@@ -44,6 +44,11 @@ impl IpList {
         self.0.is_empty()
     }
 
+    /// An allow-list: empty allows everyone.
+    pub fn allows(&self, ip: IpAddr) -> bool {
+        self.is_empty() || self.contains(ip)
+    }
+
     pub fn contains(&self, ip: IpAddr) -> bool {
         let ip = canonical(ip);
         self.0.iter().any(|n| n.contains(&ip))

@@ -25,7 +25,7 @@ pub(crate) async fn require_exotel(
 ) -> Response {
     let access = &app.config.access;
     let client = client_ip(peer.ip(), req.headers(), &access.trusted_proxies);
-    if !access.allow_ips.is_empty() && !access.allow_ips.contains(client) {
+    if !access.allow_ips.allows(client) {
         Refusals::count(&app.refusals.ip);
         tracing::warn!(%client, path = req.uri().path(), "webhook refused: address not in ALLOW_IPS");
         return (StatusCode::FORBIDDEN, Json(json!({ "error": "address not allowed" }))).into_response();

@@ -37,7 +37,7 @@ pub(crate) async fn upgrade(
 ) -> Response {
     let access = &app.config.access;
     let client = client_ip(peer.ip(), &headers, &access.trusted_proxies);
-    if !access.allow_ips.is_empty() && !access.allow_ips.contains(client) {
+    if !access.allow_ips.allows(client) {
         Refusals::count(&app.refusals.ip);
         tracing::warn!(%client, "media socket refused: address not in ALLOW_IPS");
         return (StatusCode::FORBIDDEN, "address not allowed\n").into_response();

@@ -100,8 +100,10 @@ async fn apply(
     let mut conn = pool.acquire().await?;
     let sqlite = pool.connect_options().database_url.scheme() == "sqlite";
     let result = apply_on(&mut conn, sqlite, batch, waiters).await;
-    // A commit that failed under a broken database can leave the connection inside its
-    // transaction: closed, not handed to the next batch.
+    // A connection that failed under a broken database keeps failing once it is back (SQLite
+    // remembers a file it found read-only; a failed COMMIT can leave it inside its transaction):
+    // closed, not handed to the next batch. Checked here, on the error, because a connection's
+    // release can't tell the first case.
     if result.as_ref().is_err_and(recoverable) {
         conn.close_on_drop();
     }
