@@ -122,11 +122,13 @@ impl AppState {
     }
 
     /// The media endpoint handed to Exotel: PUBLIC_WS_URL (or the one derived from WEBHOOK_BASE_URL),
-    /// else `ws://<host of the request>:<media port>`; `/media` added when the base has no path.
+    /// else `ws://<host of the request>:<media port>` (`wss://` with TLS_CERT); `/media` added when the base has no path.
     pub fn media_url(&self, request_host: Option<&str>) -> String {
         let base = self.config.public_ws_url.clone().unwrap_or_else(|| {
             let host = request_host.map(strip_port).filter(|h| !h.is_empty()).unwrap_or_else(|| "127.0.0.1".into());
-            format!("ws://{host}:{}", self.ws_port)
+            // With TLS built in, the media port speaks only wss.
+            let scheme = if self.config.tls.is_some() { "wss" } else { "ws" };
+            format!("{scheme}://{host}:{}", self.ws_port)
         });
         let after_scheme = base.split_once("://").map_or(base.as_str(), |(_, r)| r);
         if after_scheme.contains('/') { base } else { format!("{base}/media") }
@@ -140,7 +142,7 @@ impl AppState {
         let defs = self.store.agents().await?;
         let phones = self.store.phones().await?;
         if let Ok(mut d) = self.agent_defs.write() {
-            *d = defs.iter().map(|a| (a.id.clone(), Arc::new(AgentSpec::from_def(a)))).collect();
+            *d = defs.iter().map(|a| (a.id.clone(), Arc::new(AgentSpec::from_def(a, &self.secrets)))).collect();
         }
         if let Ok(mut p) = self.phone_agents.write() {
             *p = phones

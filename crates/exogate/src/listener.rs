@@ -60,6 +60,9 @@ impl ConnRate {
     }
 }
 
+const TOO_MANY: &[u8] =
+    b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+
 /// Serves `router` on `listener` until `stopped`; then open connections are asked to finish
 /// (HTTP keep-alive closes; upgraded WebSockets live on as sessions) and waited for.
 pub(crate) async fn serve(
@@ -87,6 +90,15 @@ pub(crate) async fn serve(
         let proxied = app.config.access.trusted_proxies.contains(peer.ip());
         if !proxied && !rate.admit(peer.ip(), Instant::now()) {
             Refusals::count(&app.refusals.conn_rate);
+            // Plain HTTP clients get told why, in one non-blocking write to a fresh socket's empty
+            // buffer; a TLS client would need a handshake first, which a flood doesn't deserve.
+            if tls.as_ref().and_then(|t| t.acceptor()).is_none() {
+                // What the client already sent is read first: closing over unread bytes sends a
+                // reset, which can destroy the answer before the client reads it.
+                let mut sink = [0u8; 4096];
+                let _ = stream.try_read(&mut sink);
+                let _ = stream.try_write(TOO_MANY);
+            }
             continue;
         }
         let _ = stream.set_nodelay(true);

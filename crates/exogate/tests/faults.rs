@@ -355,3 +355,90 @@ async fn calls_flow_while_the_sqlite_file_cannot_be_written_and_their_rows_arriv
     assert_eq!((row["status"].as_str(), row["frames_in"].as_i64()), (Some("completed"), Some(150)), "{row}");
     assert_eq!(gw.get_json("/api/agents/never").await.0, 404);
 }
+
+/// A small tmpfs (`mount`, which needs root) that is unmounted when dropped.
+struct SmallDisk(tempfile::TempDir);
+
+impl SmallDisk {
+    fn mount(bytes: u64) -> Option<Self> {
+        let dir = tempfile::tempdir().ok()?;
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+            .arg(dir.path())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(Self(dir))
+    }
+
+    /// Writes a file until the disk is full; removing it frees the space again.
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write as _;
+        let path = self.0.path().join("filler");
+        let mut f = std::fs::File::create(&path).unwrap();
+        let block = vec![0u8; 4096];
+        while f.write_all(&block).is_ok() {}
+        let _ = f.sync_all();
+        path
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(self.0.path()).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_flow_while_the_disk_is_full_and_their_rows_arrive_after() {
+    let Some(disk) = SmallDisk::mount(16 << 20) else {
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    };
+    let url = format!("sqlite://{}", disk.0.path().join("calls.db").display());
+    let gw = TestGateway::start_with(|c| c.database_url = url.clone()).await;
+    // SQLite keeps its WAL index in memory, not in a mapped `-shm` file: a full or unwritable
+    // disk under a mapping would kill the process with SIGBUS.
+    assert!(!disk.0.path().join("calls.db-shm").exists(), "no -shm file to map");
+    let filler = disk.fill();
+    let mut calls = Vec::new();
+    for i in 0..3 {
+        let mut cfg = healthy(&gw);
+        cfg.call_sid = format!("CA-full-{i}");
+        calls.push(tokio::spawn(run_call(cfg)));
+    }
+    for call in calls {
+        let report = call.await.unwrap().unwrap();
+        assert!(report.ok(), "{}", report.summary());
+        assert_echo(&report.sent_pcm, &report.received_pcm);
+    }
+    // The rows can't be written yet: held, and health says why.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, health) = gw.get_json("/health").await;
+        if health["status"] == "degraded" {
+            assert_eq!(status, 200);
+            assert!(health["reason"].as_str().is_some_and(|r| !r.is_empty()), "{health}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "a full disk never showed: {health}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    std::fs::remove_file(filler).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, health) = gw.get_json("/health").await;
+        if health["status"] == "ok" {
+            assert_eq!(health["call_log_writes_dropped"], 0, "{health}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never recovered: {health}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for i in 0..3 {
+        let row = gw.call(&format!("CA-full-{i}")).await;
+        assert_eq!((row["status"].as_str(), row["frames_in"].as_i64()), (Some("completed"), Some(150)), "{row}");
+    }
+    drop(gw);
+}

@@ -20,7 +20,7 @@ use tokio_tungstenite::tungstenite::http::header::AUTHORIZATION;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
 use crate::error::excerpt;
 use crate::playback::Playback;
@@ -42,20 +42,26 @@ pub async fn run_call(cfg: CallConfig) -> Result<CallReport, SimError> {
     }
     // Before dialling: a bad WAV should not cost the bot a half-open session.
     let caller_pcm = cfg.audio.render(cfg.sample_rate)?;
+    let trust = cfg.ca_cert.as_deref().map(crate::tls::trusting).transpose()?;
     let ws_url = match &cfg.target {
         Target::Ws(url) => url.clone(),
-        Target::Dynamic(url) => resolve_dynamic(&cfg, url).await?,
+        Target::Dynamic(url) => resolve_dynamic(&cfg, url, trust.as_ref()).await?,
     };
     let (url, auth) = prepare_ws_url(&ws_url, &cfg)?;
     let redacted = redact_url(url.as_str());
-    let ws = connect(&url, &redacted, auth.as_ref(), cfg.connect_timeout, None).await?;
+    let tls = trust.map(|t| Connector::Rustls(t.ws));
+    let ws = connect(&url, &redacted, auth.as_ref(), cfg.connect_timeout, None, tls).await?;
     tracing::debug!(url = %redacted, "WebSocket session open");
     Ok(Session::new(&cfg, redacted).run(ws, caller_pcm).await)
 }
 
 /// The applet's dynamic URL: a GET carrying the call details Exotel's other URL applets send,
 /// answered by `{"url":"wss://..."}` (docs/protocol.md §2.3).
-pub(crate) async fn resolve_dynamic(cfg: &CallConfig, raw: &str) -> Result<String, SimError> {
+pub(crate) async fn resolve_dynamic(
+    cfg: &CallConfig,
+    raw: &str,
+    trust: Option<&crate::tls::Trust>,
+) -> Result<String, SimError> {
     let redacted = redact_url(raw);
     let mut url = Url::parse(raw).map_err(|e| SimError::InvalidUrl { url: redacted.clone(), reason: e.to_string() })?;
     if !matches!(url.scheme(), "http" | "https") {
@@ -82,7 +88,11 @@ pub(crate) async fn resolve_dynamic(cfg: &CallConfig, raw: &str) -> Result<Strin
         // The full URL carries the caller's number; the redacted one is already in the message.
         reason: e.without_url().to_string(),
     };
-    let client = reqwest::Client::builder().timeout(cfg.connect_timeout).build().map_err(request_failed)?;
+    let mut client = reqwest::Client::builder().timeout(cfg.connect_timeout);
+    for cert in trust.map(|t| t.http.clone()).unwrap_or_default() {
+        client = client.add_root_certificate(cert);
+    }
+    let client = client.build().map_err(request_failed)?;
     let response = client.get(url).send().await.map_err(request_failed)?;
     let status = response.status().as_u16();
     let body = response.text().await.map_err(request_failed)?;
@@ -146,13 +156,14 @@ fn percent_decode(s: &str) -> String {
 }
 
 /// `config` tunes the socket's buffers (the load generator keeps them small); `None` is
-/// tungstenite's default.
+/// tungstenite's default. `tls` replaces the public roots (`--ca-cert`).
 pub(crate) async fn connect(
     url: &Url,
     redacted: &str,
     auth: Option<&(String, String)>,
     timeout: Duration,
     config: Option<WebSocketConfig>,
+    tls: Option<Connector>,
 ) -> Result<Ws, SimError> {
     let invalid = |reason: String| SimError::InvalidUrl { url: redacted.to_string(), reason };
     let mut request = url.as_str().into_client_request().map_err(|e| invalid(e.to_string()))?;
@@ -162,7 +173,7 @@ pub(crate) async fn connect(
         request.headers_mut().insert(AUTHORIZATION, value);
     }
     // Nagle would hold 20 ms frames back behind delayed ACKs and blur the real-time pacing.
-    let handshake = tokio_tungstenite::connect_async_with_config(request, config, true);
+    let handshake = tokio_tungstenite::connect_async_tls_with_config(request, config, true, tls);
     match tokio::time::timeout(timeout, handshake).await {
         Err(_) => Err(SimError::ConnectTimeout { url: redacted.to_string(), timeout }),
         Ok(Err(tungstenite::Error::Http(response))) => {

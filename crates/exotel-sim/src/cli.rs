@@ -93,6 +93,10 @@ pub struct CallArgs {
     /// Basic auth for the upgrade, user:pass.
     #[arg(long, value_name = "USER:PASS", env = "EXOTEL_SIM_AUTH", hide_env_values = true)]
     pub auth: Option<String>,
+    /// Trust the certificates in this PEM file (a private CA or a self-signed certificate) for
+    /// wss:// and https://, besides the public roots.
+    #[arg(long, value_name = "PEM")]
+    pub ca_cert: Option<PathBuf>,
     /// Write what the caller heard (after clears) as a WAV at the call's rate.
     #[arg(long, value_name = "OUT_WAV")]
     pub record: Option<PathBuf>,
@@ -372,6 +376,7 @@ pub fn call_config(args: CallArgs) -> anyhow::Result<CallConfig> {
         connect_timeout: Duration::from_millis(args.connect_timeout_ms),
         inject: defaults.inject,
         put_rate_in_url: defaults.put_rate_in_url,
+        ca_cert: args.ca_cert,
     })
 }
 

@@ -87,6 +87,9 @@ pub struct CallConfig {
     pub stop_reason: String,
     /// For the dynamic-URL request and for the WebSocket handshake, each.
     pub connect_timeout: Duration,
+    /// A PEM file of certificates trusted besides the public roots (a private CA, a self-signed
+    /// certificate) for `wss://` and `https://`.
+    pub ca_cert: Option<std::path::PathBuf>,
 }
 
 impl Default for CallConfig {
@@ -111,6 +114,7 @@ impl Default for CallConfig {
             send_stop: true,
             stop_reason: "callended".into(),
             connect_timeout: Duration::from_secs(10),
+            ca_cert: None,
         }
     }
 }

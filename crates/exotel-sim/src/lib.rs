@@ -22,6 +22,7 @@ pub mod fake_exotel;
 pub mod load;
 pub mod playback;
 mod report;
+mod tls;
 pub mod validate;
 
 pub use audio::{load_wav, resample, tone, write_wav};

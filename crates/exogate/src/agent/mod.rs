@@ -11,6 +11,7 @@
 
 pub mod bridge;
 mod echo;
+pub mod sealed;
 mod spec;
 pub mod task;
 

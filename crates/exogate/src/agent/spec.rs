@@ -3,6 +3,7 @@
 
 use serde_json::Value;
 
+use crate::secrets::Secrets;
 use crate::store::AgentDef;
 
 /// A bad setting: the API answers 400 naming `field`.
@@ -65,8 +66,9 @@ impl OnFailure {
     }
 }
 
-/// One agent as a call uses it.
-#[derive(Debug, Clone, Default)]
+/// One agent as a call uses it. Its settings hold secrets in clear: never logged (no `Debug`
+/// of them).
+#[derive(Clone, Default)]
 pub struct AgentSpec {
     /// What `agentId` names.
     pub id: String,
@@ -77,6 +79,12 @@ pub struct AgentSpec {
     pub on_failure: OnFailure,
 }
 
+impl std::fmt::Debug for AgentSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentSpec").field("id", &self.id).field("kind", &self.kind).finish_non_exhaustive()
+    }
+}
+
 impl AgentSpec {
     /// A built-in kind used by its own name, with no stored definition.
     pub fn builtin(kind: &str) -> Self {
@@ -85,8 +93,9 @@ impl AgentSpec {
 
     /// From a stored definition; settings were validated when it was saved, so a bad one here
     /// (edited in the database by hand) falls back to the defaults.
-    pub fn from_def(def: &AgentDef) -> Self {
-        let settings: Value = serde_json::from_str(&def.settings).unwrap_or_else(|_| Value::Object(Default::default()));
+    pub fn from_def(def: &AgentDef, secrets: &Secrets) -> Self {
+        let stored: Value = serde_json::from_str(&def.settings).unwrap_or_else(|_| Value::Object(Default::default()));
+        let settings = super::sealed::open(&stored, secrets);
         let on_failure = OnFailure::parse(&settings).unwrap_or_default();
         Self { id: def.id.clone(), kind: def.kind.clone(), settings, greeting: def.greeting.clone(), on_failure }
     }

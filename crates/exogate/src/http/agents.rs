@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::error::ApiError;
 use super::json_body::JsonBody;
-use crate::agent::OnFailure;
+use crate::agent::{OnFailure, sealed};
 use crate::app::AppState;
 use crate::store::AgentInput;
 
@@ -71,9 +71,11 @@ async fn save(app: &AppState, id: &str, input: &AgentInput, create: bool) -> Res
     // Settings are checked now, against the kind the agent will have, not when a call arrives.
     let stored = app.store.agent(id).await?;
     let kind = input.kind.clone().or_else(|| stored.as_ref().map(|a| a.kind.clone())).unwrap_or_else(|| "echo".into());
-    let settings = match (&input.settings, &stored) {
-        (Some(s), _) => s.clone(),
-        (None, Some(a)) => serde_json::from_str(&a.settings).unwrap_or_else(|_| json!({})),
+    let stored_settings = stored.as_ref().and_then(|a| serde_json::from_str::<Value>(&a.settings).ok());
+    // Checked in clear: a secret sent back as the mask (or left out) is the stored one.
+    let settings = match (&input.settings, &stored_settings) {
+        (Some(s), stored) => sealed::merge(s, stored.as_ref(), &app.secrets)?,
+        (None, Some(stored)) => sealed::open(stored, &app.secrets),
         (None, None) => json!({}),
     };
     let factory = app.agents.get(&kind).ok_or_else(|| ApiError::bad_request(format!("unknown kind {kind:?}")))?;
@@ -87,6 +89,11 @@ async fn save(app: &AppState, id: &str, input: &AgentInput, create: bool) -> Res
             return Err(ApiError::bad_request(format!("settings.on_failure: no agent {other:?}")));
         }
     }
+    let mut input = input.clone();
+    if input.settings.is_some() {
+        input.settings = Some(sealed::seal(&settings, &app.secrets)?);
+    }
+    let input = &input;
     if create {
         if !app.store.insert_agent(id, input).await? {
             return Err(ApiError::conflict(format!("agent {id:?} already exists")));

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, MatchedPath, RawPathParams, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -15,19 +15,22 @@ use crate::access::{Refusals, basic_auth, client_ip};
 use crate::app::AppState;
 use crate::secrets::keys_match;
 
-/// Exotel's applet webhooks: the address must be allowed (ALLOW_IPS), and WEBHOOK_SECRET given as
-/// the `secret` query parameter or the Basic-auth password.
+/// Exotel's applet webhooks: the address must be allowed (ALLOW_IPS), and WEBHOOK_SECRET given in
+/// the path (`/s/<secret>/passthru`), as the `secret` query parameter or as the Basic-auth password.
 pub(crate) async fn require_exotel(
     State(app): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    params: RawPathParams,
     req: Request,
     next: Next,
 ) -> Response {
     let access = &app.config.access;
     let client = client_ip(peer.ip(), req.headers(), &access.trusted_proxies);
+    // The route's pattern, never the path itself: that may hold the secret.
+    let route = req.extensions().get::<MatchedPath>().map_or("", MatchedPath::as_str).to_string();
     if !access.allow_ips.allows(client) {
         Refusals::count(&app.refusals.ip);
-        tracing::warn!(%client, path = req.uri().path(), "webhook refused: address not in ALLOW_IPS");
+        tracing::warn!(%client, route, "webhook refused: address not in ALLOW_IPS");
         return (StatusCode::FORBIDDEN, Json(json!({ "error": "address not allowed" }))).into_response();
     }
     if let Some(secret) = &access.webhook_secret {
@@ -36,9 +39,10 @@ pub(crate) async fn require_exotel(
             .into_iter()
             .any(|(k, v)| k == "secret" && keys_match(&v, &secret.0));
         let in_basic = basic_auth(req.headers()).is_some_and(|(_, password)| keys_match(&password, &secret.0));
-        if !(in_query || in_basic) {
+        let in_path = params.iter().any(|(k, v)| k == "secret" && keys_match(v, &secret.0));
+        if !(in_query || in_basic || in_path) {
             Refusals::count(&app.refusals.auth);
-            tracing::warn!(%client, path = req.uri().path(), "webhook refused: WEBHOOK_SECRET missing or wrong");
+            tracing::warn!(%client, route, "webhook refused: WEBHOOK_SECRET missing or wrong");
             return (
                 StatusCode::UNAUTHORIZED,
                 [(header::WWW_AUTHENTICATE, "Basic realm=\"exogate webhooks\"")],

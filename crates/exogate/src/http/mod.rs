@@ -59,6 +59,8 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .layer(DefaultBodyLimit::max(WEBHOOK_BODY));
     Router::new()
         .merge(control)
+        // WEBHOOK_SECRET may also travel in the path, for flows whose URL field keeps no query.
+        .nest("/s/{secret}", exotel.clone())
         .merge(exotel)
         .route("/health", get(health::health))
         .route("/api/exotel/status", post(status_callback::status_callback).layer(DefaultBodyLimit::max(WEBHOOK_BODY)))

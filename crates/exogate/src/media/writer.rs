@@ -284,6 +284,10 @@ impl Writer {
     }
 
     pub(crate) async fn handle(&mut self, ws: &mut impl Out, cmd: OutCmd, pos: &Position) {
+        // A dead or stuck peer gets nothing more, and nothing is kept for it.
+        if self.done {
+            return;
+        }
         match cmd {
             OutCmd::Begin { stream_sid, rate } => {
                 self.stream = Some(Stream { rate, encoder: OutboundEncoder::new(&stream_sid), began: Instant::now() });
@@ -354,6 +358,25 @@ mod tests {
         }
         fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
             Poll::Ready(Ok(()))
+        }
+    }
+
+    /// A peer that stopped reading: its socket never takes another message.
+    struct Stuck;
+
+    impl Sink<Message> for Stuck {
+        type Error = axum::Error;
+        fn poll_ready(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Pending
+        }
+        fn start_send(self: Pin<&mut Self>, _: Message) -> Result<(), Self::Error> {
+            unreachable!("poll_ready never says ready")
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Pending
+        }
+        fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Pending
         }
     }
 
@@ -453,5 +476,26 @@ mod tests {
         tokio::time::sleep_until(deadline).await;
         w.pump(&mut ws, &pos).await;
         assert!(w.done);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_peer_that_stops_reading_ends_the_call_after_the_send_timeout() {
+        let pos = Position::default();
+        let mut w = Writer::new(WriterConfig { lead: Duration::from_millis(300) });
+        let began = Instant::now();
+        w.handle(&mut Stuck, OutCmd::Begin { stream_sid: "s".into(), rate: SampleRate::Hz8000 }, &pos).await;
+        for _ in 0..50 {
+            w.handle(&mut Stuck, OutCmd::Chunk(vec![0; CHUNK]), &pos).await;
+        }
+        w.pump(&mut Stuck, &pos).await;
+        assert!(w.done, "the session ends the call once the writer is done");
+        assert_eq!(began.elapsed(), SEND_TIMEOUT, "one blocked send, not one per queued chunk");
+        // Nothing more is queued for a dead peer: later audio is dropped, not kept.
+        let queued = w.queue.len();
+        w.handle(&mut Stuck, OutCmd::Chunk(vec![0; CHUNK]), &pos).await;
+        w.pump(&mut Stuck, &pos).await;
+        assert_eq!(w.queue.len(), queued);
+        w.close(&mut Stuck, 1000, "call ended").await;
+        assert_eq!(began.elapsed(), SEND_TIMEOUT, "no second wait to close a dead socket");
     }
 }

@@ -17,8 +17,11 @@ pub struct AgentDef {
     pub updated_at: String,
 }
 
+/// Settings go out as JSON, their secrets masked.
 fn settings_json<S: serde::Serializer>(v: &str, s: S) -> Result<S::Ok, S::Error> {
-    serde::Serialize::serialize(&serde_json::from_str::<serde_json::Value>(v).unwrap_or_default(), s)
+    let mut settings = serde_json::from_str::<serde_json::Value>(v).unwrap_or_default();
+    crate::agent::sealed::mask(&mut settings);
+    serde::Serialize::serialize(&settings, s)
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

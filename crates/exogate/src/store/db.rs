@@ -50,11 +50,24 @@ pub(super) async fn open(url: &str) -> anyhow::Result<(AnyPool, Backend)> {
             let opts: sqlx::sqlite::SqliteConnectOptions =
                 url.parse().with_context(|| format!("DATABASE_URL {shown:?} is not a valid sqlite URL"))?;
             private_file(opts.get_filename())?;
-            let url = if url.contains("mode=") || url.contains(":memory:") {
-                url.to_string()
-            } else {
-                format!("{url}{}mode=rwc", if url.contains('?') { '&' } else { '?' })
-            };
+            let mut params = Vec::new();
+            if !url.contains(":memory:") {
+                if !url.contains("mode=") {
+                    params.push("mode=rwc");
+                }
+                // `unix-excl` keeps WAL's index in this process's memory instead of a mapped
+                // `-shm` file: when that file can't be written (full or frozen disk) the mapping
+                // kills the process with SIGBUS. The price: other processes can't open the file
+                // while exogate runs (the API reads the call log).
+                if !url.contains("vfs=") && cfg!(unix) {
+                    params.push("vfs=unix-excl");
+                }
+            }
+            let mut url = url.to_string();
+            for param in params {
+                let sep = if url.contains('?') { '&' } else { '?' };
+                url = format!("{url}{sep}{param}");
+            }
             AnyPoolOptions::new()
                 .max_connections(4)
                 .after_release(|conn, _| Box::pin(async move { Ok(healthy(conn)) }))

@@ -23,9 +23,15 @@ pub(super) async fn connect(plan: &Plan) -> Result<(In, Out), SimError> {
         let (r, w) = ws::connect(&plan.url, &plan.redacted, plan.auth.as_ref(), plan.connect_timeout).await?;
         return Ok((In::Raw(r), Out::Raw(w)));
     }
-    let ws =
-        crate::call::connect(&plan.url, &plan.redacted, plan.auth.as_ref(), plan.connect_timeout, Some(plan.ws_config))
-            .await?;
+    let ws = crate::call::connect(
+        &plan.url,
+        &plan.redacted,
+        plan.auth.as_ref(),
+        plan.connect_timeout,
+        Some(plan.ws_config),
+        None,
+    )
+    .await?;
     let (sink, stream) = ws.split();
     Ok((In::Tls { stream, last: None }, Out::Tls { sink, queue: VecDeque::new(), unflushed: false }))
 }

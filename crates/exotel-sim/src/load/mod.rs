@@ -231,7 +231,7 @@ async fn run(cfg: LoadConfig, tungstenite_for_ws: bool) -> Result<LoadReport, Si
     };
     let ws_url = match &cfg.target {
         Target::Ws(url) => url.clone(),
-        Target::Dynamic(url) => resolve_dynamic(&call_cfg, url).await?,
+        Target::Dynamic(url) => resolve_dynamic(&call_cfg, url, None).await?,
     };
     let (url, auth) = prepare_ws_url(&ws_url, &call_cfg)?;
 
