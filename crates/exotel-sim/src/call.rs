@@ -24,6 +24,7 @@ use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
 use crate::error::excerpt;
 use crate::playback::Playback;
+use crate::report::ClearSeen;
 use crate::validate::{self, BotFrame, Finding, Violation, rule};
 use crate::{CallConfig, CallReport, Injected, SimError, Target};
 
@@ -562,6 +563,8 @@ impl<'a> Session<'a> {
             }
             OutboundEvent::Clear { .. } => {
                 self.report.clears_received += 1;
+                let heard = self.playback.heard_bytes(now);
+                self.report.clears.push(ClearSeen { at: now, heard_bytes: heard });
                 let cleared = self.playback.clear(now);
                 tracing::debug!(?cleared, "clear");
             }

@@ -46,6 +46,11 @@ pub enum SimCommand {
     /// sends garbage or hangs, for testing a gateway's bridge. Prints `listening ws://...` and one
     /// line per ended connection; runs until Ctrl-C.
     Bot(BotArgs),
+    /// Runs a fake voice AI provider: the OpenAI Realtime API (ws://…/v1/realtime) and the
+    /// Gemini Live API on one port, for testing `openai-realtime` and `gemini-live` agents
+    /// without the network. It hears the caller, answers with audio and transcripts, and can
+    /// barge in, call a tool or fail on request. Runs until Ctrl-C.
+    Ai(crate::fake_ai::AiArgs),
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -189,6 +194,7 @@ pub async fn run(cmd: SimCommand) -> ExitCode {
         SimCommand::Load(args) => load(args).await,
         SimCommand::Exotel(args) => crate::fake_exotel::cli::run(args).await,
         SimCommand::Bot(args) => crate::fake_bot::cli::run(args).await,
+        SimCommand::Ai(args) => crate::fake_ai::run_cli(args).await,
     }
 }
 

@@ -17,11 +17,13 @@ mod call;
 pub mod cli;
 mod config;
 mod error;
+pub mod fake_ai;
 pub mod fake_bot;
 pub mod fake_exotel;
 pub mod load;
 pub mod playback;
 mod report;
+pub use report::ClearSeen;
 mod tls;
 pub mod validate;
 

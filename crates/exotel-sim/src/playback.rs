@@ -102,6 +102,19 @@ impl Playback {
         cleared
     }
 
+    /// Bot audio the caller has heard by `now`: what finished playing, and the part of the
+    /// playing chunk up to `now`.
+    pub fn heard_bytes(&self, now: Instant) -> usize {
+        let playing = self.queue.iter().find_map(|q| match q {
+            Queued::Audio { start, end, pcm } if *start <= now => {
+                let part = now.saturating_duration_since(*start).as_secs_f64() / (*end - *start).as_secs_f64();
+                Some(((pcm.len() as f64 * part.min(1.0)) as usize) & !1)
+            }
+            _ => None,
+        });
+        self.played.len() + playing.unwrap_or(0)
+    }
+
     /// The next instant a mark will be reached, so an idle caller still echoes on time.
     pub fn next_mark_at(&self) -> Option<Instant> {
         self.queue.iter().find_map(|q| match q {

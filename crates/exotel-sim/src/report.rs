@@ -11,6 +11,15 @@ use crate::validate::Violation;
 /// How many violations the summary lists before it only counts.
 const LISTED_VIOLATIONS: usize = 20;
 
+/// One `clear` as the simulated caller saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClearSeen {
+    pub at: std::time::Instant,
+    /// Bytes of bot audio (at the call's rate) heard before the clear, the playing chunk's part
+    /// included.
+    pub heard_bytes: usize,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct CallReport {
     /// Redacted: no credentials, no query.
@@ -30,6 +39,8 @@ pub struct CallReport {
     /// Marks echoed back when playback reached them.
     pub marks_echoed: Vec<String>,
     pub clears_received: u64,
+    /// Each `clear`: when it arrived and how much bot audio the caller had heard by then.
+    pub clears: Vec<ClearSeen>,
     /// First media frame sent → first bot media received.
     pub first_audio_latency: Option<Duration>,
     pub violations: Vec<Violation>,
@@ -201,6 +212,7 @@ mod tests {
             marks_received: vec!["a".into(), "b".into()],
             marks_echoed: vec!["a".into()],
             clears_received: 1,
+            clears: Vec::new(),
             first_audio_latency: Some(Duration::from_millis(250)),
             violations: vec![],
             close_code: Some(1000),

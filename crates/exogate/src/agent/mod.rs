@@ -14,6 +14,7 @@ mod echo;
 pub mod sealed;
 mod spec;
 pub mod task;
+pub mod voice;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -152,6 +153,8 @@ impl Registry {
         let mut r = Self { factories: BTreeMap::new() };
         r.register("echo", |_: &CallInfo| Box::new(echo::Echo) as Box<dyn Agent>);
         r.register("bridge", bridge::BridgeFactory);
+        r.register("openai-realtime", voice::VoiceFactory::new(voice::ProviderKind::OpenAi));
+        r.register("gemini-live", voice::VoiceFactory::new(voice::ProviderKind::Gemini));
         r
     }
 

@@ -43,6 +43,12 @@ pub(crate) enum OutCmd {
     Failed(u64, String),
     /// Why the agent ended the call, for the call log (e.g. "bot closed its socket (1000)").
     Note(String),
+    /// An entry for the call's timeline (a tool call, a barge-in).
+    Record(&'static str, serde_json::Value),
+    /// A line of the conversation: who spoke (`caller`/`agent`) and what.
+    Transcript(&'static str, String),
+    /// A provider's token/audio usage for one answer: summed on the call's row.
+    Usage(serde_json::Value),
 }
 
 /// Agent output not yet taken by the session: framed audio and commands, in order.
@@ -389,6 +395,16 @@ impl CallControl {
         name
     }
 
+    /// Where a [`CallControl::mark_here`] placed now lands: after this many more bytes of audio
+    /// (the rest of the chunk being filled; 0 on a chunk boundary).
+    pub fn bytes_to_chunk_end(&self) -> usize {
+        let Ok(ob) = self.shared.outbox.lock() else { return 0 };
+        match ob.framer.as_ref() {
+            Some(f) if f.pending_len() > 0 => f.spec().bytes() - f.pending_len(),
+            _ => 0,
+        }
+    }
+
     /// Stops playback: Exotel drops what it has not started playing, we drop what we hold.
     pub fn clear(&self) {
         self.drop_pending(OutCmd::Clear);
@@ -415,6 +431,21 @@ impl CallControl {
     /// Records why the agent is ending the call (e.g. "bot closed its socket (1000)").
     pub fn note(&self, reason: impl Into<String>) {
         self.send(OutCmd::Note(reason.into()));
+    }
+
+    /// Adds an entry to the call's timeline.
+    pub fn record(&self, kind: &'static str, detail: serde_json::Value) {
+        self.send(OutCmd::Record(kind, detail));
+    }
+
+    /// A line of the conversation for the call's transcript (`speaker`: `caller` or `agent`).
+    pub fn transcript(&self, speaker: &'static str, text: impl Into<String>) {
+        self.send(OutCmd::Transcript(speaker, text.into()));
+    }
+
+    /// Usage reported by a provider (token counts): numbers are summed into the call's `usage`.
+    pub fn usage(&self, usage: serde_json::Value) {
+        self.send(OutCmd::Usage(usage));
     }
 
     /// The agent cannot go on (its bot died, sent garbage, …): the session applies the agent's
@@ -475,6 +506,14 @@ impl CallControl {
             ob.push(cmd, &self.shared.wake);
         }
     }
+}
+
+/// A control whose stream has begun at `rate`, with no session behind it (for agents' tests).
+#[cfg(test)]
+pub(crate) fn test_control(rate: SampleRate) -> CallControl {
+    let ctl = CallControl::new(Arc::new(Shared::default()));
+    ctl.begin("s".into(), rate, 200);
+    ctl
 }
 
 #[cfg(test)]

@@ -2,9 +2,12 @@
 //! the agent; its writer frames and paces the agent's audio onto the same socket.
 
 mod control;
+mod conversation;
 mod endpoint;
 mod session;
 mod writer;
 
+#[cfg(test)]
+pub(crate) use control::test_control;
 pub use control::{CallControl, MAX_QUEUED_AUDIO, QueueFull};
 pub(crate) use endpoint::upgrade;

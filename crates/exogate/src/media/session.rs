@@ -21,6 +21,7 @@ use serde_json::json;
 use tokio::time::{Instant, sleep_until, timeout};
 
 use super::control::{CallControl, OutCmd, Shared};
+use super::conversation::Conversation;
 use super::writer::{Writer, WriterConfig};
 use crate::access::{Refusals, TokenCall};
 use crate::agent::{Agent, AgentFuture, AgentSetup, AgentSpec, AgentTask, CallEnd, CallInfo, EndReason, OnFailure};
@@ -122,6 +123,7 @@ struct Session {
     /// Timeline entries written, and those past [`MAX_TIMELINE`] left out.
     recorded: u64,
     unrecorded: u64,
+    conversation: Conversation,
 }
 
 pub(crate) async fn run(mut ws: WebSocket, params: MediaParams, app: Arc<AppState>, alive: SessionGuard) {
@@ -165,6 +167,7 @@ pub(crate) async fn run(mut ws: WebSocket, params: MediaParams, app: Arc<AppStat
         last_message: Instant::now(),
         recorded: 0,
         unrecorded: 0,
+        conversation: Conversation::default(),
     };
     // Even on a bug in the session itself, agents on other tasks learn that the call is over
     // and can't fill a queue nobody drains.
@@ -215,6 +218,14 @@ impl Session {
                         self.record("agent-note", json!({ "note": note }));
                         self.agent_note = Some(note);
                     }
+                    OutCmd::Record(kind, detail) => self.record(kind, detail),
+                    OutCmd::Transcript(speaker, text) => {
+                        let at_ms = self.active.as_ref().map_or(0, |a| a.started.elapsed().as_millis() as u64);
+                        if self.conversation.line(at_ms, speaker, &text) {
+                            self.record("transcript", json!({ "speaker": speaker, "text": text }));
+                        }
+                    }
+                    OutCmd::Usage(report) => self.conversation.usage(&report),
                     cmd => self.writer.handle(ws, cmd, &shared.position).await,
                 }
             }
@@ -877,6 +888,7 @@ impl Session {
             }
         };
         let count = |v: u64| (v > 0).then_some(v as i64);
+        let (transcript, usage) = self.conversation.columns();
         self.app.store.event(
             key.clone(),
             "end",
@@ -904,6 +916,8 @@ impl Session {
                 .text("agent_failure", self.agent_failure.as_ref())
                 .text("agent_fallback", self.fallback.as_ref())
                 .text("agent_note", self.agent_note.as_ref())
+                .text("transcript", transcript.as_ref())
+                .text("usage", usage.as_ref())
                 .status(status),
         );
         tracing::info!(

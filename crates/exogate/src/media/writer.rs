@@ -328,7 +328,7 @@ impl Writer {
             }
             OutCmd::CloseNow { code, reason } => self.close(ws, code, reason).await,
             // The session handles these before the writer sees the queue.
-            OutCmd::Failed(..) | OutCmd::Note(_) => {}
+            OutCmd::Failed(..) | OutCmd::Note(_) | OutCmd::Record(..) | OutCmd::Transcript(..) | OutCmd::Usage(_) => {}
         }
     }
 }

@@ -83,6 +83,12 @@ pub struct CallRow {
     /// Variables of a call we placed (a campaign contact's columns), given to its agent.
     #[serde(serialize_with = "as_json")]
     pub vars: Option<String>,
+    /// An AI agent's conversation: `[{at_ms, speaker, text}]`.
+    #[serde(serialize_with = "as_json")]
+    pub transcript: Option<String>,
+    /// The provider's usage, summed over the call.
+    #[serde(serialize_with = "as_json")]
+    pub usage: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, FromRow)]

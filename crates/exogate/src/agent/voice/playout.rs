@@ -1,0 +1,177 @@
+//! How much of each of the model's spoken items the caller has actually heard: marks placed in
+//! the call's audio (one where an item starts, then every [`MARK_EVERY`]) come back from Exotel as
+//! it plays them; between two echoes the position advances with the clock, capped at the next
+//! mark. This, not what was sent, is what barge-in reports to the model.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use exotel::SampleRate;
+use tokio::time::Instant;
+
+use crate::agent::{CallControl, QueueFull};
+
+/// Audio between two marks: the played position is exact at each echo.
+pub(crate) const MARK_EVERY: Duration = Duration::from_millis(200);
+/// Marks a call may have outstanding; past it the oldest are forgotten (a peer that never echoes).
+const MAX_MARKS: usize = 4096;
+
+struct Item {
+    id: String,
+    /// Call-rate bytes queued for the caller.
+    queued: u64,
+    /// Milliseconds of the provider's own audio received (what truncation may not exceed).
+    received_ms: f64,
+}
+
+struct Mark {
+    name: String,
+    item: String,
+    at: u64,
+}
+
+/// The caller's position in one item: played up to `bytes` of it when the echo came `at`.
+struct Anchor {
+    item: String,
+    bytes: u64,
+    at: Instant,
+}
+
+/// What the caller heard of the item playing at barge-in.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Heard {
+    pub item: String,
+    pub ms: u64,
+    /// The item had more audio than that.
+    pub cut: bool,
+}
+
+pub(crate) struct Playout {
+    bytes_per_ms: u64,
+    every: u64,
+    items: VecDeque<Item>,
+    marks: VecDeque<Mark>,
+    anchor: Option<Anchor>,
+    since_mark: u64,
+}
+
+impl Playout {
+    pub(crate) fn new(rate: SampleRate) -> Self {
+        let bytes_per_ms = rate.bytes_per_ms() as u64;
+        Self {
+            bytes_per_ms,
+            every: bytes_per_ms * MARK_EVERY.as_millis() as u64,
+            items: VecDeque::new(),
+            marks: VecDeque::new(),
+            anchor: None,
+            since_mark: 0,
+        }
+    }
+
+    fn mark(&mut self, ctl: &CallControl, item: &str, at: u64) {
+        if self.marks.len() >= MAX_MARKS {
+            self.marks.pop_front();
+        }
+        // A mark follows the chunk being filled: it lands where that chunk ends.
+        let at = at + ctl.bytes_to_chunk_end() as u64;
+        let name = ctl.mark_here("ai");
+        self.marks.push_back(Mark { name, item: item.to_string(), at });
+    }
+
+    /// Plays `pcm` (call rate) of `item`, marking the item's start and every [`MARK_EVERY`].
+    pub(crate) fn play(
+        &mut self,
+        ctl: &CallControl,
+        item: &str,
+        pcm: &[u8],
+        provider_ms: f64,
+    ) -> Result<(), QueueFull> {
+        if self.items.back().is_none_or(|i| i.id != item) {
+            self.mark(ctl, item, 0);
+            self.since_mark = 0;
+            // Items before the one playing are done with once an echo passes them.
+            if self.items.len() >= 64 {
+                self.items.pop_front();
+            }
+            self.items.push_back(Item { id: item.to_string(), queued: 0, received_ms: 0.0 });
+        }
+        let played = ctl.play(pcm);
+        let Some(cur) = self.items.back_mut() else { return played };
+        cur.received_ms += provider_ms;
+        if played.is_ok() {
+            cur.queued += pcm.len() as u64;
+            self.since_mark += pcm.len() as u64;
+        }
+        let at = cur.queued;
+        if self.since_mark >= self.every {
+            self.since_mark = 0;
+            self.mark(ctl, item, at);
+        }
+        played
+    }
+
+    /// Exotel played up to our mark `name`.
+    pub(crate) fn played(&mut self, name: &str, now: Instant) {
+        let Some(i) = self.marks.iter().position(|m| m.name == name) else { return };
+        let mut passed = self.marks.drain(..=i);
+        if let Some(m) = passed.next_back() {
+            self.anchor = Some(Anchor { item: m.item, bytes: m.at, at: now });
+        }
+    }
+
+    /// The item playing now and how much of it the caller has heard; `None` when nothing of an
+    /// item has started playing.
+    pub(crate) fn heard(&self, now: Instant) -> Option<Heard> {
+        let a = self.anchor.as_ref()?;
+        let item = self.items.iter().find(|i| i.id == a.item)?;
+        // Up to the next mark in the same item, or the item's end: past either, an echo would tell.
+        let cap = self.marks.iter().find(|m| m.item == a.item).map_or(item.queued, |m| m.at);
+        let elapsed = now.saturating_duration_since(a.at).as_millis() as u64 * self.bytes_per_ms;
+        let bytes = (a.bytes + elapsed).min(cap).min(item.queued);
+        let ms = (bytes / self.bytes_per_ms).min(item.received_ms as u64);
+        Some(Heard { item: item.id.clone(), ms, cut: (ms as f64) + 1.0 < item.received_ms })
+    }
+
+    /// Barge-in or Exotel's clear: what was queued will never play.
+    pub(crate) fn clear(&mut self) {
+        self.items.clear();
+        self.marks.clear();
+        self.anchor = None;
+        self.since_mark = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::test_control;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_heard_position_follows_echoed_marks_and_the_clock() {
+        let ctl = test_control(SampleRate::Hz8000);
+        let mut p = Playout::new(SampleRate::Hz8000);
+        // 1 s of item "a" in 100 ms deltas: a start mark, then one every 200 ms.
+        for _ in 0..10 {
+            p.play(&ctl, "a", &[0u8; 1600], 100.0).unwrap();
+        }
+        assert_eq!(p.marks.len(), 6);
+        assert_eq!(p.heard(Instant::now()), None, "nothing has started playing");
+        let start = p.marks[0].name.clone();
+        let t0 = Instant::now();
+        p.played(&start, t0);
+        // 350 ms later, with no further echo: the clock says 350, capped at the next mark (200).
+        assert_eq!(p.heard(t0 + Duration::from_millis(350)).map(|h| h.ms), Some(200));
+        let second = p.marks[0].name.clone();
+        p.played(&second, t0 + Duration::from_millis(200));
+        let h = p.heard(t0 + Duration::from_millis(350)).unwrap();
+        assert_eq!((h.item.as_str(), h.ms, h.cut), ("a", 350, true));
+        // A new item restarts the position.
+        p.play(&ctl, "b", &[0u8; 1600], 100.0).unwrap();
+        let b_start = p.marks.iter().find(|m| m.item == "b").unwrap().name.clone();
+        p.played(&b_start, t0 + Duration::from_secs(1));
+        let h = p.heard(t0 + Duration::from_millis(1050)).unwrap();
+        assert_eq!((h.item.as_str(), h.ms), ("b", 50));
+        p.clear();
+        assert_eq!(p.heard(t0 + Duration::from_secs(2)), None);
+    }
+}

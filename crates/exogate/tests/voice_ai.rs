@@ -1,0 +1,446 @@
+//! The built-in AI agents (`openai-realtime`, `gemini-live`) end to end: the simulator plays
+//! Exotel, the fake provider plays OpenAI or Gemini, and the gateway sits between them.
+
+mod common;
+
+use std::io::Write as _;
+use std::path::Path;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use common::{TestGateway, assert_legal, correlation};
+use exotel::SampleRate;
+use exotel::audio::resample::resample;
+use exotel_sim::fake_ai::{AiSession, FakeAi, FakeAiConfig, FakeAiFailure};
+use exotel_sim::{AudioSource, CallConfig, CallReport, Target, load_wav, run_call};
+use serde_json::{Value, json};
+
+const KEY: &str = "sk-test-0123456789";
+
+fn testdata(name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/audio").join(name)
+}
+
+/// Speech as the model's answer (so what reaches the caller can be told from a tone).
+fn spoken_answer() -> Vec<u8> {
+    load_wav(&testdata("caller-order-number-16k.wav"), SampleRate::Hz24000).unwrap()
+}
+
+async fn fake(cfg: FakeAiConfig) -> FakeAi {
+    FakeAi::start(0, FakeAiConfig { api_key: KEY.into(), ..cfg }).await.expect("fake provider starts")
+}
+
+fn settings(ai: &FakeAi, kind: &str, extra: Value) -> Value {
+    let url = if kind == "gemini-live" { ai.gemini_url() } else { ai.openai_url() };
+    let mut s = json!({ "base_url": url, "api_key": KEY, "instructions": "You are Asha. The caller is {from}, order {custom.order}." });
+    if let (Some(s), Some(extra)) = (s.as_object_mut(), extra.as_object()) {
+        s.extend(extra.clone());
+    }
+    s
+}
+
+fn call(gw: &TestGateway, agent: &str, rate: SampleRate, wav: &str) -> CallConfig {
+    let mut cfg = CallConfig {
+        target: Target::Ws(gw.ws_url()),
+        sample_rate: rate,
+        audio: AudioSource::Wav(testdata(wav)),
+        idle_tail: Duration::from_millis(1500),
+        ..CallConfig::default()
+    };
+    cfg.custom_parameters.insert("agentId".into(), agent.into());
+    cfg.custom_parameters.insert("order".into(), "A-17".into());
+    cfg
+}
+
+fn pcm_ms(bytes: usize, rate: SampleRate) -> u64 {
+    bytes as u64 / rate.bytes_per_ms() as u64
+}
+
+/// One call through an AI agent; returns what the caller saw and what the provider saw.
+async fn ai_call(gw: &TestGateway, ai: &FakeAi, cfg: CallConfig) -> (CallReport, AiSession, Value) {
+    let call_sid = cfg.call_sid.clone();
+    let before = ai.sessions().len();
+    let report = run_call(cfg).await.unwrap();
+    let sessions = ai.wait_ended(before + 1, Duration::from_secs(10)).await;
+    let session = sessions.into_iter().last().expect("the provider saw the call");
+    (report, session, gw.call(&call_sid).await)
+}
+
+async fn check_conversation(kind: &str, rate: SampleRate, wav: &str, expect_format: &str, expect_rate: u32) {
+    let ai = fake(FakeAiConfig { answer_pcm24: spoken_answer(), ..FakeAiConfig::default() }).await;
+    let gw = TestGateway::start().await;
+    gw.create_agent("asha", kind, settings(&ai, kind, json!({}))).await;
+    let (report, session, row) = ai_call(&gw, &ai, call(&gw, "asha", rate, wav)).await;
+
+    // The caller's audio reached the provider in the format it was asked for, intact.
+    assert!(session.authorized, "{session:?}");
+    assert_eq!((session.audio_format.as_str(), session.audio_rate), (expect_format, expect_rate), "{kind}");
+    let sent_at_provider_rate = resample(&report.sent_pcm, rate.hz(), expect_rate).unwrap();
+    let heard = &session.audio_in[..session.audio_in.len().min(sent_at_provider_rate.len())];
+    assert!(
+        heard.len() as u64 >= pcm_ms(sent_at_provider_rate.len(), SampleRate::Hz8000) / 2,
+        "most of the audio arrived"
+    );
+    let c = correlation(&sent_at_provider_rate[..heard.len()], heard, 64);
+    assert!(c >= 0.95, "{kind} at {} Hz: the provider heard the caller with correlation {c:.3}", rate.hz());
+
+    // The model's answer reached the caller as legal, paced chunks, and is the answer.
+    assert_legal(&report);
+    let answer = resample(&spoken_answer(), 24_000, rate.hz()).unwrap();
+    let got = pcm_ms(report.received_pcm.len(), rate);
+    assert!(got + 100 >= pcm_ms(answer.len(), rate), "{kind}: {got} ms of {} ms arrived", pcm_ms(answer.len(), rate));
+    let c = correlation(&answer, &report.received_pcm, 400);
+    assert!(c >= 0.9, "{kind}: the caller heard the answer with correlation {c:.3}");
+
+    // The session was set up from the agent's settings, the template filled from the call.
+    let setup = session.setup.clone().unwrap();
+    let instructions = if kind == "gemini-live" {
+        setup["setup"]["systemInstruction"]["parts"][0]["text"].clone()
+    } else {
+        setup["session"]["instructions"].clone()
+    };
+    assert_eq!(instructions, "You are Asha. The caller is +919876543210, order A-17.");
+
+    // Both sides' transcripts and the usage are on the call's row and timeline.
+    let transcript = row["transcript"].as_array().expect("a transcript");
+    let lines: Vec<(&str, &str)> =
+        transcript.iter().map(|l| (l["speaker"].as_str().unwrap(), l["text"].as_str().unwrap())).collect();
+    assert!(lines.contains(&("caller", "Hi, I have a question.")), "{lines:?}");
+    assert!(lines.contains(&("agent", "Hello! How can I help you today?")), "{lines:?}");
+    let total = if kind == "gemini-live" { &row["usage"]["totalTokenCount"] } else { &row["usage"]["total_tokens"] };
+    assert_eq!(total, 120, "{}", row["usage"]);
+    let events = timeline(&gw, &row).await;
+    assert!(events.iter().any(|e| e["kind"] == "transcript"), "{events:?}");
+    assert_eq!(row["agent"], "asha");
+    assert_eq!(row["status"], "completed");
+}
+
+async fn timeline(gw: &TestGateway, row: &Value) -> Vec<Value> {
+    let (_, detail) = gw.get_json(&format!("/api/calls/{}", row["id"].as_str().unwrap())).await;
+    detail["events"].as_array().cloned().unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openai_hears_the_caller_in_mulaw_at_8k_and_answers_through_the_call() {
+    check_conversation("openai-realtime", SampleRate::Hz8000, "caller-order-status-8k.wav", "audio/pcmu", 8000).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openai_gets_pcm_at_24k_from_a_16k_call() {
+    check_conversation(
+        "openai-realtime",
+        SampleRate::Hz16000,
+        "caller-order-number-16k.wav",
+        "audio/pcm;rate=24000",
+        24_000,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gemini_hears_the_caller_at_16k_and_answers_through_the_call() {
+    check_conversation("gemini-live", SampleRate::Hz8000, "caller-order-status-8k.wav", "audio/pcm;rate=16000", 16_000)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn barge_in_clears_at_once_and_truncates_to_what_the_caller_heard() {
+    // A 4 s answer; the caller speaks 1.5 s into it.
+    let answer = exotel_sim::tone(300.0, 4000, SampleRate::Hz24000);
+    let ai = fake(FakeAiConfig {
+        answer_pcm24: answer,
+        barge_in_after: Some(Duration::from_millis(1500)),
+        ..FakeAiConfig::default()
+    })
+    .await;
+    let gw = TestGateway::start().await;
+    gw.create_agent("asha", "openai-realtime", settings(&ai, "openai-realtime", json!({}))).await;
+    let mut cfg = call(&gw, "asha", SampleRate::Hz8000, "caller-order-status-8k.wav");
+    cfg.audio = AudioSource::Tone { hz: 440.0, ms: 6000 };
+    let (report, session, row) = ai_call(&gw, &ai, cfg).await;
+    assert_legal(&report);
+    let barge = session.barge_in_at.expect("the fake barged in");
+    let clear = *report.clears.first().expect("Exotel got a clear");
+    let delay = clear.at.saturating_duration_since(barge);
+    assert!(delay <= Duration::from_millis(100), "clear {delay:?} after speech started");
+    let heard_ms = pcm_ms(clear.heard_bytes, SampleRate::Hz8000) as i64;
+    let truncate = session.truncates.first().expect("a truncate");
+    let end_ms = truncate["audio_end_ms"].as_i64().unwrap();
+    assert!((end_ms - heard_ms).abs() <= 150, "truncated at {end_ms} ms; the caller had heard {heard_ms} ms");
+    assert!((1200..=1800).contains(&end_ms), "{end_ms}");
+    assert_eq!(truncate["item_id"], "item_1");
+    assert_eq!(truncate["content_index"], 0);
+    // The rest of the answer never played.
+    let played = pcm_ms(report.played_pcm.len(), SampleRate::Hz8000);
+    assert!(played < 2500, "{played} ms of the 4 s answer played");
+    let events = timeline(&gw, &row).await;
+    assert!(events.iter().any(|e| e["kind"] == "barge-in" && e["detail"]["audio_end_ms"] == end_ms), "{events:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gemini_barge_in_clears_and_drops_the_rest_of_the_turn() {
+    let ai = fake(FakeAiConfig {
+        answer_pcm24: exotel_sim::tone(300.0, 4000, SampleRate::Hz24000),
+        barge_in_after: Some(Duration::from_millis(1500)),
+        ..FakeAiConfig::default()
+    })
+    .await;
+    let gw = TestGateway::start().await;
+    gw.create_agent("gem", "gemini-live", settings(&ai, "gemini-live", json!({}))).await;
+    let mut cfg = call(&gw, "gem", SampleRate::Hz16000, "caller-order-number-16k.wav");
+    cfg.audio = AudioSource::Tone { hz: 440.0, ms: 6000 };
+    let (report, session, _) = ai_call(&gw, &ai, cfg).await;
+    assert_legal(&report);
+    let clear = *report.clears.first().expect("Exotel got a clear");
+    let delay = clear.at.saturating_duration_since(session.barge_in_at.unwrap());
+    assert!(delay <= Duration::from_millis(100), "clear {delay:?} after interrupted");
+    assert!(session.truncates.is_empty(), "Gemini has no truncate");
+    assert!(pcm_ms(report.played_pcm.len(), SampleRate::Hz16000) < 2500);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn end_call_hangs_up_with_1000_after_the_goodbye_has_played() {
+    for kind in ["openai-realtime", "gemini-live"] {
+        let ai = fake(FakeAiConfig {
+            tool_call: Some(("end_call".into(), json!({ "reason": "caller is done" }))),
+            answer_pcm24: exotel_sim::tone(300.0, 1500, SampleRate::Hz24000),
+            ..FakeAiConfig::default()
+        })
+        .await;
+        let gw = TestGateway::start().await;
+        gw.create_agent("asha", kind, settings(&ai, kind, json!({}))).await;
+        let mut cfg = call(&gw, "asha", SampleRate::Hz8000, "caller-order-status-8k.wav");
+        cfg.audio = AudioSource::Tone { hz: 440.0, ms: 8000 };
+        let (report, session, row) = ai_call(&gw, &ai, cfg).await;
+        assert_legal(&report);
+        assert!(report.closed_by_bot, "{kind}: the agent hung up: {}", report.summary());
+        assert_eq!(report.close_code, Some(1000), "{kind}");
+        // The goodbye (1.5 s) played in full before the close.
+        let played = pcm_ms(report.played_pcm.len(), SampleRate::Hz8000);
+        assert!(played >= 1400, "{kind}: {played} ms of goodbye played");
+        assert!(report.duration < Duration::from_secs(7), "{kind}: hung up before the caller's 8 s ran out");
+        assert_eq!(session.tool_outputs.len(), 1, "{kind}");
+        assert_eq!(row["stop_reason"], "bot-hangup", "{kind}");
+        assert_eq!(row["agent_note"], "agent ended the call (end_call)", "{kind}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfer_call_makes_the_passthru_answer_302() {
+    let ai = fake(FakeAiConfig {
+        tool_call: Some(("transfer_call".into(), json!({ "target": "+918047491899" }))),
+        answer_pcm24: exotel_sim::tone(300.0, 1000, SampleRate::Hz24000),
+        ..FakeAiConfig::default()
+    })
+    .await;
+    let gw = TestGateway::start().await;
+    gw.create_agent("asha", "openai-realtime", settings(&ai, "openai-realtime", json!({}))).await;
+    let mut cfg = call(&gw, "asha", SampleRate::Hz8000, "caller-order-status-8k.wav");
+    cfg.audio = AudioSource::Tone { hz: 440.0, ms: 8000 };
+    let call_sid = cfg.call_sid.clone();
+    let (report, _, row) = ai_call(&gw, &ai, cfg).await;
+    assert_eq!(report.close_code, Some(1000));
+    assert_eq!(row["bot_decision"], "transfer");
+    assert_eq!(row["transfer_to"], "+918047491899");
+    let no_redirect = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let r = no_redirect.get(gw.http_url(&format!("/passthru?CallSid={call_sid}"))).send().await.unwrap();
+    assert_eq!(r.status(), 302);
+}
+
+/// A tool endpoint that records what it got and answers after `delay`.
+async fn tool_server(delay: Duration, answer: Value) -> (String, Arc<Mutex<Vec<(Option<String>, Value)>>>) {
+    use axum::http::HeaderMap;
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = seen.clone();
+    let app = axum::Router::new().route(
+        "/tool",
+        axum::routing::post(move |headers: HeaderMap, body: String| {
+            let (record, answer) = (record.clone(), answer.clone());
+            async move {
+                let sig = headers.get("x-exogate-signature").and_then(|v| v.to_str().ok()).map(str::to_string);
+                record.lock().unwrap().push((sig, serde_json::from_str::<Value>(&body).unwrap()));
+                tokio::time::sleep(delay).await;
+                axum::Json(answer)
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/tool", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_tools_answer_reaches_the_model_and_a_slow_one_gives_an_error() {
+    let secret = "whsec_test_0123456789abcdef";
+    let (fast_url, fast_seen) = tool_server(Duration::ZERO, json!({ "status": "shipped", "eta": "tomorrow" })).await;
+    let (slow_url, _) = tool_server(Duration::from_secs(3), json!({ "status": "late" })).await;
+    for (url, expect_error) in [(fast_url, false), (slow_url, true)] {
+        let ai = fake(FakeAiConfig {
+            tool_call: Some(("lookup_order".into(), json!({ "order": "A-17" }))),
+            ..FakeAiConfig::default()
+        })
+        .await;
+        let gw = TestGateway::start().await;
+        let tool = json!({ "name": "lookup_order", "description": "Order status", "url": url, "timeout_ms": 500,
+            "parameters": { "type": "object", "properties": { "order": { "type": "string" } } } });
+        gw.create_agent(
+            "asha",
+            "openai-realtime",
+            settings(&ai, "openai-realtime", json!({ "tools": [tool], "tool_secret": secret })),
+        )
+        .await;
+        let mut cfg = call(&gw, "asha", SampleRate::Hz8000, "caller-order-status-8k.wav");
+        cfg.audio = AudioSource::Tone { hz: 440.0, ms: 4000 };
+        let (report, session, _) = ai_call(&gw, &ai, cfg).await;
+        assert_legal(&report);
+        // The tool is declared to the model with the built-ins.
+        let names: Vec<&str> = session.setup.as_ref().unwrap()["session"]["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["end_call", "transfer_call", "lookup_order"]);
+        let output = session.tool_outputs.first().expect("the tool's result went to the model");
+        let output: Value = serde_json::from_str(output["output"].as_str().unwrap()).unwrap();
+        if expect_error {
+            assert!(output["error"].as_str().unwrap().contains("did not answer within 500 ms"), "{output}");
+        } else {
+            assert_eq!(output, json!({ "status": "shipped", "eta": "tomorrow" }));
+        }
+        // The model answered after the result (the fake answers response.create with audio).
+        assert!(!report.received_pcm.is_empty(), "the model spoke after the tool");
+    }
+    let seen = fast_seen.lock().unwrap().clone();
+    let (sig, body) = seen.first().expect("the webhook was called");
+    assert_eq!(body["tool"], "lookup_order");
+    assert_eq!(body["arguments"], json!({ "order": "A-17" }));
+    assert_eq!(body["call"]["custom"]["order"], "A-17");
+    assert!(body["call"]["call_sid"].is_string());
+    let sig = sig.as_deref().expect("signed");
+    let (t, v1) = sig.split_once(',').unwrap();
+    let t: u64 = t.strip_prefix("t=").unwrap().parse().unwrap();
+    let expected = exogate::agent::voice::tools::signature(secret, t, body.to_string().as_bytes());
+    assert_eq!(format!("t={t},{v1}"), expected, "the signature covers the exact body");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provider_failures_give_the_fallback_with_the_reason_on_the_call_log() {
+    let cases: [(&str, Option<FakeAiFailure>, bool, &str); 6] = [
+        ("openai-realtime", None, true, "refused the API key (HTTP 401)"),
+        ("gemini-live", None, true, "API key not valid"),
+        ("openai-realtime", Some(FakeAiFailure::RateLimit), false, "rate_limit_exceeded"),
+        ("gemini-live", Some(FakeAiFailure::RateLimit), false, "RESOURCE_EXHAUSTED"),
+        ("openai-realtime", Some(FakeAiFailure::CloseAfter(Duration::from_millis(500))), false, "1011"),
+        ("gemini-live", Some(FakeAiFailure::Garbage(Duration::from_millis(300))), false, "unreadable"),
+    ];
+    let gw = TestGateway::start().await;
+    for (i, (kind, failure, bad_key, why)) in cases.into_iter().enumerate() {
+        let ai = fake(FakeAiConfig {
+            failure: failure.clone(),
+            answer_after: Duration::from_millis(500),
+            ..FakeAiConfig::default()
+        })
+        .await;
+        let id = format!("ai-{i}");
+        let mut s = settings(&ai, kind, json!({ "on_failure": "echo" }));
+        if bad_key {
+            s["api_key"] = json!("sk-wrong");
+        }
+        gw.create_agent(&id, kind, s).await;
+        let mut cfg = call(&gw, &id, SampleRate::Hz8000, "caller-order-status-8k.wav");
+        cfg.audio = AudioSource::Tone { hz: 440.0, ms: 4000 };
+        let call_sid = cfg.call_sid.clone();
+        let report = run_call(cfg).await.unwrap();
+        assert_legal(&report);
+        let row = gw.call(&call_sid).await;
+        let failure_text = row["agent_failure"].as_str().unwrap_or_default();
+        assert!(failure_text.contains(why), "{kind} {failure:?}: {failure_text}");
+        assert_eq!(row["agent_fallback"], "agent:echo", "{kind} {failure:?}");
+        // The echo agent took the call over: the caller hears their own audio after the failure.
+        assert!(report.received_pcm.len() > 8000, "{kind} {failure:?}: the fallback answered");
+        if matches!(failure, Some(FakeAiFailure::CloseAfter(_))) {
+            // One reconnect, then the second loss fails the agent: no retry storm.
+            assert_eq!(ai.sessions().len(), 2, "{kind}: exactly one reconnect");
+            let events = timeline(&gw, &row).await;
+            assert!(events.iter().any(|e| e["kind"] == "provider-reconnected"), "{events:?}");
+        }
+    }
+}
+
+/// Everything the gateway logs in this test binary.
+fn log_capture() -> Arc<Mutex<Vec<u8>>> {
+    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        struct W(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for W {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let sink = buf.clone();
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("debug,hyper=info,h2=info,sqlx=warn")
+            .with_writer(move || W(sink.clone()))
+            .try_init();
+        buf
+    })
+    .clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_key_never_appears_in_logs_api_answers_or_the_database() {
+    let logs = log_capture();
+    let secret_key = "sk-live-SECRET-5f2c9e";
+    let ai = FakeAi::start(0, FakeAiConfig { api_key: secret_key.into(), ..FakeAiConfig::default() }).await.unwrap();
+    let gw = TestGateway::start().await;
+    let mut s = settings(&ai, "openai-realtime", json!({ "tool_secret": "whsec_SECRET_tool_0123" }));
+    s["api_key"] = json!(secret_key);
+    gw.create_agent("asha", "openai-realtime", s.clone()).await;
+    // A call that works, and one whose key is refused (errors are where keys leak).
+    let (report, _, _) = ai_call(&gw, &ai, call(&gw, "asha", SampleRate::Hz8000, "caller-order-status-8k.wav")).await;
+    assert!(!report.received_pcm.is_empty());
+    let mut wrong = s.clone();
+    wrong["api_key"] = json!("sk-live-WRONG-77aa01");
+    gw.create_agent("wrong", "openai-realtime", wrong).await;
+    let _ = run_call(call(&gw, "wrong", SampleRate::Hz8000, "caller-order-status-8k.wav")).await.unwrap();
+
+    let (_, shown) = gw.get_json("/api/agents/asha").await;
+    assert_eq!(shown["settings"]["api_key"], "********", "{shown}");
+    assert_eq!(shown["settings"]["tool_secret"], "********");
+    let (_, list) = gw.get_json("/api/agents").await;
+    // Sending the mask back keeps the key: the agent still works.
+    let r = gw
+        .http
+        .put(gw.http_url("/api/agents/asha"))
+        .json(&json!({ "settings": shown["settings"] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (report, session, _) =
+        ai_call(&gw, &ai, call(&gw, "asha", SampleRate::Hz8000, "caller-order-status-8k.wav")).await;
+    assert!(session.authorized && !report.received_pcm.is_empty(), "the stored key survived the update");
+    gw.gw.state.store.flush().await;
+
+    let mut stored = Vec::new();
+    for entry in std::fs::read_dir(gw.dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            stored.extend(std::fs::read(&path).unwrap());
+        }
+    }
+    let logs = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+    for secret in [secret_key, "sk-live-WRONG-77aa01", "whsec_SECRET_tool_0123"] {
+        assert!(!logs.contains(secret), "{secret} in the logs");
+        assert!(!list.to_string().contains(secret), "{secret} in the API");
+        assert!(!stored.windows(secret.len()).any(|w| w == secret.as_bytes()), "{secret} in the database files");
+    }
+    let _ = std::io::stdout().flush();
+}

@@ -1,0 +1,221 @@
+//! The Gemini Live API's side: `setup` first (a bad key is closed with 1007 after it, as the
+//! real service does), `setupComplete`, caller audio heard at the rate its `mimeType` names,
+//! answers as `serverContent` (audio parts at 24 kHz, transcriptions, `turnComplete`), barge-in
+//! as `interrupted`, tools as `toolCall`. Server messages go out as binary frames of JSON.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::time::{Instant, sleep_until};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+use super::{FakeAiConfig, FakeAiFailure, SessionHandle, Ws, answer_chunks};
+
+struct Fake<'a> {
+    cfg: &'a FakeAiConfig,
+    h: &'a SessionHandle,
+    ready_at: Option<Instant>,
+    caller_ms: f64,
+    answers_left: usize,
+    tool_called: bool,
+    barge_at: Option<Instant>,
+    barged: bool,
+    garbage_sent: u32,
+}
+
+pub(super) async fn serve(mut ws: Ws, cfg: &FakeAiConfig, h: &SessionHandle, authorized: bool) -> String {
+    let mut f = Fake {
+        cfg,
+        h,
+        ready_at: None,
+        caller_ms: 0.0,
+        answers_left: cfg.answers,
+        tool_called: false,
+        barge_at: None,
+        barged: false,
+        garbage_sent: 0,
+    };
+    loop {
+        let wake = f.next_wake();
+        tokio::select! {
+            msg = ws.next() => match msg {
+                None | Some(Err(_)) => return "dropped".into(),
+                Some(Ok(Message::Close(_))) => return "client-closed".into(),
+                Some(Ok(Message::Text(t))) => {
+                    if let Err(reason) = f.on_client(&mut ws, t.as_str(), authorized).await {
+                        return reason;
+                    }
+                }
+                Some(Ok(_)) => {}
+            },
+            () = sleep_until(wake.unwrap_or_else(Instant::now)), if wake.is_some() => {
+                if let Err(reason) = f.on_timer(&mut ws).await {
+                    return reason;
+                }
+            }
+        }
+    }
+}
+
+async fn send(ws: &mut Ws, v: Value) -> Result<(), String> {
+    ws.send(Message::binary(v.to_string().into_bytes())).await.map_err(|_| "dropped".to_string())
+}
+
+async fn close(ws: &mut Ws, code: u16, reason: &str) -> String {
+    let frame = CloseFrame { code: CloseCode::from(code), reason: reason.to_string().into() };
+    let _ = ws.close(Some(frame)).await;
+    // Read until the client's close reply: dropping the socket over unread audio would reset
+    // it, and the client would see a reset instead of the close frame.
+    let _ =
+        tokio::time::timeout(std::time::Duration::from_secs(2), async { while let Some(Ok(_)) = ws.next().await {} })
+            .await;
+    format!("fake-closed: {code} {reason}")
+}
+
+impl Fake<'_> {
+    fn next_wake(&self) -> Option<Instant> {
+        let mut wake = if self.barged { None } else { self.barge_at };
+        let failure = match (&self.cfg.failure, self.ready_at) {
+            (Some(FakeAiFailure::CloseAfter(d)), Some(r)) => Some(r + *d),
+            (Some(FakeAiFailure::Garbage(d)), Some(r)) if self.garbage_sent < 10 => {
+                Some(r + *d + std::time::Duration::from_millis(10 * u64::from(self.garbage_sent)))
+            }
+            _ => None,
+        };
+        if let Some(t) = failure {
+            wake = Some(wake.map_or(t, |w| w.min(t)));
+        }
+        wake
+    }
+
+    async fn on_timer(&mut self, ws: &mut Ws) -> Result<(), String> {
+        let now = Instant::now();
+        if let (Some(at), false) = (self.barge_at, self.barged) {
+            if now >= at {
+                self.barged = true;
+                self.h.update(|s| s.barge_in_at = Some(std::time::Instant::now()));
+                send(ws, json!({ "serverContent": { "interrupted": true } })).await?;
+                send(ws, json!({ "serverContent": { "turnComplete": true } })).await?;
+            }
+        }
+        match (&self.cfg.failure, self.ready_at) {
+            (Some(FakeAiFailure::CloseAfter(d)), Some(r)) if now >= r + *d => {
+                return Err(close(ws, 1011, "Internal error encountered.").await);
+            }
+            (Some(FakeAiFailure::Garbage(d)), Some(r)) if now >= r + *d && self.garbage_sent < 10 => {
+                self.garbage_sent += 1;
+                ws.send(Message::binary(b"\x00\x01 not json".to_vec())).await.map_err(|_| "dropped".to_string())?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    async fn on_client(&mut self, ws: &mut Ws, text: &str, authorized: bool) -> Result<(), String> {
+        let Ok(v) = serde_json::from_str::<Value>(text) else {
+            return Err(close(ws, 1007, "Request contains an invalid argument.").await);
+        };
+        if self.ready_at.is_none() {
+            let Some(setup) = v.get("setup") else {
+                return Err(close(ws, 1007, "The first message must be setup.").await);
+            };
+            if !authorized {
+                return Err(close(ws, 1007, "API key not valid. Please pass a valid API key.").await);
+            }
+            if !setup["model"].as_str().is_some_and(|m| m.starts_with("models/")) {
+                return Err(close(ws, 1008, "models/? is not found for API version v1beta").await);
+            }
+            self.h.update(|s| s.setup = Some(v.clone()));
+            self.ready_at = Some(Instant::now());
+            return send(ws, json!({ "setupComplete": {} })).await;
+        }
+        if let Some(input) = v.get("realtimeInput") {
+            let chunks: Vec<&Value> = match (input.get("audio"), input.get("mediaChunks").and_then(Value::as_array)) {
+                (Some(a), _) => vec![a],
+                (None, Some(list)) => list.iter().collect(),
+                _ => Vec::new(),
+            };
+            for chunk in chunks {
+                self.on_audio(ws, chunk).await?;
+            }
+            if chunks_is_other(input) {
+                self.h.update(|s| s.messages.push(v.clone()));
+            }
+            return Ok(());
+        }
+        self.h.update(|s| s.messages.push(v.clone()));
+        if v.get("clientContent").is_some() {
+            return self.answer(ws).await;
+        }
+        if let Some(responses) = v["toolResponse"]["functionResponses"].as_array() {
+            self.h.update(|s| s.tool_outputs.extend(responses.iter().cloned()));
+            // A blocking function: the model goes on by itself.
+            return self.answer(ws).await;
+        }
+        Ok(())
+    }
+
+    async fn on_audio(&mut self, ws: &mut Ws, chunk: &Value) -> Result<(), String> {
+        let mime = chunk["mimeType"].as_str().unwrap_or_default().to_string();
+        let rate: u32 = mime.split("rate=").nth(1).and_then(|r| r.parse().ok()).unwrap_or(16_000);
+        let Some(pcm) = chunk["data"].as_str().and_then(|d| B64.decode(d).ok()) else {
+            return Err(close(ws, 1007, "Invalid audio data.").await);
+        };
+        let ms = pcm.len() as f64 / (f64::from(rate) / 500.0);
+        self.h.update(|s| {
+            s.audio_in.extend_from_slice(&pcm);
+            s.audio_messages += 1;
+            s.audio_format = mime;
+            s.audio_rate = rate;
+        });
+        self.caller_ms += ms;
+        if self.answers_left > 0 && self.caller_ms >= self.cfg.answer_after.as_millis() as f64 {
+            self.answers_left -= 1;
+            self.caller_ms = 0.0;
+            send(ws, json!({ "serverContent": { "inputTranscription": { "text": self.cfg.caller_transcript } } }))
+                .await?;
+            self.answer(ws).await?;
+        }
+        Ok(())
+    }
+
+    async fn answer(&mut self, ws: &mut Ws) -> Result<(), String> {
+        if self.cfg.failure == Some(FakeAiFailure::RateLimit) {
+            let reason = "You exceeded your current quota. RESOURCE_EXHAUSTED";
+            return Err(close(ws, 1011, reason).await);
+        }
+        if let (Some((name, args)), false) = (&self.cfg.tool_call, self.tool_called) {
+            self.tool_called = true;
+            let call = json!({ "id": "function-call-1", "name": name, "args": args });
+            return send(ws, json!({ "toolCall": { "functionCalls": [call] } })).await;
+        }
+        let chunks = answer_chunks(self.cfg, false);
+        let total: usize = chunks.iter().map(Vec::len).sum();
+        let first = Instant::now();
+        self.h.update(|s| {
+            s.answers_started.push(std::time::Instant::now());
+            s.answers_ms.push((total / 48) as u64);
+        });
+        for chunk in &chunks {
+            let part = json!({ "inlineData": { "mimeType": "audio/pcm;rate=24000", "data": B64.encode(chunk) } });
+            send(ws, json!({ "serverContent": { "modelTurn": { "role": "model", "parts": [part] } } })).await?;
+        }
+        send(ws, json!({ "serverContent": { "outputTranscription": { "text": self.cfg.agent_transcript } } })).await?;
+        send(ws, json!({ "serverContent": { "generationComplete": true } })).await?;
+        let usage = json!({ "promptTokenCount": 70, "responseTokenCount": 50, "totalTokenCount": 120 });
+        send(ws, json!({ "serverContent": { "turnComplete": true }, "usageMetadata": usage })).await?;
+        send(ws, json!({ "sessionResumptionUpdate": { "newHandle": "fake-handle-1", "resumable": true } })).await?;
+        if let (Some(after), None) = (self.cfg.barge_in_after, self.barge_at) {
+            self.barge_at = Some(first + after);
+        }
+        Ok(())
+    }
+}
+
+/// `realtimeInput` carrying something other than audio (text, `audioStreamEnd`).
+fn chunks_is_other(input: &Value) -> bool {
+    input.as_object().is_some_and(|o| o.keys().any(|k| k != "audio" && k != "mediaChunks"))
+}
