@@ -73,7 +73,7 @@ async fn check_conversation(kind: &str, rate: SampleRate, wav: &str, expect_form
     let (report, session, row) = ai_call(&gw, &ai, call(&gw, "asha", rate, wav)).await;
 
     // The caller's audio reached the provider in the format it was asked for, intact.
-    assert!(session.authorized, "{session:?}");
+    assert!(session.authorized, "{:?}", session.ended);
     assert_eq!((session.audio_format.as_str(), session.audio_rate), (expect_format, expect_rate), "{kind}");
     let sent_at_provider_rate = resample(&report.sent_pcm, rate.hz(), expect_rate).unwrap();
     let heard = &session.audio_in[..session.audio_in.len().min(sent_at_provider_rate.len())];
@@ -443,4 +443,141 @@ async fn the_api_key_never_appears_in_logs_api_answers_or_the_database() {
         assert!(!stored.windows(secret.len()).any(|w| w == secret.as_bytes()), "{secret} in the database files");
     }
     let _ = std::io::stdout().flush();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_greeting_makes_the_agent_speak_first() {
+    for kind in ["openai-realtime", "gemini-live"] {
+        // The fake answers caller audio only after 10 s: anything earlier is the greeting.
+        let ai = fake(FakeAiConfig { answer_after: Duration::from_secs(10), ..FakeAiConfig::default() }).await;
+        let gw = TestGateway::start().await;
+        gw.create_agent(
+            "asha",
+            kind,
+            settings(&ai, kind, json!({ "greeting": "Namaste {custom.name}, this is Asha." })),
+        )
+        .await;
+        let mut cfg = call(&gw, "asha", SampleRate::Hz8000, "caller-order-status-8k.wav");
+        cfg.custom_parameters.insert("name".into(), "Ravi".into());
+        cfg.audio = AudioSource::Silence { ms: 4000 };
+        let (report, session, _) = ai_call(&gw, &ai, cfg).await;
+        assert_legal(&report);
+        let latency = report.first_audio_latency.expect("the agent spoke");
+        assert!(latency < Duration::from_secs(3), "{kind}: greeting after {latency:?}");
+        let asked = session.messages.iter().any(|m| m.to_string().contains("Namaste Ravi, this is Asha."));
+        assert!(asked, "{kind}: {:?}", session.messages);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_caller_is_nudged_once_then_the_call_ends_politely() {
+    let ai = fake(FakeAiConfig {
+        answers: 0,
+        answer_pcm24: exotel_sim::tone(300.0, 1000, SampleRate::Hz24000),
+        ..FakeAiConfig::default()
+    })
+    .await;
+    let gw = TestGateway::start().await;
+    gw.create_agent("asha", "openai-realtime", settings(&ai, "openai-realtime", json!({ "silence_secs": 3 }))).await;
+    let mut cfg = call(&gw, "asha", SampleRate::Hz8000, "caller-order-status-8k.wav");
+    cfg.audio = AudioSource::Silence { ms: 20_000 };
+    let (report, session, row) = ai_call(&gw, &ai, cfg).await;
+    assert!(report.closed_by_bot, "{}", report.summary());
+    assert_eq!(report.close_code, Some(1000));
+    // Nudge (3 s) + 1 s answer + 3 s + goodbye: well before the caller's 20 s.
+    assert!(report.duration < Duration::from_secs(15), "{:?}", report.duration);
+    let asks: Vec<&Value> = session.messages.iter().filter(|m| m["type"] == "response.create").collect();
+    assert_eq!(asks.len(), 2, "a nudge, then a goodbye: {asks:?}");
+    assert!(asks[0].to_string().contains("still there"));
+    assert!(asks[1].to_string().contains("goodbye"));
+    let events = timeline(&gw, &row).await;
+    let actions: Vec<&str> =
+        events.iter().filter(|e| e["kind"] == "silence").map(|e| e["detail"]["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["nudge", "end"]);
+    assert_eq!(row["agent_note"], "agent ended the call (polite end)");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_call_secs_ends_the_call_with_a_goodbye() {
+    let ai = fake(FakeAiConfig {
+        answers: 0,
+        answer_pcm24: exotel_sim::tone(300.0, 1000, SampleRate::Hz24000),
+        ..FakeAiConfig::default()
+    })
+    .await;
+    let gw = TestGateway::start().await;
+    gw.create_agent("asha", "openai-realtime", settings(&ai, "openai-realtime", json!({ "max_call_secs": 10 }))).await;
+    let mut cfg = call(&gw, "asha", SampleRate::Hz8000, "caller-order-status-8k.wav");
+    cfg.audio = AudioSource::Tone { hz: 440.0, ms: 20_000 };
+    let (report, session, row) = ai_call(&gw, &ai, cfg).await;
+    assert!(report.closed_by_bot && report.close_code == Some(1000), "{}", report.summary());
+    assert!(
+        report.duration >= Duration::from_secs(10) && report.duration < Duration::from_secs(16),
+        "{:?}",
+        report.duration
+    );
+    assert!(session.messages.iter().any(|m| m["type"] == "response.create" && m.to_string().contains("time limit")));
+    let events = timeline(&gw, &row).await;
+    assert!(events.iter().any(|e| e["kind"] == "time-limit"), "{events:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gemini_go_away_resumes_the_session_on_a_new_connection() {
+    let ai = fake(FakeAiConfig {
+        go_away_after: Some(Duration::from_millis(2500)),
+        answers: 2,
+        answer_after: Duration::from_millis(1000),
+        answer_pcm24: exotel_sim::tone(300.0, 500, SampleRate::Hz24000),
+        ..FakeAiConfig::default()
+    })
+    .await;
+    let gw = TestGateway::start().await;
+    gw.create_agent("gem", "gemini-live", settings(&ai, "gemini-live", json!({}))).await;
+    let mut cfg = call(&gw, "gem", SampleRate::Hz8000, "caller-order-status-8k.wav");
+    cfg.audio = AudioSource::Tone { hz: 440.0, ms: 6000 };
+    let call_sid = cfg.call_sid.clone();
+    let report = run_call(cfg).await.unwrap();
+    assert_legal(&report);
+    // Each connection goes away 2.5 s after it starts; every later one resumes the session.
+    let sessions = ai.wait_ended(2, Duration::from_secs(10)).await;
+    assert!(sessions.len() >= 2, "{} connections", sessions.len());
+    for later in &ai.sessions()[1..] {
+        let handle = &later.setup.as_ref().unwrap()["setup"]["sessionResumption"]["handle"];
+        assert!(
+            handle.as_str().is_some_and(|h| h.starts_with("fake-handle-")),
+            "resumed with the last handle: {handle}"
+        );
+    }
+    assert!(!ai.sessions()[1].audio_in.is_empty(), "the caller's audio moved to the new connection");
+    let row = gw.call(&call_sid).await;
+    assert!(row["agent_failure"].is_null(), "{row}");
+    let events = timeline(&gw, &row).await;
+    assert!(events.iter().any(|e| e["kind"] == "provider-reconnected" && e["detail"]["resumed"] == true), "{events:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_prompt_plays_before_the_hang_up() {
+    let ai = fake(FakeAiConfig::default()).await;
+    let gw = TestGateway::start().await;
+    let prompt = testdata("tone-440hz-2s-24k.wav");
+    let mut s = settings(&ai, "openai-realtime", json!({ "failure_prompt": prompt, "on_failure": "hangup" }));
+    s["api_key"] = json!("sk-wrong");
+    gw.create_agent("asha", "openai-realtime", s).await;
+    let mut cfg = call(&gw, "asha", SampleRate::Hz8000, "caller-order-status-8k.wav");
+    cfg.audio = AudioSource::Silence { ms: 8000 };
+    let call_sid = cfg.call_sid.clone();
+    let report = run_call(cfg).await.unwrap();
+    assert_legal(&report);
+    assert!(report.closed_by_bot && report.close_code == Some(1000), "{}", report.summary());
+    let played = pcm_ms(report.played_pcm.len(), SampleRate::Hz8000);
+    assert!((1900..=2300).contains(&played), "{played} ms of the 2 s prompt played");
+    let expected = load_wav(&prompt, SampleRate::Hz8000).unwrap();
+    assert!(correlation(&expected, &report.played_pcm, 64) > 0.95);
+    let row = gw.call(&call_sid).await;
+    assert_eq!(row["stop_reason"], "agent-failed");
+    // A prompt that isn't a readable WAV is refused when the agent is saved.
+    let bad = json!({ "id": "bad", "kind": "openai-realtime", "settings": { "api_key": "k", "failure_prompt": "/nonexistent.wav" } });
+    let r = gw.http.post(gw.http_url("/api/agents")).json(&bad).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("failure_prompt"));
 }

@@ -66,6 +66,23 @@ impl OnFailure {
     }
 }
 
+/// `settings.failure_prompt`: a WAV file on the gateway's host, played to the caller before a
+/// failed agent's call hangs up or transfers ("sorry, we are having trouble…"). Checked when the
+/// agent is saved: it must be a readable WAV of at most 30 s.
+pub fn failure_prompt(settings: &Value) -> Result<Option<std::path::PathBuf>, SettingsError> {
+    let path = match settings.get("failure_prompt") {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::String(p)) if !p.trim().is_empty() => std::path::PathBuf::from(p.trim()),
+        Some(_) => return Err(SettingsError::new("failure_prompt", "must be the path of a WAV file")),
+    };
+    let pcm = exotel_sim::load_wav(&path, exotel::SampleRate::Hz8000)
+        .map_err(|e| SettingsError::new("failure_prompt", format!("cannot be read: {e}")))?;
+    if pcm.len() > 30 * 16_000 {
+        return Err(SettingsError::new("failure_prompt", "must be at most 30 s long"));
+    }
+    Ok(Some(path))
+}
+
 /// One agent as a call uses it. Its settings hold secrets in clear: never logged (no `Debug`
 /// of them).
 #[derive(Clone, Default)]
@@ -77,6 +94,8 @@ pub struct AgentSpec {
     pub settings: Value,
     pub greeting: Option<String>,
     pub on_failure: OnFailure,
+    /// Played before a failed call hangs up or transfers (see [`failure_prompt`]).
+    pub failure_prompt: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for AgentSpec {
@@ -97,7 +116,16 @@ impl AgentSpec {
         let stored: Value = serde_json::from_str(&def.settings).unwrap_or_else(|_| Value::Object(Default::default()));
         let settings = super::sealed::open(&stored, secrets);
         let on_failure = OnFailure::parse(&settings).unwrap_or_default();
-        Self { id: def.id.clone(), kind: def.kind.clone(), settings, greeting: def.greeting.clone(), on_failure }
+        // Checked when saved; a file gone since is skipped at the call, with a warning.
+        let failure_prompt = settings.get("failure_prompt").and_then(Value::as_str).map(std::path::PathBuf::from);
+        Self {
+            id: def.id.clone(),
+            kind: def.kind.clone(),
+            settings,
+            greeting: def.greeting.clone(),
+            on_failure,
+            failure_prompt,
+        }
     }
 }
 

@@ -81,6 +81,7 @@ async fn save(app: &AppState, id: &str, input: &AgentInput, create: bool) -> Res
     let factory = app.agents.get(&kind).ok_or_else(|| ApiError::bad_request(format!("unknown kind {kind:?}")))?;
     let check = |e: crate::agent::SettingsError| ApiError::bad_request(e.to_string());
     factory.validate(&settings).map_err(check)?;
+    crate::agent::failure_prompt(&settings).map_err(check)?;
     if let crate::agent::OnFailure::Agent(other) = OnFailure::parse(&settings).map_err(check)? {
         if other == id {
             return Err(ApiError::bad_request("settings.on_failure: an agent cannot fall back to itself"));

@@ -94,6 +94,8 @@ struct Session {
     fallbacks: u8,
     /// A failure before `start`: applied once the stream exists.
     failed_early: Option<OnFailure>,
+    /// The failed agent's `failure_prompt`, played when its failure is applied.
+    failure_prompt: Option<std::path::PathBuf>,
     agent_failure: Option<String>,
     fallback: Option<String>,
     agent_note: Option<String>,
@@ -145,6 +147,7 @@ pub(crate) async fn run(mut ws: WebSocket, params: MediaParams, app: Arc<AppStat
         held_bytes: 0,
         fallbacks: 0,
         failed_early: None,
+        failure_prompt: None,
         agent_failure: None,
         fallback: None,
         agent_note: None,
@@ -706,6 +709,7 @@ impl Session {
             Slot::None => None,
         };
         let agent_id = spec.as_ref().map_or("-", |s| s.id.as_str()).to_string();
+        self.failure_prompt = spec.as_ref().and_then(|s| s.failure_prompt.clone());
         let mut plan = spec.map(|s| s.on_failure.clone()).unwrap_or_default();
         if self.fallbacks >= MAX_FALLBACKS && matches!(plan, OnFailure::Agent(_)) {
             plan = OnFailure::HangUp;
@@ -730,10 +734,12 @@ impl Session {
         match plan {
             OnFailure::HangUp => {
                 self.failed_for_good = true;
+                self.play_failure_prompt();
                 self.ctl.hang_up();
             }
             OnFailure::Transfer(target) => {
                 self.failed_for_good = true;
+                self.play_failure_prompt();
                 self.ctl.transfer_to(target);
             }
             OnFailure::Agent(id) => match self.app.agent_spec(&id) {
@@ -750,6 +756,19 @@ impl Session {
                     self.ctl.hang_up();
                 }
             },
+        }
+    }
+
+    /// The failed agent's apology, in place of whatever it left queued.
+    fn play_failure_prompt(&mut self) {
+        let (Some(path), Some(active)) = (self.failure_prompt.take(), self.active.as_ref()) else { return };
+        match exotel_sim::load_wav(&path, active.info.sample_rate) {
+            Ok(pcm) => {
+                self.ctl.clear();
+                let _ = self.ctl.play(&pcm);
+                self.record("failure-prompt", json!({ "path": path.display().to_string() }));
+            }
+            Err(e) => tracing::warn!(call_id = %self.local_id, error = %e, "failure prompt cannot be played"),
         }
     }
 

@@ -14,6 +14,9 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use super::{FakeAiConfig, FakeAiFailure, SessionHandle, Ws, answer_chunks};
 
+/// After `goAway`, how long until the fake closes the connection.
+const GO_AWAY_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 struct Fake<'a> {
     cfg: &'a FakeAiConfig,
     h: &'a SessionHandle,
@@ -24,6 +27,8 @@ struct Fake<'a> {
     barge_at: Option<Instant>,
     barged: bool,
     garbage_sent: u32,
+    went_away: Option<Instant>,
+    handles: u32,
 }
 
 pub(super) async fn serve(mut ws: Ws, cfg: &FakeAiConfig, h: &SessionHandle, authorized: bool) -> String {
@@ -37,6 +42,8 @@ pub(super) async fn serve(mut ws: Ws, cfg: &FakeAiConfig, h: &SessionHandle, aut
         barge_at: None,
         barged: false,
         garbage_sent: 0,
+        went_away: None,
+        handles: 0,
     };
     loop {
         let wake = f.next_wake();
@@ -88,7 +95,21 @@ impl Fake<'_> {
         if let Some(t) = failure {
             wake = Some(wake.map_or(t, |w| w.min(t)));
         }
+        let go_away = match (self.went_away, self.cfg.go_away_after, self.ready_at) {
+            (Some(at), _, _) => Some(at + GO_AWAY_GRACE),
+            (None, Some(d), Some(r)) => Some(r + d),
+            _ => None,
+        };
+        if let Some(t) = go_away {
+            wake = Some(wake.map_or(t, |w| w.min(t)));
+        }
         wake
+    }
+
+    async fn new_handle(&mut self, ws: &mut Ws) -> Result<(), String> {
+        self.handles += 1;
+        let update = json!({ "newHandle": format!("fake-handle-{}", self.handles), "resumable": true });
+        send(ws, json!({ "sessionResumptionUpdate": update })).await
     }
 
     async fn on_timer(&mut self, ws: &mut Ws) -> Result<(), String> {
@@ -100,6 +121,14 @@ impl Fake<'_> {
                 send(ws, json!({ "serverContent": { "interrupted": true } })).await?;
                 send(ws, json!({ "serverContent": { "turnComplete": true } })).await?;
             }
+        }
+        match (self.went_away, self.cfg.go_away_after, self.ready_at) {
+            (Some(at), _, _) if now >= at + GO_AWAY_GRACE => return Err(close(ws, 1000, "session time is up").await),
+            (None, Some(d), Some(r)) if now >= r + d => {
+                self.went_away = Some(now);
+                send(ws, json!({ "goAway": { "timeLeft": "2s" } })).await?;
+            }
+            _ => {}
         }
         match (&self.cfg.failure, self.ready_at) {
             (Some(FakeAiFailure::CloseAfter(d)), Some(r)) if now >= r + *d => {
@@ -130,7 +159,11 @@ impl Fake<'_> {
             }
             self.h.update(|s| s.setup = Some(v.clone()));
             self.ready_at = Some(Instant::now());
-            return send(ws, json!({ "setupComplete": {} })).await;
+            send(ws, json!({ "setupComplete": {} })).await?;
+            if setup["sessionResumption"].is_object() {
+                self.new_handle(ws).await?;
+            }
+            return Ok(());
         }
         if let Some(input) = v.get("realtimeInput") {
             let chunks: Vec<&Value> = match (input.get("audio"), input.get("mediaChunks").and_then(Value::as_array)) {
@@ -207,7 +240,7 @@ impl Fake<'_> {
         send(ws, json!({ "serverContent": { "generationComplete": true } })).await?;
         let usage = json!({ "promptTokenCount": 70, "responseTokenCount": 50, "totalTokenCount": 120 });
         send(ws, json!({ "serverContent": { "turnComplete": true }, "usageMetadata": usage })).await?;
-        send(ws, json!({ "sessionResumptionUpdate": { "newHandle": "fake-handle-1", "resumable": true } })).await?;
+        self.new_handle(ws).await?;
         if let (Some(after), None) = (self.cfg.barge_in_after, self.barge_at) {
             self.barge_at = Some(first + after);
         }

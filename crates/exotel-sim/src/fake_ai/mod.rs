@@ -60,6 +60,9 @@ pub struct FakeAiConfig {
     /// Instead of the first answer: call this tool with these arguments; answer after its result.
     pub tool_call: Option<(String, Value)>,
     pub failure: Option<FakeAiFailure>,
+    /// Gemini: `goAway` this long after the session is ready, then a close 2 s later (the
+    /// connection's time is up; the client should resume on a new one).
+    pub go_away_after: Option<Duration>,
     pub agent_transcript: String,
     pub caller_transcript: String,
 }
@@ -75,6 +78,7 @@ impl Default for FakeAiConfig {
             barge_in_after: None,
             tool_call: None,
             failure: None,
+            go_away_after: None,
             agent_transcript: "Hello! How can I help you today?".into(),
             caller_transcript: "Hi, I have a question.".into(),
         }
