@@ -551,6 +551,7 @@ impl<'a> Session<'a> {
                 self.first_bot_media_at.get_or_insert(now);
                 self.last_bot_media_at = Some(now);
                 self.report.media_received += 1;
+                self.report.media_at.push(now);
                 self.report.chunk_sizes.push(payload.len());
                 self.report.received_pcm.extend_from_slice(&payload);
                 self.playback.push_audio(now, payload);

@@ -35,6 +35,8 @@ pub struct CallReport {
     pub media_received: u64,
     /// Decoded size of each bot media message.
     pub chunk_sizes: Vec<usize>,
+    /// When each bot media message arrived.
+    pub media_at: Vec<std::time::Instant>,
     pub marks_received: Vec<String>,
     /// Marks echoed back when playback reached them.
     pub marks_echoed: Vec<String>,
@@ -209,6 +211,7 @@ mod tests {
             played_pcm: vec![0; 3200],
             media_received: 2,
             chunk_sizes: vec![3200, 3200],
+            media_at: Vec::new(),
             marks_received: vec!["a".into(), "b".into()],
             marks_echoed: vec!["a".into()],
             clears_received: 1,

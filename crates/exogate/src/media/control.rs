@@ -256,6 +256,9 @@ impl Shared {
     }
 }
 
+/// The label of [`CallControl::tracking_mark`]s.
+pub(crate) const TRACKING_MARK: &str = "pos";
+
 /// The queue is full (see [`MAX_QUEUED_AUDIO`]): the audio was dropped and counted on the call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("the call's playback queue is full ({} s of audio); audio dropped", MAX_QUEUED_AUDIO.as_secs())]
@@ -377,6 +380,13 @@ impl CallControl {
             ob.push(OutCmd::Mark { tail: None, name: name.clone() }, &self.shared.wake);
         }
         name
+    }
+
+    /// A [`CallControl::mark_here`] an agent places only to follow playback (every few hundred
+    /// ms): it reaches [`crate::agent::Agent::on_mark_played`] and is counted, but is not written
+    /// to the call's timeline.
+    pub fn tracking_mark(&self) -> String {
+        self.mark_here(TRACKING_MARK)
     }
 
     /// A mark at the current end of queued audio that does not end the utterance: nothing is

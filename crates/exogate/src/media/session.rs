@@ -20,7 +20,7 @@ use futures_util::{FutureExt, StreamExt};
 use serde_json::json;
 use tokio::time::{Instant, sleep_until, timeout};
 
-use super::control::{CallControl, OutCmd, Shared};
+use super::control::{CallControl, OutCmd, Shared, TRACKING_MARK};
 use super::conversation::Conversation;
 use super::writer::{Writer, WriterConfig};
 use crate::access::{Refusals, TokenCall};
@@ -812,7 +812,10 @@ impl Session {
             return;
         }
         self.marks_played += 1;
-        self.record("mark-played", json!({ "name": name }));
+        // Playback-tracking marks come every few hundred ms: counted, not logged one by one.
+        if !name.strip_prefix(TRACKING_MARK).is_some_and(|rest| rest.starts_with('-')) {
+            self.record("mark-played", json!({ "name": name }));
+        }
         self.with_agent(|a, ctl| a.on_mark_played(name, ctl));
     }
 

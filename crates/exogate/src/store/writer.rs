@@ -11,6 +11,8 @@ use super::patch::{CallKey, CallPatch, SqlValue, Status};
 use super::{Op, WriterHealth, now_text};
 
 const MAX_BATCH: usize = 256;
+/// How long a small batch waits for company before it is written.
+const COALESCE: Duration = Duration::from_millis(20);
 /// What Exotel still tells about a call after it has ended (its status callback, call details).
 const AFTER_THE_END: &[&str] = &["exotel_status", "conversation_duration", "legs", "error_kind", "error_message"];
 
@@ -21,11 +23,23 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 pub(super) async fn run(pool: AnyPool, mut rx: mpsc::Receiver<Op>, health: Arc<WriterHealth>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
+    // One connection for every batch: SQLite's page cache stays warm (a pooled connection
+    // another one wrote behind has to read its pages again).
+    let mut held = None;
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        // Writes trickling in (a transcript line here, a call's end there) share a transaction
+        // rather than paying one each; someone waiting on a flush is not kept waiting.
+        if batch.len() < MAX_BATCH && !batch.iter().any(|op| matches!(op, Op::Flush(_))) {
+            tokio::time::sleep(COALESCE).await;
+            while batch.len() < MAX_BATCH {
+                let Ok(op) = rx.try_recv() else { break };
+                batch.push(op);
+            }
+        }
         let mut waiters = Vec::new();
         let mut backoff = FIRST_BACKOFF;
         loop {
-            let Err(e) = apply(&pool, &mut batch, &mut waiters).await else { break };
+            let Err(e) = apply(&pool, &mut held, &mut batch, &mut waiters).await else { break };
             if recoverable(&e) {
                 // The database is down, full or read-only: keep the batch (new writes wait in
                 // the bounded queue behind it) and try again until it is back.
@@ -39,7 +53,7 @@ pub(super) async fn run(pool: AnyPool, mut rx: mpsc::Receiver<Op>, health: Arc<W
             // One bad write must not lose its neighbours.
             for op in batch.drain(..) {
                 let mut one = vec![op];
-                if let Err(e) = apply(&pool, &mut one, &mut waiters).await {
+                if let Err(e) = apply(&pool, &mut held, &mut one, &mut waiters).await {
                     health.drop_one();
                     tracing::error!(error = %e, "call-log write dropped");
                 }
@@ -94,18 +108,27 @@ fn take_waiters(ops: &mut Vec<Op>, waiters: &mut Vec<tokio::sync::oneshot::Sende
 
 async fn apply(
     pool: &AnyPool,
+    held: &mut Option<sqlx::pool::PoolConnection<Any>>,
     batch: &mut Vec<Op>,
     waiters: &mut Vec<tokio::sync::oneshot::Sender<()>>,
 ) -> sqlx::Result<()> {
-    let mut conn = pool.acquire().await?;
+    let conn = match held {
+        Some(conn) => conn,
+        None => held.insert(pool.acquire().await?),
+    };
     let sqlite = pool.connect_options().database_url.scheme() == "sqlite";
-    let result = apply_on(&mut conn, sqlite, batch, waiters).await;
-    // A connection that failed under a broken database keeps failing once it is back (SQLite
-    // remembers a file it found read-only; a failed COMMIT can leave it inside its transaction):
-    // closed, not handed to the next batch. Checked here, on the error, because a connection's
-    // release can't tell the first case.
-    if result.as_ref().is_err_and(recoverable) {
-        conn.close_on_drop();
+    let result = apply_on(conn, sqlite, batch, waiters).await;
+    if let Err(e) = &result {
+        if let Some(mut conn) = held.take() {
+            // A connection that failed under a broken database keeps failing once it is back
+            // (SQLite remembers a file it found read-only; a failed COMMIT can leave it inside
+            // its transaction): closed, not reused. Checked here, on the error, because a
+            // connection's release can't tell the first case. After any other error it goes
+            // back to the pool, whose release hook checks it.
+            if recoverable(e) {
+                conn.close_on_drop();
+            }
+        }
     }
     result
 }
@@ -156,8 +179,11 @@ async fn resolve(tx: &mut Transaction<'_, Any>, key: &CallKey) -> sqlx::Result<(
         if let Some(v) = value {
             if let Some(row) = sqlx::query_as::<_, (String, String)>(sql).bind(v).fetch_optional(&mut **tx).await? {
                 // Learn ids the row didn't have yet (e.g. the CallSid arriving after the stream).
+                // Only when there is something to learn: an UPDATE that changes nothing still
+                // writes the row's page.
                 sqlx::query(
-                    "UPDATE calls SET call_sid = COALESCE(call_sid, $1), stream_sid = COALESCE(stream_sid, $2) WHERE id = $3",
+                    "UPDATE calls SET call_sid = COALESCE(call_sid, $1), stream_sid = COALESCE(stream_sid, $2) \
+                     WHERE id = $3 AND ((call_sid IS NULL AND $1 IS NOT NULL) OR (stream_sid IS NULL AND $2 IS NOT NULL))",
                 )
                 .bind(&key.call_sid)
                 .bind(&key.stream_sid)

@@ -116,3 +116,38 @@ fn summary(n: usize, s: &AiSession) -> String {
         s.tool_outputs.len(),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::SimCommand;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        cmd: SimCommand,
+    }
+
+    fn parse(args: &[&str]) -> Result<FakeAiConfig, String> {
+        let cli =
+            Cli::try_parse_from(["sim", "ai"].into_iter().chain(args.iter().copied())).map_err(|e| e.to_string())?;
+        match cli.cmd {
+            SimCommand::Ai(args) => args.config(),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn arguments_become_the_fakes_behaviour() {
+        let cfg =
+            parse(&["--barge-in-ms", "1500", "--tool", "end_call={\"reason\":\"x\"}", "--fail", "close:800"]).unwrap();
+        assert_eq!(cfg.barge_in_after, Some(Duration::from_millis(1500)));
+        assert_eq!(cfg.tool_call, Some(("end_call".into(), serde_json::json!({ "reason": "x" }))));
+        assert_eq!(cfg.failure, Some(FakeAiFailure::CloseAfter(Duration::from_millis(800))));
+        assert_eq!(parse(&["--fail", "rate-limit"]).unwrap().failure, Some(FakeAiFailure::RateLimit));
+        assert_eq!(parse(&["--tool", "t"]).unwrap().tool_call, Some(("t".into(), serde_json::json!({}))));
+        assert!(parse(&["--fail", "sometimes"]).is_err());
+        assert!(parse(&["--tool", "t={bad"]).is_err());
+    }
+}

@@ -44,7 +44,13 @@ pub(crate) async fn open(
     let name = axum::http::HeaderName::from_bytes(settings.auth_header.as_bytes())
         .map_err(|_| "auth_header is not a header name".to_string())?;
     request.headers_mut().insert(name, value);
-    let config = WebSocketConfig::default().max_message_size(Some(MAX_MESSAGE)).max_frame_size(Some(MAX_MESSAGE));
+    // tungstenite zero-fills its read buffer on every read: 128 KiB by default, per call.
+    let config = WebSocketConfig::default()
+        .read_buffer_size(16 * 1024)
+        .write_buffer_size(0)
+        .max_write_buffer_size(2 * MAX_MESSAGE)
+        .max_message_size(Some(MAX_MESSAGE))
+        .max_frame_size(Some(MAX_MESSAGE));
     let deadline = Instant::now() + settings.connect_timeout;
     let host = url.host_str().unwrap_or_default().to_string();
     let mut ws = match timeout_at(deadline, tokio_tungstenite::connect_async_with_config(request, Some(config), true))

@@ -74,7 +74,7 @@ impl Playout {
         }
         // A mark follows the chunk being filled: it lands where that chunk ends.
         let at = at + ctl.bytes_to_chunk_end() as u64;
-        let name = ctl.mark_here("ai");
+        let name = ctl.tracking_mark();
         self.marks.push_back(Mark { name, item: item.to_string(), at });
     }
 
