@@ -65,7 +65,7 @@ impl Drop for Gateway {
 async fn gateway() -> Gateway {
     let dir = tempfile::tempdir().expect("tempdir");
     let (http, ws) = (free_port(), free_port());
-    let child = Command::new(env!("CARGO_BIN_EXE_exogate"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_exogate"))
         .arg("serve")
         .env("HTTP_PORT", http.to_string())
         .env("WS_PORT", ws.to_string())
@@ -84,6 +84,8 @@ async fn gateway() -> Gateway {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("exogate serve did not come up");
 }
 
