@@ -239,6 +239,20 @@ async fn calls_flow_through_a_database_outage_and_their_rows_arrive_after() {
     assert_eq!(health_dropped(&gw).await, 0);
 }
 
+/// Waits (up to 30 s) for `/health` to say `ok` again, with no call-log write dropped meanwhile.
+async fn recovered_with_nothing_dropped(gw: &TestGateway) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, health) = gw.get_json("/health").await;
+        if health["status"] == "ok" {
+            assert_eq!(health["call_log_writes_dropped"], 0, "{health}");
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never recovered: {health}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 async fn health_dropped(gw: &TestGateway) -> u64 {
     gw.get_json("/health").await.1["call_log_writes_dropped"].as_u64().unwrap()
 }
@@ -340,16 +354,7 @@ async fn calls_flow_while_the_sqlite_file_cannot_be_written_and_their_rows_arriv
     assert_eq!(r.status(), 503, "an agent that can't be stored is not 201");
 
     drop(frozen);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let (_, health) = gw.get_json("/health").await;
-        if health["status"] == "ok" {
-            assert_eq!(health["call_log_writes_dropped"], 0, "{health}");
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "never recovered: {health}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    recovered_with_nothing_dropped(&gw).await;
     gw.gw.state.store.flush().await;
     let row = gw.call("CA-frozen").await;
     assert_eq!((row["status"].as_str(), row["frames_in"].as_i64()), (Some("completed"), Some(150)), "{row}");
@@ -426,16 +431,7 @@ async fn calls_flow_while_the_disk_is_full_and_their_rows_arrive_after() {
     }
 
     std::fs::remove_file(filler).unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let (_, health) = gw.get_json("/health").await;
-        if health["status"] == "ok" {
-            assert_eq!(health["call_log_writes_dropped"], 0, "{health}");
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "never recovered: {health}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    recovered_with_nothing_dropped(&gw).await;
     for i in 0..3 {
         let row = gw.call(&format!("CA-full-{i}")).await;
         assert_eq!((row["status"].as_str(), row["frames_in"].as_i64()), (Some("completed"), Some(150)), "{row}");

@@ -39,6 +39,14 @@ fn settings(ai: &FakeAi, kind: &str, extra: Value) -> Value {
     s
 }
 
+/// A fake provider and a gateway with one agent of `kind` on it.
+async fn rig(kind: &str, id: &str, cfg: FakeAiConfig, extra: Value) -> (FakeAi, TestGateway) {
+    let ai = fake(cfg).await;
+    let gw = TestGateway::start().await;
+    gw.create_agent(id, kind, settings(&ai, kind, extra)).await;
+    (ai, gw)
+}
+
 fn call(gw: &TestGateway, agent: &str, rate: SampleRate, wav: &str) -> CallConfig {
     let mut cfg = CallConfig {
         target: Target::Ws(gw.ws_url()),
@@ -67,9 +75,8 @@ async fn ai_call(gw: &TestGateway, ai: &FakeAi, cfg: CallConfig) -> (CallReport,
 }
 
 async fn check_conversation(kind: &str, rate: SampleRate, wav: &str, expect_format: &str, expect_rate: u32) {
-    let ai = fake(FakeAiConfig { answer_pcm24: spoken_answer(), ..FakeAiConfig::default() }).await;
-    let gw = TestGateway::start().await;
-    gw.create_agent("asha", kind, settings(&ai, kind, json!({}))).await;
+    let (ai, gw) =
+        rig(kind, "asha", FakeAiConfig { answer_pcm24: spoken_answer(), ..FakeAiConfig::default() }, json!({})).await;
     let (report, session, row) = ai_call(&gw, &ai, call(&gw, "asha", rate, wav)).await;
 
     // The caller's audio reached the provider in the format it was asked for, intact.
@@ -147,14 +154,17 @@ async fn gemini_hears_the_caller_at_16k_and_answers_through_the_call() {
 async fn barge_in_clears_at_once_and_truncates_to_what_the_caller_heard() {
     // A 4 s answer; the caller speaks 1.5 s into it.
     let answer = exotel_sim::tone(300.0, 4000, SampleRate::Hz24000);
-    let ai = fake(FakeAiConfig {
-        answer_pcm24: answer,
-        barge_in_after: Some(Duration::from_millis(1500)),
-        ..FakeAiConfig::default()
-    })
+    let (ai, gw) = rig(
+        "openai-realtime",
+        "asha",
+        FakeAiConfig {
+            answer_pcm24: answer,
+            barge_in_after: Some(Duration::from_millis(1500)),
+            ..FakeAiConfig::default()
+        },
+        json!({}),
+    )
     .await;
-    let gw = TestGateway::start().await;
-    gw.create_agent("asha", "openai-realtime", settings(&ai, "openai-realtime", json!({}))).await;
     let mut cfg = call(&gw, "asha", SampleRate::Hz8000, "caller-order-status-8k.wav");
     cfg.audio = AudioSource::Tone { hz: 440.0, ms: 6000 };
     let (report, session, row) = ai_call(&gw, &ai, cfg).await;
@@ -179,14 +189,17 @@ async fn barge_in_clears_at_once_and_truncates_to_what_the_caller_heard() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gemini_barge_in_clears_and_drops_the_rest_of_the_turn() {
-    let ai = fake(FakeAiConfig {
-        answer_pcm24: exotel_sim::tone(300.0, 4000, SampleRate::Hz24000),
-        barge_in_after: Some(Duration::from_millis(1500)),
-        ..FakeAiConfig::default()
-    })
+    let (ai, gw) = rig(
+        "gemini-live",
+        "gem",
+        FakeAiConfig {
+            answer_pcm24: exotel_sim::tone(300.0, 4000, SampleRate::Hz24000),
+            barge_in_after: Some(Duration::from_millis(1500)),
+            ..FakeAiConfig::default()
+        },
+        json!({}),
+    )
     .await;
-    let gw = TestGateway::start().await;
-    gw.create_agent("gem", "gemini-live", settings(&ai, "gemini-live", json!({}))).await;
     let mut cfg = call(&gw, "gem", SampleRate::Hz16000, "caller-order-number-16k.wav");
     cfg.audio = AudioSource::Tone { hz: 440.0, ms: 6000 };
     let (report, session, _) = ai_call(&gw, &ai, cfg).await;
@@ -201,14 +214,17 @@ async fn gemini_barge_in_clears_and_drops_the_rest_of_the_turn() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn end_call_hangs_up_with_1000_after_the_goodbye_has_played() {
     for kind in ["openai-realtime", "gemini-live"] {
-        let ai = fake(FakeAiConfig {
-            tool_call: Some(("end_call".into(), json!({ "reason": "caller is done" }))),
-            answer_pcm24: exotel_sim::tone(300.0, 1500, SampleRate::Hz24000),
-            ..FakeAiConfig::default()
-        })
+        let (ai, gw) = rig(
+            kind,
+            "asha",
+            FakeAiConfig {
+                tool_call: Some(("end_call".into(), json!({ "reason": "caller is done" }))),
+                answer_pcm24: exotel_sim::tone(300.0, 1500, SampleRate::Hz24000),
+                ..FakeAiConfig::default()
+            },
+            json!({}),
+        )
         .await;
-        let gw = TestGateway::start().await;
-        gw.create_agent("asha", kind, settings(&ai, kind, json!({}))).await;
         let mut cfg = call(&gw, "asha", SampleRate::Hz8000, "caller-order-status-8k.wav");
         cfg.audio = AudioSource::Tone { hz: 440.0, ms: 8000 };
         let (report, session, row) = ai_call(&gw, &ai, cfg).await;
@@ -227,14 +243,17 @@ async fn end_call_hangs_up_with_1000_after_the_goodbye_has_played() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transfer_call_makes_the_passthru_answer_302() {
-    let ai = fake(FakeAiConfig {
-        tool_call: Some(("transfer_call".into(), json!({ "target": "+918047491899" }))),
-        answer_pcm24: exotel_sim::tone(300.0, 1000, SampleRate::Hz24000),
-        ..FakeAiConfig::default()
-    })
+    let (ai, gw) = rig(
+        "openai-realtime",
+        "asha",
+        FakeAiConfig {
+            tool_call: Some(("transfer_call".into(), json!({ "target": "+918047491899" }))),
+            answer_pcm24: exotel_sim::tone(300.0, 1000, SampleRate::Hz24000),
+            ..FakeAiConfig::default()
+        },
+        json!({}),
+    )
     .await;
-    let gw = TestGateway::start().await;
-    gw.create_agent("asha", "openai-realtime", settings(&ai, "openai-realtime", json!({}))).await;
     let mut cfg = call(&gw, "asha", SampleRate::Hz8000, "caller-order-status-8k.wav");
     cfg.audio = AudioSource::Tone { hz: 440.0, ms: 8000 };
     let call_sid = cfg.call_sid.clone();
@@ -471,14 +490,17 @@ async fn a_greeting_makes_the_agent_speak_first() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_caller_is_nudged_once_then_the_call_ends_politely() {
-    let ai = fake(FakeAiConfig {
-        answers: 0,
-        answer_pcm24: exotel_sim::tone(300.0, 1000, SampleRate::Hz24000),
-        ..FakeAiConfig::default()
-    })
+    let (ai, gw) = rig(
+        "openai-realtime",
+        "asha",
+        FakeAiConfig {
+            answers: 0,
+            answer_pcm24: exotel_sim::tone(300.0, 1000, SampleRate::Hz24000),
+            ..FakeAiConfig::default()
+        },
+        json!({ "silence_secs": 3 }),
+    )
     .await;
-    let gw = TestGateway::start().await;
-    gw.create_agent("asha", "openai-realtime", settings(&ai, "openai-realtime", json!({ "silence_secs": 3 }))).await;
     let mut cfg = call(&gw, "asha", SampleRate::Hz8000, "caller-order-status-8k.wav");
     cfg.audio = AudioSource::Silence { ms: 20_000 };
     let (report, session, row) = ai_call(&gw, &ai, cfg).await;
@@ -499,14 +521,17 @@ async fn a_silent_caller_is_nudged_once_then_the_call_ends_politely() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_call_secs_ends_the_call_with_a_goodbye() {
-    let ai = fake(FakeAiConfig {
-        answers: 0,
-        answer_pcm24: exotel_sim::tone(300.0, 1000, SampleRate::Hz24000),
-        ..FakeAiConfig::default()
-    })
+    let (ai, gw) = rig(
+        "openai-realtime",
+        "asha",
+        FakeAiConfig {
+            answers: 0,
+            answer_pcm24: exotel_sim::tone(300.0, 1000, SampleRate::Hz24000),
+            ..FakeAiConfig::default()
+        },
+        json!({ "max_call_secs": 10 }),
+    )
     .await;
-    let gw = TestGateway::start().await;
-    gw.create_agent("asha", "openai-realtime", settings(&ai, "openai-realtime", json!({ "max_call_secs": 10 }))).await;
     let mut cfg = call(&gw, "asha", SampleRate::Hz8000, "caller-order-status-8k.wav");
     cfg.audio = AudioSource::Tone { hz: 440.0, ms: 20_000 };
     let (report, session, row) = ai_call(&gw, &ai, cfg).await;
@@ -523,16 +548,19 @@ async fn max_call_secs_ends_the_call_with_a_goodbye() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gemini_go_away_resumes_the_session_on_a_new_connection() {
-    let ai = fake(FakeAiConfig {
-        go_away_after: Some(Duration::from_millis(2500)),
-        answers: 2,
-        answer_after: Duration::from_millis(1000),
-        answer_pcm24: exotel_sim::tone(300.0, 500, SampleRate::Hz24000),
-        ..FakeAiConfig::default()
-    })
+    let (ai, gw) = rig(
+        "gemini-live",
+        "gem",
+        FakeAiConfig {
+            go_away_after: Some(Duration::from_millis(2500)),
+            answers: 2,
+            answer_after: Duration::from_millis(1000),
+            answer_pcm24: exotel_sim::tone(300.0, 500, SampleRate::Hz24000),
+            ..FakeAiConfig::default()
+        },
+        json!({}),
+    )
     .await;
-    let gw = TestGateway::start().await;
-    gw.create_agent("gem", "gemini-live", settings(&ai, "gemini-live", json!({}))).await;
     let mut cfg = call(&gw, "gem", SampleRate::Hz8000, "caller-order-status-8k.wav");
     cfg.audio = AudioSource::Tone { hz: 440.0, ms: 6000 };
     let call_sid = cfg.call_sid.clone();

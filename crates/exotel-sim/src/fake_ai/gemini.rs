@@ -9,10 +9,8 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::time::{Instant, sleep_until};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-use super::{FakeAiConfig, FakeAiFailure, SessionHandle, Ws, answer_chunks};
+use super::{Due, FakeAiConfig, FakeAiFailure, Schedule, SessionHandle, Ws, answer_chunks, close, earliest};
 
 /// After `goAway`, how long until the fake closes the connection.
 const GO_AWAY_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
@@ -20,13 +18,10 @@ const GO_AWAY_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 struct Fake<'a> {
     cfg: &'a FakeAiConfig,
     h: &'a SessionHandle,
-    ready_at: Option<Instant>,
+    schedule: Schedule,
     caller_ms: f64,
     answers_left: usize,
     tool_called: bool,
-    barge_at: Option<Instant>,
-    barged: bool,
-    garbage_sent: u32,
     went_away: Option<Instant>,
     handles: u32,
 }
@@ -35,13 +30,10 @@ pub(super) async fn serve(mut ws: Ws, cfg: &FakeAiConfig, h: &SessionHandle, aut
     let mut f = Fake {
         cfg,
         h,
-        ready_at: None,
+        schedule: Schedule::default(),
         caller_ms: 0.0,
         answers_left: cfg.answers,
         tool_called: false,
-        barge_at: None,
-        barged: false,
-        garbage_sent: 0,
         went_away: None,
         handles: 0,
     };
@@ -71,39 +63,14 @@ async fn send(ws: &mut Ws, v: Value) -> Result<(), String> {
     ws.send(Message::binary(v.to_string().into_bytes())).await.map_err(|_| "dropped".to_string())
 }
 
-async fn close(ws: &mut Ws, code: u16, reason: &str) -> String {
-    let frame = CloseFrame { code: CloseCode::from(code), reason: reason.to_string().into() };
-    let _ = ws.close(Some(frame)).await;
-    // Read until the client's close reply: dropping the socket over unread audio would reset
-    // it, and the client would see a reset instead of the close frame.
-    let _ =
-        tokio::time::timeout(std::time::Duration::from_secs(2), async { while let Some(Ok(_)) = ws.next().await {} })
-            .await;
-    format!("fake-closed: {code} {reason}")
-}
-
 impl Fake<'_> {
     fn next_wake(&self) -> Option<Instant> {
-        let mut wake = if self.barged { None } else { self.barge_at };
-        let failure = match (&self.cfg.failure, self.ready_at) {
-            (Some(FakeAiFailure::CloseAfter(d)), Some(r)) => Some(r + *d),
-            (Some(FakeAiFailure::Garbage(d)), Some(r)) if self.garbage_sent < 10 => {
-                Some(r + *d + std::time::Duration::from_millis(10 * u64::from(self.garbage_sent)))
-            }
-            _ => None,
-        };
-        if let Some(t) = failure {
-            wake = Some(wake.map_or(t, |w| w.min(t)));
-        }
-        let go_away = match (self.went_away, self.cfg.go_away_after, self.ready_at) {
+        let go_away = match (self.went_away, self.cfg.go_away_after, self.schedule.ready_at) {
             (Some(at), _, _) => Some(at + GO_AWAY_GRACE),
             (None, Some(d), Some(r)) => Some(r + d),
             _ => None,
         };
-        if let Some(t) = go_away {
-            wake = Some(wake.map_or(t, |w| w.min(t)));
-        }
-        wake
+        earliest(self.schedule.next_wake(self.cfg), go_away)
     }
 
     async fn new_handle(&mut self, ws: &mut Ws) -> Result<(), String> {
@@ -114,29 +81,23 @@ impl Fake<'_> {
 
     async fn on_timer(&mut self, ws: &mut Ws) -> Result<(), String> {
         let now = Instant::now();
-        if let (Some(at), false) = (self.barge_at, self.barged) {
-            if now >= at {
-                self.barged = true;
-                self.h.update(|s| s.barge_in_at = Some(std::time::Instant::now()));
-                send(ws, json!({ "serverContent": { "interrupted": true } })).await?;
-                send(ws, json!({ "serverContent": { "turnComplete": true } })).await?;
+        for due in self.schedule.due(self.cfg, self.h, now) {
+            match due {
+                Due::BargeIn => {
+                    send(ws, json!({ "serverContent": { "interrupted": true } })).await?;
+                    send(ws, json!({ "serverContent": { "turnComplete": true } })).await?;
+                }
+                Due::Close => return Err(close(ws, 1011, "Internal error encountered.").await),
+                Due::Garbage => {
+                    ws.send(Message::binary(b"\x00\x01 not json".to_vec())).await.map_err(|_| "dropped".to_string())?;
+                }
             }
         }
-        match (self.went_away, self.cfg.go_away_after, self.ready_at) {
+        match (self.went_away, self.cfg.go_away_after, self.schedule.ready_at) {
             (Some(at), _, _) if now >= at + GO_AWAY_GRACE => return Err(close(ws, 1000, "session time is up").await),
             (None, Some(d), Some(r)) if now >= r + d => {
                 self.went_away = Some(now);
                 send(ws, json!({ "goAway": { "timeLeft": "2s" } })).await?;
-            }
-            _ => {}
-        }
-        match (&self.cfg.failure, self.ready_at) {
-            (Some(FakeAiFailure::CloseAfter(d)), Some(r)) if now >= r + *d => {
-                return Err(close(ws, 1011, "Internal error encountered.").await);
-            }
-            (Some(FakeAiFailure::Garbage(d)), Some(r)) if now >= r + *d && self.garbage_sent < 10 => {
-                self.garbage_sent += 1;
-                ws.send(Message::binary(b"\x00\x01 not json".to_vec())).await.map_err(|_| "dropped".to_string())?;
             }
             _ => {}
         }
@@ -147,7 +108,7 @@ impl Fake<'_> {
         let Ok(v) = serde_json::from_str::<Value>(text) else {
             return Err(close(ws, 1007, "Request contains an invalid argument.").await);
         };
-        if self.ready_at.is_none() {
+        if self.schedule.ready_at.is_none() {
             let Some(setup) = v.get("setup") else {
                 return Err(close(ws, 1007, "The first message must be setup.").await);
             };
@@ -158,7 +119,7 @@ impl Fake<'_> {
                 return Err(close(ws, 1008, "models/? is not found for API version v1beta").await);
             }
             self.h.update(|s| s.setup = Some(v.clone()));
-            self.ready_at = Some(Instant::now());
+            self.schedule.ready_at = Some(Instant::now());
             send(ws, json!({ "setupComplete": {} })).await?;
             if setup["sessionResumption"].is_object() {
                 self.new_handle(ws).await?;
@@ -241,9 +202,7 @@ impl Fake<'_> {
         let usage = json!({ "promptTokenCount": 70, "responseTokenCount": 50, "totalTokenCount": 120 });
         send(ws, json!({ "serverContent": { "turnComplete": true }, "usageMetadata": usage })).await?;
         self.new_handle(ws).await?;
-        if let (Some(after), None) = (self.cfg.barge_in_after, self.barge_at) {
-            self.barge_at = Some(first + after);
-        }
+        self.schedule.answered(self.cfg, first);
         Ok(())
     }
 }

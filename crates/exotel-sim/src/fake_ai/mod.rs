@@ -277,3 +277,84 @@ pub(crate) fn answer_chunks(config: &FakeAiConfig, ulaw: bool) -> Vec<Vec<u8>> {
     let size = (config.delta_ms.max(1) as usize * per_ms).max(1);
     bytes.chunks(size).map(<[u8]>::to_vec).collect()
 }
+
+/// Read until the client's close reply after ours: dropping the socket over unread audio would
+/// reset it, and the client would see a reset instead of the close frame.
+pub(crate) async fn close(ws: &mut Ws, code: u16, reason: &str) -> String {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    let frame = CloseFrame { code: CloseCode::from(code), reason: reason.to_string().into() };
+    let _ = ws.close(Some(frame)).await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), async { while let Some(Ok(_)) = ws.next().await {} }).await;
+    format!("fake-closed: {code} {reason}")
+}
+
+/// Unreadable messages sent for [`FakeAiFailure::Garbage`], 10 ms apart.
+const GARBAGE_MESSAGES: u32 = 10;
+
+/// What a session has scheduled, the same for both protocols: the barge-in and the failure.
+#[derive(Default)]
+pub(crate) struct Schedule {
+    pub(crate) ready_at: Option<tokio::time::Instant>,
+    pub(crate) barge_at: Option<tokio::time::Instant>,
+    barged: bool,
+    garbage_sent: u32,
+}
+
+/// What is due now.
+pub(crate) enum Due {
+    BargeIn,
+    Close,
+    Garbage,
+}
+
+impl Schedule {
+    /// After an answer whose first audio went out at `first`: the barge-in, once per session.
+    pub(crate) fn answered(&mut self, cfg: &FakeAiConfig, first: tokio::time::Instant) {
+        if let (Some(after), None) = (cfg.barge_in_after, self.barge_at) {
+            self.barge_at = Some(first + after);
+        }
+    }
+
+    pub(crate) fn next_wake(&self, cfg: &FakeAiConfig) -> Option<tokio::time::Instant> {
+        let barge = self.barge_at.filter(|_| !self.barged);
+        let failure = match (&cfg.failure, self.ready_at) {
+            (Some(FakeAiFailure::CloseAfter(d)), Some(r)) => Some(r + *d),
+            (Some(FakeAiFailure::Garbage(d)), Some(r)) if self.garbage_sent < GARBAGE_MESSAGES => {
+                Some(r + *d + Duration::from_millis(10 * u64::from(self.garbage_sent)))
+            }
+            _ => None,
+        };
+        earliest(barge, failure)
+    }
+
+    /// What is due at `now`, in order; the session sends its protocol's messages for each.
+    pub(crate) fn due(&mut self, cfg: &FakeAiConfig, h: &SessionHandle, now: tokio::time::Instant) -> Vec<Due> {
+        let mut due = Vec::new();
+        if self.barge_at.is_some_and(|at| !self.barged && now >= at) {
+            self.barged = true;
+            h.update(|s| s.barge_in_at = Some(Instant::now()));
+            due.push(Due::BargeIn);
+        }
+        match (&cfg.failure, self.ready_at) {
+            (Some(FakeAiFailure::CloseAfter(d)), Some(r)) if now >= r + *d => due.push(Due::Close),
+            (Some(FakeAiFailure::Garbage(d)), Some(r)) if now >= r + *d && self.garbage_sent < GARBAGE_MESSAGES => {
+                self.garbage_sent += 1;
+                due.push(Due::Garbage);
+            }
+            _ => {}
+        }
+        due
+    }
+}
+
+pub(crate) fn earliest(
+    a: Option<tokio::time::Instant>,
+    b: Option<tokio::time::Instant>,
+) -> Option<tokio::time::Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}

@@ -10,25 +10,20 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::time::{Instant, sleep_until};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-use super::{FakeAiConfig, FakeAiFailure, SessionHandle, Ws, answer_chunks};
+use super::{Due, FakeAiConfig, FakeAiFailure, Schedule, SessionHandle, Ws, answer_chunks, close};
 
 struct Fake<'a> {
     cfg: &'a FakeAiConfig,
     h: &'a SessionHandle,
     ulaw: bool,
     configured: bool,
-    ready_at: Option<Instant>,
+    schedule: Schedule,
     caller_ms: f64,
     answers_left: usize,
     responses: u64,
     tool_called: bool,
-    barge_at: Option<Instant>,
-    barged: bool,
     failed: bool,
-    garbage_sent: u32,
 }
 
 pub(super) async fn serve(mut ws: Ws, cfg: &FakeAiConfig, h: &SessionHandle) -> String {
@@ -37,22 +32,19 @@ pub(super) async fn serve(mut ws: Ws, cfg: &FakeAiConfig, h: &SessionHandle) -> 
         h,
         ulaw: false,
         configured: false,
-        ready_at: None,
+        schedule: Schedule::default(),
         caller_ms: 0.0,
         answers_left: cfg.answers,
         responses: 0,
         tool_called: false,
-        barge_at: None,
-        barged: false,
         failed: false,
-        garbage_sent: 0,
     };
     let created = json!({ "type": "session.created", "event_id": "event_0", "session": { "type": "realtime", "id": "sess_fake" } });
     if send(&mut ws, created).await.is_err() {
         return "dropped".into();
     }
     loop {
-        let wake = f.next_wake();
+        let wake = f.schedule.next_wake(cfg);
         tokio::select! {
             msg = ws.next() => match msg {
                 None | Some(Err(_)) => return "dropped".into(),
@@ -77,53 +69,21 @@ async fn send(ws: &mut Ws, v: Value) -> Result<(), String> {
     ws.send(Message::text(v.to_string())).await.map_err(|_| "dropped".to_string())
 }
 
-async fn close(ws: &mut Ws, code: u16, reason: &str) -> String {
-    let frame = CloseFrame { code: CloseCode::from(code), reason: reason.to_string().into() };
-    let _ = ws.close(Some(frame)).await;
-    // Read until the client's close reply: dropping the socket over unread audio would reset
-    // it, and the client would see a reset instead of the close frame.
-    let _ =
-        tokio::time::timeout(std::time::Duration::from_secs(2), async { while let Some(Ok(_)) = ws.next().await {} })
-            .await;
-    format!("fake-closed: {code} {reason}")
-}
-
 impl Fake<'_> {
-    fn next_wake(&self) -> Option<Instant> {
-        let mut wake = if self.barged { None } else { self.barge_at };
-        let failure = match (&self.cfg.failure, self.ready_at) {
-            (Some(FakeAiFailure::CloseAfter(d)), Some(r)) => Some(r + *d),
-            (Some(FakeAiFailure::Garbage(d)), Some(r)) if self.garbage_sent < 10 => {
-                Some(r + *d + std::time::Duration::from_millis(10 * u64::from(self.garbage_sent)))
-            }
-            _ => None,
-        };
-        if let Some(t) = failure {
-            wake = Some(wake.map_or(t, |w| w.min(t)));
-        }
-        wake
-    }
-
     async fn on_timer(&mut self, ws: &mut Ws) -> Result<(), String> {
-        let now = Instant::now();
-        if let (Some(at), false) = (self.barge_at, self.barged) {
-            if now >= at {
-                self.barged = true;
-                self.h.update(|s| s.barge_in_at = Some(std::time::Instant::now()));
-                let item = format!("item_user_{}", self.responses);
-                send(ws, json!({ "type": "input_audio_buffer.speech_started", "audio_start_ms": 0, "item_id": item }))
-                    .await?;
+        for due in self.schedule.due(self.cfg, self.h, Instant::now()) {
+            match due {
+                Due::BargeIn => {
+                    let item = format!("item_user_{}", self.responses);
+                    let started =
+                        json!({ "type": "input_audio_buffer.speech_started", "audio_start_ms": 0, "item_id": item });
+                    send(ws, started).await?;
+                }
+                Due::Close => return Err(close(ws, 1011, "internal server error").await),
+                Due::Garbage => {
+                    ws.send(Message::text("}{ not an event")).await.map_err(|_| "dropped".to_string())?;
+                }
             }
-        }
-        match (&self.cfg.failure, self.ready_at) {
-            (Some(FakeAiFailure::CloseAfter(d)), Some(r)) if now >= r + *d => {
-                return Err(close(ws, 1011, "internal server error").await);
-            }
-            (Some(FakeAiFailure::Garbage(d)), Some(r)) if now >= r + *d && self.garbage_sent < 10 => {
-                self.garbage_sent += 1;
-                ws.send(Message::text("}{ not an event")).await.map_err(|_| "dropped".to_string())?;
-            }
-            _ => {}
         }
         Ok(())
     }
@@ -187,7 +147,7 @@ impl Fake<'_> {
             s.audio_rate = rate;
         });
         self.configured = true;
-        self.ready_at.get_or_insert_with(Instant::now);
+        self.schedule.ready_at.get_or_insert_with(Instant::now);
         send(ws, json!({ "type": "session.updated", "session": session })).await
     }
 
@@ -283,9 +243,7 @@ impl Fake<'_> {
             json!({ "type": "response.done", "response": { "id": rid, "status": "completed", "usage": usage() } }),
         )
         .await?;
-        if let (Some(after), None) = (self.cfg.barge_in_after, self.barge_at) {
-            self.barge_at = Some(first + after);
-        }
+        self.schedule.answered(self.cfg, first);
         Ok(())
     }
 }
