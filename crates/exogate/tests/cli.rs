@@ -275,3 +275,70 @@ fn sigterm_drains_active_calls_then_ends_them_and_exits_zero() {
     assert!(ended.contains("\"stop_reason\":\"shutdown\""), "{ended}");
     assert!(ended.contains("\"close_code\":1001"), "{ended}");
 }
+
+fn repo_file(name: &str) -> String {
+    std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(name)).unwrap()
+}
+
+/// `KEY=value` on a line of its own (a unit's `Environment=KEY=value`, or `KEY: value`).
+fn setting(text: &str, key: &str) -> Option<String> {
+    text.lines().find_map(|l| {
+        let l = l.trim().trim_start_matches("Environment=");
+        l.strip_prefix(&format!("{key}=")).map(|v| v.trim().to_string())
+    })
+}
+
+#[test]
+fn the_render_blueprint_serves_everything_on_its_one_port() {
+    let blueprint = repo_file("render.yaml");
+    for line in ["healthCheckPath: /health", "startCommand: ./target/release/exogate serve", "runtime: rust"] {
+        assert!(blueprint.contains(line), "render.yaml lacks {line:?}");
+    }
+    // Render waits 30 s after SIGTERM: the drain must fit.
+    let drain: u64 = blueprint
+        .split("key: DRAIN_SECS")
+        .nth(1)
+        .and_then(|rest| rest.split('"').nth(1))
+        .and_then(|v| v.parse().ok())
+        .expect("render.yaml sets DRAIN_SECS");
+    assert!(drain < 30, "DRAIN_SECS {drain} does not fit Render's 30 s");
+    // As Render runs it: one public port, the media URL derived from RENDER_EXTERNAL_URL.
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("calls.db").display());
+    let server = serve_with(&db, &[("RENDER_EXTERNAL_URL", "https://exogate-x.onrender.com"), ("DRAIN_SECS", "25")]);
+    let answer = reqwest::blocking_get(&format!("http://{}/voicebot?CallSid=CA-render", server.http));
+    assert!(answer.contains(r#""url":"wss://exogate-x.onrender.com/media"#), "{answer}");
+    let health = reqwest::blocking_get(&format!("http://{}/health", server.http));
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    // Exotel's media socket on the HTTP port itself.
+    let (ok, out) = sim(&["--url", &format!("ws://{}/media", server.http), "--tone", "440", "--duration-ms", "1000"]);
+    assert!(ok && out.contains("violations: 0"), "{out}");
+}
+
+#[test]
+fn the_systemd_unit_verifies_and_drains_within_its_stop_timeout() {
+    let unit = repo_file("deploy/exogate.service");
+    let drain: u64 = setting(&unit, "DRAIN_SECS").and_then(|v| v.parse().ok()).expect("the unit sets DRAIN_SECS");
+    let stop: u64 =
+        setting(&unit, "TimeoutStopSec").and_then(|v| v.parse().ok()).expect("the unit sets TimeoutStopSec");
+    assert!(drain + 10 <= stop, "DRAIN_SECS {drain} leaves no time to end calls within TimeoutStopSec {stop}");
+    for directive in ["DynamicUser=yes", "StateDirectory=exogate", "Restart=on-failure", "KillSignal=SIGTERM"] {
+        assert!(unit.lines().any(|l| l.trim() == directive), "the unit lacks {directive}");
+    }
+    let db = setting(&unit, "DATABASE_URL").unwrap();
+    assert!(db.starts_with("sqlite:///var/lib/exogate/"), "the call log lives in the state directory: {db}");
+    let Ok(check) = Command::new("systemd-analyze").arg("--version").output() else {
+        eprintln!("skipped: systemd-analyze is not installed");
+        return;
+    };
+    assert!(check.status.success());
+    // `verify` wants ExecStart to exist: the binary under test stands in for /usr/local/bin/exogate.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("exogate.service");
+    std::fs::write(&path, unit.replace("/usr/local/bin/exogate", BIN)).unwrap();
+    let out = Command::new("systemd-analyze").arg("verify").arg(&path).output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    // It exits 0 on unknown keys and bad values; what it prints is the verdict.
+    let complaints: Vec<&str> = said.lines().filter(|l| l.contains("exogate.service")).collect();
+    assert!(out.status.success() && complaints.is_empty(), "systemd-analyze verify: {said}");
+}

@@ -345,17 +345,29 @@ async fn a_webhook_tools_answer_reaches_the_model_and_a_slow_one_gives_an_error(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn provider_failures_give_the_fallback_with_the_reason_on_the_call_log() {
-    let cases: [(&str, Option<FakeAiFailure>, bool, &str); 6] = [
+async fn openai_failures_give_the_fallback_with_the_reason_on_the_call_log() {
+    failures_give_the_fallback(&[
         ("openai-realtime", None, true, "refused the API key (HTTP 401)"),
-        ("gemini-live", None, true, "API key not valid"),
         ("openai-realtime", Some(FakeAiFailure::RateLimit), false, "rate_limit_exceeded"),
-        ("gemini-live", Some(FakeAiFailure::RateLimit), false, "RESOURCE_EXHAUSTED"),
         ("openai-realtime", Some(FakeAiFailure::CloseAfter(Duration::from_millis(500))), false, "1011"),
+    ])
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gemini_failures_give_the_fallback_with_the_reason_on_the_call_log() {
+    failures_give_the_fallback(&[
+        ("gemini-live", None, true, "API key not valid"),
+        ("gemini-live", Some(FakeAiFailure::RateLimit), false, "RESOURCE_EXHAUSTED"),
         ("gemini-live", Some(FakeAiFailure::Garbage(Duration::from_millis(300))), false, "unreadable"),
-    ];
+    ])
+    .await;
+}
+
+/// Each failure gives the echo fallback, with the provider's reason on the call log.
+async fn failures_give_the_fallback(cases: &[(&str, Option<FakeAiFailure>, bool, &str)]) {
     let gw = TestGateway::start().await;
-    for (i, (kind, failure, bad_key, why)) in cases.into_iter().enumerate() {
+    for (i, (kind, failure, bad_key, why)) in cases.iter().cloned().enumerate() {
         let ai = fake(FakeAiConfig {
             failure: failure.clone(),
             answer_after: Duration::from_millis(500),
@@ -608,4 +620,23 @@ async fn a_failure_prompt_plays_before_the_hang_up() {
     let r = gw.http.post(gw.http_url("/api/agents")).json(&bad).send().await.unwrap();
     assert_eq!(r.status(), 400);
     assert!(r.text().await.unwrap().contains("failure_prompt"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keypress_reaches_the_model_as_text() {
+    for kind in ["openai-realtime", "gemini-live"] {
+        let (ai, gw) = rig(kind, "asha", FakeAiConfig { answers: 0, ..FakeAiConfig::default() }, json!({})).await;
+        let mut cfg = call(&gw, "asha", SampleRate::Hz8000, "caller-order-status-8k.wav");
+        cfg.audio = AudioSource::Silence { ms: 3000 };
+        cfg.dtmf = vec![(Duration::from_millis(1000), "5".into())];
+        let (_, session, _) = ai_call(&gw, &ai, cfg).await;
+        let told = session.messages.iter().any(|m| m.to_string().contains("pressed the key 5"));
+        assert!(told, "{kind}: {:?}", session.messages);
+        if kind == "openai-realtime" {
+            assert!(
+                session.messages.iter().any(|m| m["type"] == "response.create"),
+                "{kind}: the model was asked to answer"
+            );
+        }
+    }
 }

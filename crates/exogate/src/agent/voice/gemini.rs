@@ -218,6 +218,12 @@ impl Wire for GeminiWire {
         vec![json!({ "toolResponse": { "functionResponses": [r] } }).to_string()]
     }
 
+    fn dtmf(&mut self, digit: &str) -> Vec<String> {
+        // Live text, not `clientContent`, which would cut an answer in progress.
+        let text = format!("[The caller pressed the key {digit} on their phone.]");
+        vec![json!({ "realtimeInput": { "text": text } }).to_string()]
+    }
+
     fn reset_output(&mut self) {
         if let Some(d) = self.down.as_mut() {
             d.reset();

@@ -219,6 +219,12 @@ impl Wire for OpenAiWire {
         Some(json!({ "type": "response.create" }).to_string())
     }
 
+    fn dtmf(&mut self, digit: &str) -> Vec<String> {
+        let text = format!("[The caller pressed the key {digit} on their phone.]");
+        let item = json!({ "type": "message", "role": "user", "content": [{ "type": "input_text", "text": text }] });
+        vec![json!({ "type": "conversation.item.create", "item": item }).to_string()]
+    }
+
     fn reset_output(&mut self) {
         if let Some(d) = self.down.as_mut() {
             d.reset();

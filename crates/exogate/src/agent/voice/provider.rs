@@ -94,4 +94,6 @@ pub trait Wire: Send {
     }
     /// After barge-in: model audio still in flight for the interrupted answer is dropped.
     fn reset_output(&mut self);
+    /// The caller pressed a key: the model is told, as text from the caller.
+    fn dtmf(&mut self, digit: &str) -> Vec<String>;
 }

@@ -179,7 +179,17 @@ impl State {
             }
             CallEvent::MarkPlayed(name) => self.playout.played(&name, Instant::now()),
             CallEvent::Clear => self.playout.clear(),
-            CallEvent::Start(_) | CallEvent::Dtmf(_) => {}
+            CallEvent::Dtmf(digit) => {
+                let msgs = self.v.wire.dtmf(&digit);
+                self.send_all(msgs).await;
+                // OpenAI answers only when asked (and not while an answer is running).
+                if self.response_active {
+                    self.respond_after = true;
+                } else if let Some(m) = self.v.wire.respond() {
+                    self.send(m).await;
+                }
+            }
+            CallEvent::Start(_) => {}
             CallEvent::End(_) => {
                 if self.open {
                     self.open = false;
