@@ -106,6 +106,7 @@ pub struct AppState {
     pub drain: watch::Sender<bool>,
     /// Connections and requests turned away, by reason.
     pub refusals: crate::access::Refusals,
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl AppState {

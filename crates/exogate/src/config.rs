@@ -138,6 +138,10 @@ pub struct ServeArgs {
     #[arg(long, env = "WEBHOOK_SECRET", hide_env_values = true)]
     pub webhook_secret: Option<String>,
 
+    /// `GET /metrics` requires `Authorization: Bearer <this>` [default: open]
+    #[arg(long, env = "METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
+
     /// Calls live at once; beyond it a media socket is closed with 1013 and the dynamic-URL
     /// endpoint answers 503 [default: unlimited]
     #[arg(long, env = "MAX_CALLS")]
@@ -176,6 +180,7 @@ pub struct Access {
     pub allow_ips: IpList,
     pub trusted_proxies: IpList,
     pub webhook_secret: Option<Secret>,
+    pub metrics_token: Option<Secret>,
 }
 
 /// Limits on what one peer or call may take.
@@ -371,6 +376,7 @@ impl Config {
             allow_ips: IpList::parse("ALLOW_IPS", &pick!(allow_ips).unwrap_or_default())?,
             trusted_proxies: IpList::parse("TRUSTED_PROXIES", &pick!(trusted_proxies).unwrap_or_default())?,
             webhook_secret: nonempty(pick!(webhook_secret)).map(Secret),
+            metrics_token: nonempty(pick!(metrics_token)).map(Secret),
         };
         let dl = Limits::default();
         let limits = Limits {

@@ -14,6 +14,7 @@ mod http;
 mod ids;
 mod listener;
 pub mod media;
+pub mod metrics;
 pub mod secrets;
 pub mod server;
 mod shared;

@@ -69,6 +69,7 @@ pub async fn start_with_agents(config: Config, agents: Registry) -> anyhow::Resu
         sessions: Default::default(),
         drain: watch::Sender::new(false),
         refusals: Default::default(),
+        metrics: Default::default(),
     });
     state.reload_caches().await?;
     // Heartbeats only matter where other gateways read them; a SQLite file has one gateway.

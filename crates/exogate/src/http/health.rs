@@ -48,3 +48,25 @@ pub(crate) async fn ws_health(State(app): State<Arc<AppState>>) -> Json<Value> {
         "active_calls": app.active_calls.load(Ordering::Relaxed),
     }))
 }
+
+/// Prometheus text (OpenMetrics). Open unless METRICS_TOKEN is set: then `Bearer <token>`.
+pub(crate) async fn metrics(
+    State(app): State<Arc<AppState>>,
+    headers: axum::http::HeaderMap,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if let Some(token) = &app.config.access.metrics_token {
+        let given = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        if !crate::secrets::keys_match(given, &token.0) {
+            return (StatusCode::UNAUTHORIZED, "metrics token required\n").into_response();
+        }
+    }
+    let writer = app.store.writer_health();
+    let text = app.metrics.render(app.store.queued(), writer.dropped.load(Ordering::Relaxed), &app.refusals.snapshot());
+    ([(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
+        .into_response()
+}

@@ -63,6 +63,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .nest("/s/{secret}", exotel.clone())
         .merge(exotel)
         .route("/health", get(health::health))
+        .route("/metrics", get(health::metrics))
         .route("/api/exotel/status", post(status_callback::status_callback).layer(DefaultBodyLimit::max(WEBHOOK_BODY)))
         .route("/media", get(crate::media::upgrade))
         // Bridged Twilio bots hang up through Twilio's REST API, pointed at us (their auth: Basic).

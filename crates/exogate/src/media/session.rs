@@ -462,6 +462,7 @@ impl Session {
             json!({ "sample_rate": rate.hz(), "agent": agent_id, "custom_parameters": custom_json }),
         );
         self.app.active_calls.fetch_add(1, Ordering::Relaxed);
+        self.app.metrics.call_started(&agent_id);
         tracing::info!(
             call_sid = start.call_sid.as_deref().unwrap_or("-"),
             stream_sid = %stream_sid,
@@ -715,6 +716,7 @@ impl Session {
             plan = OnFailure::HangUp;
         }
         tracing::warn!(call_id = %self.local_id, agent = %agent_id, reason = %reason, fallback = %plan.describe(), "agent failed");
+        self.app.metrics.agent_failed(&agent_id);
         self.record("agent-failed", json!({ "agent": agent_id, "reason": reason, "fallback": plan.describe() }));
         self.agent_failure = Some(format!("{agent_id}: {reason}"));
         self.fallback = Some(plan.describe());
@@ -911,6 +913,20 @@ impl Session {
         };
         let count = |v: u64| (v > 0).then_some(v as i64);
         let (transcript, usage) = self.conversation.columns();
+        if self.active.is_some() {
+            self.app.metrics.call_ended(&crate::metrics::CallTotals {
+                agent: &agent,
+                outcome: &stop_reason,
+                frames_in: self.frames_in,
+                bytes_in: self.bytes_in,
+                frames_out: w.frames_out,
+                bytes_out: w.bytes_out,
+                marks_sent: w.marks_sent,
+                marks_played: self.marks_played,
+                clears: w.clears,
+                bad_messages: self.bad,
+            });
+        }
         self.app.store.event(
             key.clone(),
             "end",

@@ -105,6 +105,11 @@ impl Store {
         }
     }
 
+    /// Writes queued and not yet taken by the writer.
+    pub fn queued(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+
     pub fn writer_health(&self) -> &WriterHealth {
         &self.health
     }
