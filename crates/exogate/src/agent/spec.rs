@@ -66,21 +66,48 @@ impl OnFailure {
     }
 }
 
-/// `settings.failure_prompt`: a WAV file on the gateway's host, played to the caller before a
-/// failed agent's call hangs up or transfers ("sorry, we are having trouble…"). Checked when the
-/// agent is saved: it must be a readable WAV of at most 30 s.
-pub fn failure_prompt(settings: &Value) -> Result<Option<std::path::PathBuf>, SettingsError> {
+/// A failed agent's apology ("sorry, we are having trouble…"), played to the caller before its
+/// call hangs up or transfers: `settings.failure_prompt`, a WAV file on the gateway's host of at
+/// most 30 s. Decoded once per agent definition at each call rate, so a failure storm costs no
+/// disk reads on the calls' tasks.
+pub struct FailurePrompt {
+    path: std::path::PathBuf,
+    /// PCM16 at 8, 16 and 24 kHz.
+    pcm: [Vec<u8>; 3],
+}
+
+impl FailurePrompt {
+    pub fn pcm(&self, rate: exotel::SampleRate) -> &[u8] {
+        match rate {
+            exotel::SampleRate::Hz8000 => &self.pcm[0],
+            exotel::SampleRate::Hz16000 => &self.pcm[1],
+            exotel::SampleRate::Hz24000 => &self.pcm[2],
+        }
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+}
+
+/// `settings.failure_prompt`, read and checked (when the agent is saved, and when definitions
+/// are loaded).
+pub fn failure_prompt(settings: &Value) -> Result<Option<FailurePrompt>, SettingsError> {
     let path = match settings.get("failure_prompt") {
         None | Some(Value::Null) => return Ok(None),
         Some(Value::String(p)) if !p.trim().is_empty() => std::path::PathBuf::from(p.trim()),
         Some(_) => return Err(SettingsError::new("failure_prompt", "must be the path of a WAV file")),
     };
-    let pcm = exotel_sim::load_wav(&path, exotel::SampleRate::Hz8000)
-        .map_err(|e| SettingsError::new("failure_prompt", format!("cannot be read: {e}")))?;
-    if pcm.len() > 30 * 16_000 {
+    let load = |rate| {
+        exotel_sim::load_wav(&path, rate)
+            .map_err(|e| SettingsError::new("failure_prompt", format!("cannot be read: {e}")))
+    };
+    let pcm8 = load(exotel::SampleRate::Hz8000)?;
+    if pcm8.len() > 30 * 16_000 {
         return Err(SettingsError::new("failure_prompt", "must be at most 30 s long"));
     }
-    Ok(Some(path))
+    let pcm = [pcm8, load(exotel::SampleRate::Hz16000)?, load(exotel::SampleRate::Hz24000)?];
+    Ok(Some(FailurePrompt { path, pcm }))
 }
 
 /// One agent as a call uses it. Its settings hold secrets in clear: never logged (no `Debug`
@@ -95,7 +122,7 @@ pub struct AgentSpec {
     pub greeting: Option<String>,
     pub on_failure: OnFailure,
     /// Played before a failed call hangs up or transfers (see [`failure_prompt`]).
-    pub failure_prompt: Option<std::path::PathBuf>,
+    pub failure_prompt: Option<std::sync::Arc<FailurePrompt>>,
 }
 
 impl std::fmt::Debug for AgentSpec {
@@ -116,8 +143,14 @@ impl AgentSpec {
         let stored: Value = serde_json::from_str(&def.settings).unwrap_or_else(|_| Value::Object(Default::default()));
         let settings = super::sealed::open(&stored, secrets);
         let on_failure = OnFailure::parse(&settings).unwrap_or_default();
-        // Checked when saved; a file gone since is skipped at the call, with a warning.
-        let failure_prompt = settings.get("failure_prompt").and_then(Value::as_str).map(std::path::PathBuf::from);
+        // Checked when saved; a file gone or broken since is left out, with a warning.
+        let failure_prompt = match failure_prompt(&settings) {
+            Ok(prompt) => prompt.map(std::sync::Arc::new),
+            Err(e) => {
+                tracing::warn!(agent = %def.id, error = %e, "failure prompt left out");
+                None
+            }
+        };
         Self {
             id: def.id.clone(),
             kind: def.kind.clone(),

@@ -33,18 +33,15 @@ impl Conversation {
         }
     }
 
-    /// The row's `transcript` and `usage` columns, as JSON text (None when empty).
-    pub(crate) fn columns(&self) -> (Option<String>, Option<String>) {
-        let transcript = (!self.lines.is_empty()).then(|| {
-            if self.left_out > 0 {
-                let mut lines = self.lines.clone();
-                lines.push(json!({ "speaker": "exogate", "text": format!("{} more lines left out", self.left_out) }));
-                Value::Array(lines).to_string()
-            } else {
-                Value::Array(self.lines.clone()).to_string()
-            }
-        });
-        let usage = (!self.usage.is_empty()).then(|| Value::Object(self.usage.clone()).to_string());
+    /// The row's `transcript` and `usage` columns, as JSON text (None when empty), once the call
+    /// is over: the lines are moved out, not copied.
+    pub(crate) fn columns(&mut self) -> (Option<String>, Option<String>) {
+        let mut lines = std::mem::take(&mut self.lines);
+        if self.left_out > 0 && !lines.is_empty() {
+            lines.push(json!({ "speaker": "exogate", "text": format!("{} more lines left out", self.left_out) }));
+        }
+        let transcript = (!lines.is_empty()).then(|| Value::Array(lines).to_string());
+        let usage = (!self.usage.is_empty()).then(|| Value::Object(std::mem::take(&mut self.usage)).to_string());
         (transcript, usage)
     }
 }

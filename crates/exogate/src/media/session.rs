@@ -95,7 +95,7 @@ struct Session {
     /// A failure before `start`: applied once the stream exists.
     failed_early: Option<OnFailure>,
     /// The failed agent's `failure_prompt`, played when its failure is applied.
-    failure_prompt: Option<std::path::PathBuf>,
+    failure_prompt: Option<Arc<crate::agent::FailurePrompt>>,
     agent_failure: Option<String>,
     fallback: Option<String>,
     agent_note: Option<String>,
@@ -763,15 +763,10 @@ impl Session {
 
     /// The failed agent's apology, in place of whatever it left queued.
     fn play_failure_prompt(&mut self) {
-        let (Some(path), Some(active)) = (self.failure_prompt.take(), self.active.as_ref()) else { return };
-        match exotel_sim::load_wav(&path, active.info.sample_rate) {
-            Ok(pcm) => {
-                self.ctl.clear();
-                let _ = self.ctl.play(&pcm);
-                self.record("failure-prompt", json!({ "path": path.display().to_string() }));
-            }
-            Err(e) => tracing::warn!(call_id = %self.local_id, error = %e, "failure prompt cannot be played"),
-        }
+        let (Some(prompt), Some(active)) = (self.failure_prompt.take(), self.active.as_ref()) else { return };
+        self.ctl.clear();
+        let _ = self.ctl.play(prompt.pcm(active.info.sample_rate));
+        self.record("failure-prompt", json!({ "path": prompt.path().display().to_string() }));
     }
 
     fn on_media(&mut self, media: Media) {

@@ -156,16 +156,13 @@ async fn migrate(pool: &AnyPool, backend: Backend) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Opens a transaction. SQLite's take the write lock up front (`BEGIN IMMEDIATE`): a deferred
-/// transaction that reads and then writes fails with SQLITE_BUSY_SNAPSHOT when another connection
-/// wrote in between, which no busy timeout waits out; an immediate one waits its turn instead.
 /// A connection coming back to the pool still inside a transaction (its COMMIT and ROLLBACK both
 /// failed while the database was away) would refuse every later BEGIN: it is closed instead.
 fn healthy(conn: &mut sqlx::AnyConnection) -> bool {
     !sqlx::Connection::is_in_transaction(conn)
 }
 
-/// [`begin`] on a connection the caller holds (so it can refuse to give a broken one back).
+/// [`begin`] on a connection the caller holds (the call-log writer keeps one).
 pub(super) async fn begin_on(
     conn: &mut sqlx::pool::PoolConnection<sqlx::Any>,
     sqlite: bool,
@@ -177,6 +174,9 @@ pub(super) async fn begin_on(
     }
 }
 
+/// Opens a transaction. SQLite's take the write lock up front (`BEGIN IMMEDIATE`): a deferred
+/// transaction that reads and then writes fails with SQLITE_BUSY_SNAPSHOT when another connection
+/// wrote in between, which no busy timeout waits out; an immediate one waits its turn instead.
 pub(super) async fn begin(pool: &AnyPool) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Any>> {
     if pool.connect_options().database_url.scheme() == "sqlite" {
         pool.begin_with("BEGIN IMMEDIATE").await

@@ -5,12 +5,14 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use serde_json::{Value, json};
-use tokio::time::{Instant, sleep_until};
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::{Due, FakeAiConfig, FakeAiFailure, Schedule, SessionHandle, Ws, answer_chunks, close, earliest};
+use super::{
+    Due, FakeAiConfig, FakeAiFailure, Schedule, SessionHandle, Side, Ws, answer_chunks, close, drive, earliest,
+};
 
 /// After `goAway`, how long until the fake closes the connection.
 const GO_AWAY_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
@@ -18,6 +20,8 @@ const GO_AWAY_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 struct Fake<'a> {
     cfg: &'a FakeAiConfig,
     h: &'a SessionHandle,
+    /// The key was accepted at the upgrade (Gemini refuses it only after `setup`).
+    authorized: bool,
     schedule: Schedule,
     caller_ms: f64,
     answers_left: usize,
@@ -26,10 +30,11 @@ struct Fake<'a> {
     handles: u32,
 }
 
-pub(super) async fn serve(mut ws: Ws, cfg: &FakeAiConfig, h: &SessionHandle, authorized: bool) -> String {
+pub(super) async fn serve(ws: Ws, cfg: &FakeAiConfig, h: &SessionHandle, authorized: bool) -> String {
     let mut f = Fake {
         cfg,
         h,
+        authorized,
         schedule: Schedule::default(),
         caller_ms: 0.0,
         answers_left: cfg.answers,
@@ -37,33 +42,14 @@ pub(super) async fn serve(mut ws: Ws, cfg: &FakeAiConfig, h: &SessionHandle, aut
         went_away: None,
         handles: 0,
     };
-    loop {
-        let wake = f.next_wake();
-        tokio::select! {
-            msg = ws.next() => match msg {
-                None | Some(Err(_)) => return "dropped".into(),
-                Some(Ok(Message::Close(_))) => return "client-closed".into(),
-                Some(Ok(Message::Text(t))) => {
-                    if let Err(reason) = f.on_client(&mut ws, t.as_str(), authorized).await {
-                        return reason;
-                    }
-                }
-                Some(Ok(_)) => {}
-            },
-            () = sleep_until(wake.unwrap_or_else(Instant::now)), if wake.is_some() => {
-                if let Err(reason) = f.on_timer(&mut ws).await {
-                    return reason;
-                }
-            }
-        }
-    }
+    drive(ws, &mut f).await
 }
 
 async fn send(ws: &mut Ws, v: Value) -> Result<(), String> {
     ws.send(Message::binary(v.to_string().into_bytes())).await.map_err(|_| "dropped".to_string())
 }
 
-impl Fake<'_> {
+impl Side for Fake<'_> {
     fn next_wake(&self) -> Option<Instant> {
         let go_away = match (self.went_away, self.cfg.go_away_after, self.schedule.ready_at) {
             (Some(at), _, _) => Some(at + GO_AWAY_GRACE),
@@ -71,12 +57,6 @@ impl Fake<'_> {
             _ => None,
         };
         earliest(self.schedule.next_wake(self.cfg), go_away)
-    }
-
-    async fn new_handle(&mut self, ws: &mut Ws) -> Result<(), String> {
-        self.handles += 1;
-        let update = json!({ "newHandle": format!("fake-handle-{}", self.handles), "resumable": true });
-        send(ws, json!({ "sessionResumptionUpdate": update })).await
     }
 
     async fn on_timer(&mut self, ws: &mut Ws) -> Result<(), String> {
@@ -104,7 +84,7 @@ impl Fake<'_> {
         Ok(())
     }
 
-    async fn on_client(&mut self, ws: &mut Ws, text: &str, authorized: bool) -> Result<(), String> {
+    async fn on_client(&mut self, ws: &mut Ws, text: &str) -> Result<(), String> {
         let Ok(v) = serde_json::from_str::<Value>(text) else {
             return Err(close(ws, 1007, "Request contains an invalid argument.").await);
         };
@@ -112,7 +92,7 @@ impl Fake<'_> {
             let Some(setup) = v.get("setup") else {
                 return Err(close(ws, 1007, "The first message must be setup.").await);
             };
-            if !authorized {
+            if !self.authorized {
                 return Err(close(ws, 1007, "API key not valid. Please pass a valid API key.").await);
             }
             if !setup["model"].as_str().is_some_and(|m| m.starts_with("models/")) {
@@ -150,6 +130,14 @@ impl Fake<'_> {
             return self.answer(ws).await;
         }
         Ok(())
+    }
+}
+
+impl Fake<'_> {
+    async fn new_handle(&mut self, ws: &mut Ws) -> Result<(), String> {
+        self.handles += 1;
+        let update = json!({ "newHandle": format!("fake-handle-{}", self.handles), "resumable": true });
+        send(ws, json!({ "sessionResumptionUpdate": update })).await
     }
 
     async fn on_audio(&mut self, ws: &mut Ws, chunk: &Value) -> Result<(), String> {

@@ -278,6 +278,38 @@ pub(crate) fn answer_chunks(config: &FakeAiConfig, ulaw: bool) -> Vec<Vec<u8>> {
     bytes.chunks(size).map(<[u8]>::to_vec).collect()
 }
 
+/// One protocol's side of a session, run by [`drive`].
+pub(crate) trait Side {
+    /// The next scheduled event (barge-in, failure, `goAway`), if any.
+    fn next_wake(&self) -> Option<tokio::time::Instant>;
+    /// A client message; `Err` ends the session with that reason.
+    async fn on_client(&mut self, ws: &mut Ws, text: &str) -> Result<(), String>;
+    async fn on_timer(&mut self, ws: &mut Ws) -> Result<(), String>;
+}
+
+/// Reads the client and keeps the schedule until either ends the session; returns why.
+pub(crate) async fn drive(mut ws: Ws, side: &mut impl Side) -> String {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    loop {
+        let wake = side.next_wake();
+        let step = tokio::select! {
+            msg = ws.next() => match msg {
+                None | Some(Err(_)) => Err("dropped".to_string()),
+                Some(Ok(Message::Close(_))) => Err("client-closed".to_string()),
+                Some(Ok(Message::Text(t))) => side.on_client(&mut ws, t.as_str()).await,
+                Some(Ok(_)) => Ok(()),
+            },
+            () = tokio::time::sleep_until(wake.unwrap_or_else(tokio::time::Instant::now)), if wake.is_some() => {
+                side.on_timer(&mut ws).await
+            }
+        };
+        if let Err(reason) = step {
+            return reason;
+        }
+    }
+}
+
 /// Read until the client's close reply after ours: dropping the socket over unread audio would
 /// reset it, and the client would see a reset instead of the close frame.
 pub(crate) async fn close(ws: &mut Ws, code: u16, reason: &str) -> String {

@@ -6,12 +6,12 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use exotel::audio::g711::ulaw_decode;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use serde_json::{Value, json};
-use tokio::time::{Instant, sleep_until};
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::{Due, FakeAiConfig, FakeAiFailure, Schedule, SessionHandle, Ws, answer_chunks, close};
+use super::{Due, FakeAiConfig, FakeAiFailure, Schedule, SessionHandle, Side, Ws, answer_chunks, close, drive};
 
 struct Fake<'a> {
     cfg: &'a FakeAiConfig,
@@ -43,33 +43,18 @@ pub(super) async fn serve(mut ws: Ws, cfg: &FakeAiConfig, h: &SessionHandle) -> 
     if send(&mut ws, created).await.is_err() {
         return "dropped".into();
     }
-    loop {
-        let wake = f.schedule.next_wake(cfg);
-        tokio::select! {
-            msg = ws.next() => match msg {
-                None | Some(Err(_)) => return "dropped".into(),
-                Some(Ok(Message::Close(_))) => return "client-closed".into(),
-                Some(Ok(Message::Text(t))) => {
-                    if let Err(reason) = f.on_client(&mut ws, t.as_str()).await {
-                        return reason;
-                    }
-                }
-                Some(Ok(_)) => {}
-            },
-            () = sleep_until(wake.unwrap_or_else(Instant::now)), if wake.is_some() => {
-                if let Err(reason) = f.on_timer(&mut ws).await {
-                    return reason;
-                }
-            }
-        }
-    }
+    drive(ws, &mut f).await
 }
 
 async fn send(ws: &mut Ws, v: Value) -> Result<(), String> {
     ws.send(Message::text(v.to_string())).await.map_err(|_| "dropped".to_string())
 }
 
-impl Fake<'_> {
+impl Side for Fake<'_> {
+    fn next_wake(&self) -> Option<Instant> {
+        self.schedule.next_wake(self.cfg)
+    }
+
     async fn on_timer(&mut self, ws: &mut Ws) -> Result<(), String> {
         for due in self.schedule.due(self.cfg, self.h, Instant::now()) {
             match due {
@@ -119,7 +104,9 @@ impl Fake<'_> {
             _ => Ok(()),
         }
     }
+}
 
+impl Fake<'_> {
     async fn on_session_update(&mut self, ws: &mut Ws, v: &Value) -> Result<(), String> {
         let session = &v["session"];
         let error = |code: &str, param: &str, message: &str| json!({ "type": "error", "error": { "type": "invalid_request_error", "code": code, "param": param, "message": message, "event_id": v["event_id"] } });

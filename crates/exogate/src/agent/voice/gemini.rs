@@ -2,6 +2,8 @@
 //! model audio as PCM16 at 24 kHz. Server messages arrive as binary frames holding JSON; errors
 //! arrive as close frames. See shared/providers/VOICE-AI-PROVIDERS.md §B.
 
+use std::sync::Arc;
+
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use exotel::SampleRate;
@@ -10,13 +12,12 @@ use serde_json::{Map, Value, json};
 
 use super::provider::{Event, Speaker, ToolDecl, Wire};
 use super::settings::VoiceSettings;
-use crate::agent::CallInfo;
 
 const INPUT_HZ: u32 = 16_000;
 const OUTPUT_HZ: u32 = 24_000;
 
 pub struct GeminiWire {
-    settings: VoiceSettings,
+    settings: Arc<VoiceSettings>,
     up: Option<Resampler>,
     down: Option<Resampler>,
     buf: Vec<u8>,
@@ -27,7 +28,7 @@ pub struct GeminiWire {
 }
 
 impl GeminiWire {
-    pub fn new(settings: VoiceSettings, rate: SampleRate) -> Self {
+    pub fn new(settings: Arc<VoiceSettings>, rate: SampleRate) -> Self {
         Self {
             settings,
             up: Resampler::new(rate.hz(), INPUT_HZ).ok(),
@@ -74,7 +75,7 @@ impl GeminiWire {
 }
 
 impl Wire for GeminiWire {
-    fn setup(&mut self, _call: &CallInfo, instructions: &str, tools: &[ToolDecl], resume: Option<&str>) -> Vec<String> {
+    fn setup(&mut self, instructions: &str, tools: &[ToolDecl], resume: Option<&str>) -> Vec<String> {
         let s = &self.settings;
         let model = if s.model.starts_with("models/") { s.model.clone() } else { format!("models/{}", s.model) };
         let mut speech = json!({ "voiceConfig": { "prebuiltVoiceConfig": { "voiceName": s.voice } } });
@@ -238,7 +239,7 @@ mod tests {
 
     fn wire() -> GeminiWire {
         let s = VoiceSettings::parse(ProviderKind::Gemini, &json!({ "api_key": "k", "temperature": 0.4 })).unwrap();
-        GeminiWire::new(s, SampleRate::Hz8000)
+        GeminiWire::new(Arc::new(s), SampleRate::Hz8000)
     }
 
     #[test]
@@ -246,8 +247,7 @@ mod tests {
         let mut w = wire();
         let tools =
             [ToolDecl { name: "end_call".into(), description: "d".into(), parameters: json!({"type": "object"}) }];
-        let setup: Value =
-            serde_json::from_str(&w.setup(&CallInfo::default(), "Be brief.", &tools, Some("h1"))[0]).unwrap();
+        let setup: Value = serde_json::from_str(&w.setup("Be brief.", &tools, Some("h1"))[0]).unwrap();
         let s = &setup["setup"];
         assert_eq!(s["model"], "models/gemini-2.5-flash-native-audio-preview-12-2025");
         assert_eq!(s["generationConfig"]["temperature"], 0.4);

@@ -39,22 +39,22 @@ impl AgentFactory for VoiceFactory {
     fn create(&self, setup: AgentSetup) -> AgentFuture {
         let (kind, http) = (self.kind, self.http.clone());
         Box::pin(async move {
-            let settings =
-                Arc::new(VoiceSettings::parse(kind, &setup.spec.settings).map_err(|e| AgentError(e.to_string()))?);
+            let mut settings =
+                VoiceSettings::parse(kind, &setup.spec.settings).map_err(|e| AgentError(e.to_string()))?;
+            // The agent's own greeting, when its settings name none.
+            if settings.greeting.is_none() {
+                settings.greeting = setup.spec.greeting.clone().filter(|g| !g.trim().is_empty());
+            }
+            let settings = Arc::new(settings);
             let mut call = setup.call.clone().unwrap_or_default();
             call.agent_id = setup.spec.id.clone();
-            let mut settings_owned = (*settings).clone();
-            if settings_owned.greeting.is_none() {
-                settings_owned.greeting = setup.spec.greeting.clone().filter(|g| !g.trim().is_empty());
-            }
-            let settings = Arc::new(settings_owned);
             let mut wire: Box<dyn Wire> = match kind {
-                ProviderKind::OpenAi => Box::new(openai::OpenAiWire::new((*settings).clone(), call.sample_rate)),
-                ProviderKind::Gemini => Box::new(gemini::GeminiWire::new((*settings).clone(), call.sample_rate)),
+                ProviderKind::OpenAi => Box::new(openai::OpenAiWire::new(settings.clone(), call.sample_rate)),
+                ProviderKind::Gemini => Box::new(gemini::GeminiWire::new(settings.clone(), call.sample_rate)),
             };
             let instructions = template::fill(&settings.instructions, &call);
             let decls = tools::declarations(&settings);
-            let msgs = wire.setup(&call, &instructions, &decls, None);
+            let msgs = wire.setup(&instructions, &decls, None);
             let (ws, early) = connect::open(&settings, wire.as_mut(), msgs).await.map_err(AgentError)?;
             let voice = run::Voice { ws, wire, settings, call, instructions, http, early };
             Ok(super::task::spawn(&setup.ctl, move |events, ctl| run::run(voice, events, ctl)))

@@ -3,6 +3,8 @@
 //! API takes no 8 kHz PCM); 16 and 24 kHz calls speak PCM16 at 24 kHz.
 //! See shared/providers/VOICE-AI-PROVIDERS.md §A.
 
+use std::sync::Arc;
+
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use exotel::SampleRate;
@@ -12,7 +14,6 @@ use serde_json::{Map, Value, json};
 
 use super::provider::{Event, Speaker, ToolDecl, Wire};
 use super::settings::VoiceSettings;
-use crate::agent::CallInfo;
 
 /// Error codes after which the session can't go on.
 const FATAL_CODES: [&str; 6] = [
@@ -25,7 +26,7 @@ const FATAL_CODES: [&str; 6] = [
 ];
 
 pub struct OpenAiWire {
-    settings: VoiceSettings,
+    settings: Arc<VoiceSettings>,
     rate: SampleRate,
     /// Call rate → 24 kHz and back, for 16 kHz calls; `None` where no resampling is needed.
     up: Option<Resampler>,
@@ -35,7 +36,7 @@ pub struct OpenAiWire {
 }
 
 impl OpenAiWire {
-    pub fn new(settings: VoiceSettings, rate: SampleRate) -> Self {
+    pub fn new(settings: Arc<VoiceSettings>, rate: SampleRate) -> Self {
         let (up, down) = match rate {
             SampleRate::Hz16000 => (Resampler::new(16_000, 24_000).ok(), Resampler::new(24_000, 16_000).ok()),
             _ => (None, None),
@@ -78,13 +79,7 @@ fn function(t: &ToolDecl) -> Value {
 }
 
 impl Wire for OpenAiWire {
-    fn setup(
-        &mut self,
-        _call: &CallInfo,
-        instructions: &str,
-        tools: &[ToolDecl],
-        _resume: Option<&str>,
-    ) -> Vec<String> {
+    fn setup(&mut self, instructions: &str, tools: &[ToolDecl], _resume: Option<&str>) -> Vec<String> {
         self.instructions = instructions.to_string();
         let mut input = json!({ "format": self.format(), "turn_detection": self.turn_detection() });
         if let Some(model) = &self.settings.transcription_model {
@@ -239,13 +234,13 @@ mod tests {
 
     fn wire(rate: SampleRate) -> OpenAiWire {
         let s = VoiceSettings::parse(ProviderKind::OpenAi, &json!({ "api_key": "k", "language": "en-IN" })).unwrap();
-        OpenAiWire::new(s, rate)
+        OpenAiWire::new(Arc::new(s), rate)
     }
 
     #[test]
     fn an_8k_call_is_mulaw_both_ways_and_the_setup_is_ga() {
         let mut w = wire(SampleRate::Hz8000);
-        let setup: Value = serde_json::from_str(&w.setup(&CallInfo::default(), "Be brief.", &[], None)[0]).unwrap();
+        let setup: Value = serde_json::from_str(&w.setup("Be brief.", &[], None)[0]).unwrap();
         let session = &setup["session"];
         assert_eq!(session["type"], "realtime");
         assert_eq!(session["audio"]["input"]["format"]["type"], "audio/pcmu");

@@ -2,8 +2,6 @@
 
 use serde_json::Value;
 
-use crate::agent::CallInfo;
-
 /// Who spoke a transcript line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Speaker {
@@ -75,7 +73,7 @@ pub enum Event {
 /// One provider's protocol. Outgoing messages are JSON texts.
 pub trait Wire: Send {
     /// Sent as soon as the socket opens, to configure the session.
-    fn setup(&mut self, call: &CallInfo, instructions: &str, tools: &[ToolDecl], resume: Option<&str>) -> Vec<String>;
+    fn setup(&mut self, instructions: &str, tools: &[ToolDecl], resume: Option<&str>) -> Vec<String>;
     /// The model speaks first, told what to say.
     fn speak(&mut self, instruction: &str) -> Vec<String>;
     /// Caller audio (PCM16LE at the call's rate) → messages.

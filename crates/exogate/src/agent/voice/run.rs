@@ -182,12 +182,7 @@ impl State {
             CallEvent::Dtmf(digit) => {
                 let msgs = self.v.wire.dtmf(&digit);
                 self.send_all(msgs).await;
-                // OpenAI answers only when asked (and not while an answer is running).
-                if self.response_active {
-                    self.respond_after = true;
-                } else if let Some(m) = self.v.wire.respond() {
-                    self.send(m).await;
-                }
+                self.ask_for_answer().await;
             }
             CallEvent::Start(_) => {}
             CallEvent::End(_) => {
@@ -203,22 +198,18 @@ impl State {
 
     async fn on_provider(&mut self, msg: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>) {
         let text = match &msg {
-            Some(Ok(Message::Text(t))) => t.as_str().to_string(),
+            Some(Ok(Message::Text(t))) => t.as_str(),
             Some(Ok(Message::Binary(b))) => match std::str::from_utf8(b) {
-                Ok(t) => t.to_string(),
+                Ok(t) => t,
                 Err(_) => return self.garbage("binary frame that is not UTF-8 JSON").await,
             },
-            Some(Ok(Message::Close(frame))) => {
-                let reason = connect::closed(frame.as_ref());
-                self.open = false;
-                return self.lost(reason).await;
-            }
+            Some(Ok(Message::Close(frame))) => return self.lost(connect::closed(frame.as_ref())).await,
             Some(Ok(_)) => return,
             Some(Err(e)) => return self.lost(format!("provider connection lost: {e}")).await,
             None => return self.lost("provider connection lost".into()).await,
         };
         let mut batch = Vec::new();
-        match self.v.wire.parse(&text, &mut batch) {
+        match self.v.wire.parse(text, &mut batch) {
             Ok(()) => self.garbage_run = 0,
             Err(e) => return self.garbage(&e).await,
         }
@@ -282,7 +273,7 @@ impl State {
             }
             Event::Fatal(reason) => self.ctl.fail(format!("provider error: {reason}")),
             Event::Resumable(handle) => self.resume = Some(handle),
-            Event::GoAway => self.reconnect(true).await,
+            Event::GoAway => self.reconnect().await,
         }
     }
 
@@ -371,6 +362,11 @@ impl State {
         self.ctl.record("tool-result", json!({ "name": name, "output": truncate_json(&output) }));
         let msgs = self.v.wire.tool_result(&id, &name, &output);
         self.send_all(msgs).await;
+        self.ask_for_answer().await;
+    }
+
+    /// OpenAI answers only when asked, and not while an answer is running: then once it is done.
+    async fn ask_for_answer(&mut self) {
         if self.response_active {
             self.respond_after = true;
         } else if let Some(m) = self.v.wire.respond() {
@@ -477,18 +473,15 @@ impl State {
         }
         tracing::info!(reason = %reason, "provider connection lost; reconnecting once");
         self.ctl.record("provider-lost", json!({ "reason": reason }));
-        self.reconnect(false).await;
+        self.reconnected = true;
+        self.reconnect().await;
     }
 
-    async fn reconnect(&mut self, planned: bool) {
-        if !planned {
-            if self.reconnected {
-                return;
-            }
-            self.reconnected = true;
-        }
+    /// A new connection, resuming the session where the provider can (Gemini's handle). Planned
+    /// ones (`goAway`) don't count against the one reconnect a lost connection gets.
+    async fn reconnect(&mut self) {
         let tools = tools::declarations(&self.v.settings);
-        let setup = self.v.wire.setup(&self.v.call, &self.v.instructions, &tools, self.resume.as_deref());
+        let setup = self.v.wire.setup(&self.v.instructions, &tools, self.resume.as_deref());
         match connect::open(&self.v.settings, self.v.wire.as_mut(), setup).await {
             Ok((ws, early)) => {
                 let old = std::mem::replace(&mut self.v.ws, ws);
