@@ -107,6 +107,10 @@ pub struct AppState {
     /// Connections and requests turned away, by reason.
     pub refusals: crate::access::Refusals,
     pub metrics: crate::metrics::Metrics,
+    /// Calls in progress here, for the console.
+    pub live: crate::live::LiveCalls,
+    /// RECORDINGS_DIR's writer, when recordings are on.
+    pub recordings: Option<crate::media::recording::Recordings>,
 }
 
 impl AppState {

@@ -163,6 +163,19 @@ pub struct ServeArgs {
     #[arg(long, env = "CONNS_PER_IP_PER_SEC")]
     pub conns_per_ip_per_sec: Option<u32>,
 
+    /// Directory for call recordings (stereo WAV: caller left, bot right); unset: no recordings
+    #[arg(long, env = "RECORDINGS_DIR")]
+    pub recordings_dir: Option<PathBuf>,
+
+    /// With RECORDINGS_DIR: record every call unless its agent says `"record": false`; with
+    /// false, only calls whose agent says `"record": true` [default: true]
+    #[arg(long, env = "RECORD_CALLS")]
+    pub record_calls: Option<bool>,
+
+    /// Recordings older than this many days are deleted (checked hourly); 0 keeps them [default: 0]
+    #[arg(long, env = "RECORDINGS_RETENTION_DAYS")]
+    pub recordings_retention_days: Option<u32>,
+
     /// PEM certificate chain: serve https/wss on both ports (reloaded when the file changes)
     #[arg(long, env = "TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -260,6 +273,17 @@ pub struct Config {
     pub access: Access,
     pub limits: Limits,
     pub tls: Option<TlsFiles>,
+    pub recordings: Option<RecordingsConfig>,
+}
+
+/// Where and which calls are recorded.
+#[derive(Debug, Clone)]
+pub struct RecordingsConfig {
+    pub dir: PathBuf,
+    /// Calls whose agent says nothing are recorded.
+    pub by_default: bool,
+    /// None: kept for ever.
+    pub retention: Option<Duration>,
 }
 
 impl Default for Config {
@@ -284,6 +308,7 @@ impl Default for Config {
             access: Access::default(),
             limits: Limits::default(),
             tls: None,
+            recordings: None,
         }
     }
 }
@@ -397,6 +422,12 @@ impl Config {
             (None, None) => None,
             _ => bail!("TLS_CERT and TLS_KEY go together"),
         };
+        let retention_days = pick!(recordings_retention_days).unwrap_or(0);
+        let recordings = pick!(recordings_dir).filter(|d| !d.as_os_str().is_empty()).map(|dir| RecordingsConfig {
+            dir,
+            by_default: pick!(record_calls).unwrap_or(true),
+            retention: (retention_days > 0).then(|| Duration::from_secs(u64::from(retention_days) * 86_400)),
+        });
         Ok(Self {
             http_port: pick!(http_port).unwrap_or(d.http_port),
             ws_port: pick!(ws_port).unwrap_or(d.ws_port),
@@ -417,6 +448,7 @@ impl Config {
             access,
             limits,
             tls,
+            recordings,
         })
     }
 }

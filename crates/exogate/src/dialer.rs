@@ -9,7 +9,7 @@ use serde_json::json;
 use crate::app::AppState;
 use crate::store::{CallKey, CallPatch, Status};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// `Url=` the phone's flow, whose Voicebot applet asks our dynamic-URL endpoint.
@@ -39,7 +39,8 @@ pub struct Dial {
     pub vars: std::collections::BTreeMap<String, String>,
 }
 
-#[derive(Debug, Serialize)]
+/// A call handed to Exotel.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Placed {
     pub id: String,
     pub sid: String,
@@ -79,6 +80,20 @@ struct Line {
 }
 
 pub async fn place(app: &AppState, dial: Dial, host: Option<&str>) -> Result<Placed, DialError> {
+    let placed = place_once(app, dial, host).await;
+    let outcome = match &placed {
+        Ok(_) => "accepted",
+        Err(DialError::Invalid(_) | DialError::NotFound(_)) => "invalid",
+        Err(DialError::Busy { .. }) => "phone-busy",
+        Err(DialError::AccountBusy { .. }) => "account-busy",
+        Err(DialError::Exotel { source, .. }) => source.kind(),
+        Err(DialError::Internal(_)) => "internal-error",
+    };
+    app.metrics.dialed(outcome);
+    placed
+}
+
+async fn place_once(app: &AppState, dial: Dial, host: Option<&str>) -> Result<Placed, DialError> {
     if !phone_like(&dial.to) {
         return Err(DialError::Invalid(format!("to {:?} is not a phone number", dial.to)));
     }
@@ -163,7 +178,10 @@ pub async fn place(app: &AppState, dial: Dial, host: Option<&str>) -> Result<Pla
     tracing::info!(call = %id, to = %mask_phone(&dial.to), phone = line.phone_id.as_deref().unwrap_or("default"), agent = %agent, "placing call");
 
     let client = Client::new(line.account).map_err(|e| DialError::Internal(anyhow::anyhow!("{e}")))?;
-    match client.connect(&req).await {
+    let asked = std::time::Instant::now();
+    let answer = client.connect(&req).await;
+    app.metrics.exotel_api("connect", asked.elapsed());
+    match answer {
         Ok(call) => {
             let exotel_status = call.status.clone().unwrap_or_default();
             app.store.upsert(
@@ -302,7 +320,10 @@ pub async fn reconcile(app: &AppState, id: &str) -> Result<crate::store::CallRow
         row.call_sid.clone().ok_or_else(|| DialError::Invalid(format!("call {id:?} has no Exotel CallSid yet")))?;
     let line = line(app, row.phone_id.as_deref()).await?;
     let client = Client::new(line.account).map_err(|e| DialError::Internal(anyhow::anyhow!("{e}")))?;
-    let call = client.call_details(&sid).await.map_err(|source| DialError::Exotel { id: row.id.clone(), source })?;
+    let asked = std::time::Instant::now();
+    let answer = client.call_details(&sid).await;
+    app.metrics.exotel_api("call_details", asked.elapsed());
+    let call = answer.map_err(|source| DialError::Exotel { id: row.id.clone(), source })?;
     let key = CallKey { id: Some(row.id.clone()), ..CallKey::default() };
     let mut patch = CallPatch::new()
         .text("exotel_status", call.status.as_ref())

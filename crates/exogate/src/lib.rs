@@ -13,6 +13,7 @@ pub mod dialer;
 mod http;
 mod ids;
 mod listener;
+pub mod live;
 pub mod media;
 pub mod metrics;
 pub mod secrets;

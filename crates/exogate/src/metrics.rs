@@ -7,6 +7,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -30,6 +31,40 @@ pub struct ReasonLabel {
     pub reason: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FailureLabels {
+    pub agent: String,
+    /// The agent's kind: `bridge` (the user's bot), `openai-realtime`, `gemini-live`…
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OperationLabel {
+    pub operation: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ContactLabels {
+    pub campaign: String,
+    pub state: String,
+}
+
+/// Counters other parts keep themselves, read when scraped.
+pub struct Readings<'a> {
+    pub queued: usize,
+    pub dropped: u64,
+    pub refused: &'a serde_json::Value,
+    pub recordings: Option<&'a crate::media::recording::RecordingStats>,
+    pub live_unlisted: u64,
+    /// Running campaigns' contacts by state.
+    pub campaigns: &'a [(String, Vec<(String, i64)>)],
+}
+
 /// What a finished call adds.
 pub struct CallTotals<'a> {
     pub agent: &'a str,
@@ -42,6 +77,15 @@ pub struct CallTotals<'a> {
     pub marks_played: u64,
     pub clears: u64,
     pub bad_messages: u64,
+    /// Agent audio writes that were not an Exotel-legal chunk, re-cut into legal ones.
+    pub recut: u64,
+    /// From `start` to the first bot audio sent.
+    pub first_audio: Option<std::time::Duration>,
+}
+
+/// Seconds: 5 ms … ~10 s.
+fn latency_buckets() -> impl Iterator<Item = f64> {
+    prometheus_client::metrics::histogram::exponential_buckets(0.005, 2.0, 12)
 }
 
 pub struct Metrics {
@@ -54,7 +98,16 @@ pub struct Metrics {
     marks: Family<DirectionLabel, Counter>,
     clears: Counter,
     bad_messages: Counter,
-    agent_failures: Family<AgentLabel, Counter>,
+    agent_failures: Family<FailureLabels, Counter>,
+    recut: Counter,
+    first_audio: Histogram,
+    newest_frame: Histogram,
+    dials: Family<OutcomeLabel, Counter>,
+    dial_results: Family<OutcomeLabel, Counter>,
+    exotel_api: Family<OperationLabel, Histogram>,
+    campaign_contacts: Family<ContactLabels, Gauge>,
+    recordings: Family<OutcomeLabel, Gauge>,
+    live_unlisted: Gauge,
     write_queue: Gauge,
     writes_dropped: Gauge,
     refused: Family<ReasonLabel, Gauge>,
@@ -73,6 +126,16 @@ impl Default for Metrics {
             clears: Counter::default(),
             bad_messages: Counter::default(),
             agent_failures: Family::default(),
+            recut: Counter::default(),
+            first_audio: Histogram::new(latency_buckets()),
+            // Per chunk: from the agent handing over its newest audio to the chunk going out.
+            newest_frame: Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(0.0005, 2.0, 14)),
+            dials: Family::default(),
+            dial_results: Family::default(),
+            exotel_api: Family::new_with_constructor(|| Histogram::new(latency_buckets())),
+            campaign_contacts: Family::default(),
+            recordings: Family::default(),
+            live_unlisted: Gauge::default(),
             write_queue: Gauge::default(),
             writes_dropped: Gauge::default(),
             refused: Family::default(),
@@ -86,7 +149,36 @@ impl Default for Metrics {
         registry.register("marks", "Marks sent to Exotel (out) and echoed played (in)", m.marks.clone());
         registry.register("clears", "Clears sent to Exotel (barge-in)", m.clears.clone());
         registry.register("bad_messages", "Media messages skipped as unreadable", m.bad_messages.clone());
-        registry.register("agent_failures", "Agents that failed to start or mid-call", m.agent_failures.clone());
+        registry.register(
+            "agent_failures",
+            "Agents that failed to start or mid-call (bots, AI providers), by agent and kind",
+            m.agent_failures.clone(),
+        );
+        registry.register("audio_recut", "Agent audio writes re-cut into Exotel-legal chunks", m.recut.clone());
+        registry.register(
+            "first_audio_seconds",
+            "From the stream's start to the first bot audio sent",
+            m.first_audio.clone(),
+        );
+        registry.register(
+            "newest_frame_delay_seconds",
+            "Per chunk sent: from the agent handing over its newest audio to the chunk going to Exotel",
+            m.newest_frame.clone(),
+        );
+        registry.register("dials", "Calls placed through Exotel's API, by outcome of the request", m.dials.clone());
+        registry.register("dial_results", "Placed calls' final status from Exotel", m.dial_results.clone());
+        registry.register("exotel_api_seconds", "Exotel REST API request time, by operation", m.exotel_api.clone());
+        registry.register(
+            "campaign_contacts",
+            "Contacts of running and paused campaigns, by state",
+            m.campaign_contacts.clone(),
+        );
+        registry.register("recordings", "Call recordings by outcome (since start)", m.recordings.clone());
+        registry.register(
+            "live_calls_unlisted",
+            "Calls left off the live page (its map was full)",
+            m.live_unlisted.clone(),
+        );
         registry.register("call_log_queue", "Call-log writes waiting", m.write_queue.clone());
         registry.register("call_log_writes_dropped", "Call-log writes dropped (queue full)", m.writes_dropped.clone());
         registry.register("refused", "Connections and requests refused, by reason", m.refused.clone());
@@ -115,17 +207,61 @@ impl Metrics {
         count(&self.marks, "in", t.marks_played);
         self.clears.inc_by(t.clears);
         self.bad_messages.inc_by(t.bad_messages);
+        self.recut.inc_by(t.recut);
+        if let Some(d) = t.first_audio {
+            self.first_audio.observe(d.as_secs_f64());
+        }
     }
 
-    pub fn agent_failed(&self, agent: &str) {
-        self.agent_failures.get_or_create(&AgentLabel { agent: agent.to_string() }).inc();
+    pub fn agent_failed(&self, agent: &str, kind: &str) {
+        self.agent_failures.get_or_create(&FailureLabels { agent: agent.to_string(), kind: kind.to_string() }).inc();
+    }
+
+    /// The histogram writers observe each chunk's newest-frame delay into.
+    pub fn newest_frame(&self) -> Histogram {
+        self.newest_frame.clone()
+    }
+
+    /// A request to place a call: `accepted`, Exotel's error kind, or why we did not send it.
+    pub fn dialed(&self, outcome: &str) {
+        self.dials.get_or_create(&OutcomeLabel { outcome: outcome.to_string() }).inc();
+    }
+
+    /// A placed call's final status (`completed`, `busy`, `no-answer`, `failed`…).
+    pub fn dial_result(&self, status: &str) {
+        self.dial_results.get_or_create(&OutcomeLabel { outcome: status.to_string() }).inc();
+    }
+
+    pub fn exotel_api(&self, operation: &'static str, took: std::time::Duration) {
+        self.exotel_api.get_or_create(&OperationLabel { operation }).observe(took.as_secs_f64());
     }
 
     /// The text to serve, with the gauges read now.
-    pub fn render(&self, queued: usize, dropped: u64, refused: &serde_json::Value) -> String {
-        self.write_queue.set(queued as i64);
-        self.writes_dropped.set(dropped as i64);
-        if let Some(by_reason) = refused.as_object() {
+    pub fn render(&self, r: &Readings<'_>) -> String {
+        self.write_queue.set(r.queued as i64);
+        self.writes_dropped.set(r.dropped as i64);
+        self.live_unlisted.set(r.live_unlisted as i64);
+        if let Some(s) = r.recordings {
+            use std::sync::atomic::Ordering::Relaxed;
+            for (outcome, n) in [
+                ("started", &s.started),
+                ("written", &s.written),
+                ("failed", &s.failed),
+                ("audio_dropped", &s.dropped),
+                ("deleted_by_retention", &s.deleted),
+            ] {
+                self.recordings.get_or_create(&OutcomeLabel { outcome: outcome.into() }).set(n.load(Relaxed) as i64);
+            }
+        }
+        // Only campaigns that are running now: finished ones leave the exposition.
+        self.campaign_contacts.clear();
+        for (campaign, states) in r.campaigns {
+            for (state, n) in states {
+                let labels = ContactLabels { campaign: campaign.clone(), state: state.clone() };
+                self.campaign_contacts.get_or_create(&labels).set(*n);
+            }
+        }
+        if let Some(by_reason) = r.refused.as_object() {
             for (reason, n) in by_reason {
                 let n = n.as_i64().unwrap_or(0);
                 self.refused.get_or_create(&ReasonLabel { reason: reason.clone() }).set(n);

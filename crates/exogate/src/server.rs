@@ -54,7 +54,10 @@ pub async fn start_with_agents(config: Config, agents: Registry) -> anyhow::Resu
         Some(k) => Secrets::from_passphrase(&k.0),
         None => Secrets::from_file(&dir.join("exogate.secret"))?,
     };
+    let recordings = config.recordings.clone().map(crate::media::recording::Recordings::start).transpose()?;
     let state = Arc::new(AppState {
+        recordings,
+        live: Default::default(),
         config,
         store,
         agents,
@@ -87,6 +90,9 @@ pub async fn start_with_agents(config: Config, agents: Registry) -> anyhow::Resu
     }
     tokio::spawn(crate::dialer::reconcile_loop(state.clone()));
     tokio::spawn(crate::campaign::runner::run(state.clone()));
+    if state.recordings.is_some() {
+        tokio::spawn(sweep_recordings(state.clone()));
+    }
     let tls = match &state.config.tls {
         Some(files) => {
             let tls = crate::tls::Tls::load(files)?;
@@ -105,6 +111,22 @@ pub async fn start_with_agents(config: Config, agents: Registry) -> anyhow::Resu
         vec![serve(http, crate::http::router(state.clone())), serve(ws, crate::http::ws_port_router(state.clone()))];
     tracing::info!(%http_addr, %ws_addr, database = %exotel::redact::redact_url(&state.config.database_url), "exogate listening");
     Ok(Gateway { http_addr, ws_addr, state, stop, tasks })
+}
+
+/// Recordings past RECORDINGS_RETENTION_DAYS go, at start and hourly (off the runtime's threads:
+/// a directory walk blocks).
+async fn sweep_recordings(state: Arc<AppState>) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(3600));
+    loop {
+        every.tick().await;
+        let s = state.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Some(r) = &s.recordings {
+                r.sweep();
+            }
+        })
+        .await;
+    }
 }
 
 /// After the drain, how long sessions get to close their sockets and write their rows.

@@ -78,6 +78,15 @@ impl Rig {
         (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
     }
 
+    /// `/metrics` as `series → value`.
+    async fn metrics(&self) -> HashMap<String, f64> {
+        let text = self.gw.http.get(self.gw.http_url("/metrics")).send().await.unwrap().text().await.unwrap();
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.rsplit_once(' ').map(|(k, v)| (k.to_string(), v.parse().unwrap_or(f64::NAN))))
+            .collect()
+    }
+
     async fn get(&self, path: &str) -> Value {
         self.gw.gw.state.store.flush().await;
         let r = self.gw.http.get(self.gw.http_url(path)).bearer_auth(KEY).send().await.unwrap();
@@ -151,6 +160,14 @@ async fn a_campaign_dials_everyone_within_its_limits_and_retries_by_outcome() {
     assert_eq!(status, 200, "{started}");
     let (status, again) = rig.post(&format!("/api/campaigns/{id}/start"), json!({})).await;
     assert_eq!(status, 409, "{again}");
+    // A running campaign's contacts are on /metrics, by state.
+    let m = rig.metrics().await;
+    let contacts: f64 = m
+        .iter()
+        .filter(|(k, _)| k.starts_with(&format!("exogate_campaign_contacts{{campaign=\"{id}\"")))
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(contacts, 200.0, "{m:?}");
     let done = rig.wait_status(&id, "completed", Duration::from_secs(120)).await;
     let p = &done["progress"];
     assert_eq!(
@@ -240,6 +257,15 @@ async fn a_campaign_dials_everyone_within_its_limits_and_retries_by_outcome() {
     let first = lines.next().unwrap();
     assert!(first.starts_with("Customer 0,+919800000000,100,completed,1,completed,"), "{first}");
     assert_eq!(text.lines().count(), 201);
+
+    // /metrics: every dial, its Exotel request time, and each call's final status.
+    let m = rig.metrics().await;
+    assert_eq!(m[r#"exogate_dials_total{outcome="accepted"}"#], 360.0);
+    assert_eq!(m[r#"exogate_exotel_api_seconds_count{operation="connect"}"#], 360.0);
+    for (status, n) in [("completed", 10.0), ("busy", 160.0), ("no-answer", 160.0), ("failed", 30.0)] {
+        assert_eq!(m[&format!(r#"exogate_dial_results_total{{outcome="{status}"}}"#)], n, "{status}");
+    }
+    assert!(!m.keys().any(|k| k.starts_with("exogate_campaign_contacts{")), "a finished campaign leaves /metrics");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -86,9 +86,13 @@ fn serve_with(db: &str, env: &[(&str, &str)]) -> Server {
     loop {
         let text = log.lock().unwrap().clone();
         if let Some(line) = text.lines().find(|l| l.contains("exogate listening")) {
-            let field = |name: &str| {
-                let at = line.find(&format!("{name}=")).unwrap() + name.len() + 1;
-                line[at..].split_whitespace().next().unwrap().to_string()
+            // `name=value` in text logs, `"name":"value"` in JSON ones.
+            let field = |name: &str| match line.find(&format!("\"{name}\":\"")) {
+                Some(at) => line[at + name.len() + 4..].split('"').next().unwrap().to_string(),
+                None => {
+                    let at = line.find(&format!("{name}=")).unwrap() + name.len() + 1;
+                    line[at..].split_whitespace().next().unwrap().to_string()
+                }
             };
             return Server { http: field("http_addr"), ws: field("ws_addr"), child, log, db: db.to_string() };
         }
@@ -140,6 +144,38 @@ fn sim_call_against_serve_reports_zero_violations_and_logs_stay_clean() {
     for secret in ["SUPERSECRET", "TOPSECRET", "9876543210"] {
         assert!(!log.contains(secret), "{secret} leaked into the log:\n{log}");
     }
+}
+
+#[test]
+fn json_logs_carry_the_calls_ids_on_every_line_of_the_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve_with(&format!("sqlite://{}", dir.path().join("calls.db").display()), &[("LOG_FORMAT", "json")]);
+    let (ok, out) = sim(&[
+        "--url",
+        &format!("ws://{}/", server.ws),
+        "--tone",
+        "440",
+        "--duration-ms",
+        "800",
+        "--call-sid",
+        "CA-json-1",
+    ]);
+    assert!(ok, "{out}");
+    std::thread::sleep(Duration::from_millis(300));
+    let log = server.log.lock().unwrap().clone();
+    let records: Vec<serde_json::Value> =
+        log.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect();
+    let of_call: Vec<&serde_json::Value> = records.iter().filter(|r| r["span"]["name"] == "call").collect();
+    let said = |m: &str| of_call.iter().find(|r| r["fields"]["message"] == m).copied();
+    for message in ["call started", "call ended"] {
+        let r = said(message).unwrap_or_else(|| panic!("no {message:?} line inside the call's span: {log}"));
+        assert_eq!(r["span"]["call_sid"], "CA-json-1", "{r}");
+        assert!(r["span"]["stream_sid"].as_str().is_some_and(|s| !s.is_empty() && s != "-"), "{r}");
+        assert!(r["span"]["call_id"].as_str().is_some_and(|s| s.len() >= 16), "{r}");
+    }
+    // Every line logged while the call ran carries the same ids.
+    let ids: std::collections::BTreeSet<String> = of_call.iter().map(|r| r["span"]["call_id"].to_string()).collect();
+    assert_eq!(ids.len(), 1, "one call, one id: {ids:?}");
 }
 
 mod reqwest {

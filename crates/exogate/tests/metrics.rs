@@ -93,4 +93,14 @@ async fn metrics_count_a_known_sequence_of_calls_exactly() {
     assert_eq!(get("exogate_bad_messages_total"), 1.0);
     assert!(sum("frames_in") > 50.0 && sum("bytes_out") > 16_000.0, "the calls carried audio");
     assert_eq!(get("exogate_call_log_writes_dropped"), 0.0);
+    // Echo hands back each 20 ms caller frame as it comes: every one is re-cut into legal chunks.
+    assert_eq!(get("exogate_audio_recut_total"), sum("frames_in"), "one re-cut per echoed caller frame");
+    // A first-audio time for each call that got bot audio, a newest-frame delay for each chunk.
+    let with_audio = rows.iter().filter(|r| r["frames_out"].as_f64().unwrap_or(0.0) > 0.0).count() as f64;
+    assert_eq!(get("exogate_first_audio_seconds_count"), with_audio);
+    assert_eq!(get("exogate_newest_frame_delay_seconds_count"), sum("frames_out"));
+    // Echo adds next to nothing beyond the pacing: the mean newest-frame delay is well under 100 ms.
+    let mean = get("exogate_newest_frame_delay_seconds_sum") / sum("frames_out");
+    assert!(mean < 0.1, "mean newest-frame delay {mean} s");
+    assert_eq!(get("exogate_live_calls_unlisted"), 0.0);
 }

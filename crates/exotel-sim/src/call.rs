@@ -380,6 +380,7 @@ impl<'a> Session<'a> {
 
         let now = Instant::now();
         self.report.duration = now - self.handshake_at;
+        self.report.first_frame_at = self.first_frame_at;
         if let (Some(sent), Some(heard)) = (self.first_frame_at, self.first_bot_media_at) {
             self.report.first_audio_latency = Some(heard.saturating_duration_since(sent));
         }

@@ -43,6 +43,8 @@ pub struct CallReport {
     pub clears_received: u64,
     /// Each `clear`: when it arrived and how much bot audio the caller had heard by then.
     pub clears: Vec<ClearSeen>,
+    /// When the first caller media frame went out: the call's clock starts there.
+    pub first_frame_at: Option<std::time::Instant>,
     /// First media frame sent → first bot media received.
     pub first_audio_latency: Option<Duration>,
     pub violations: Vec<Violation>,
@@ -216,6 +218,7 @@ mod tests {
             marks_echoed: vec!["a".into()],
             clears_received: 1,
             clears: Vec::new(),
+            first_frame_at: None,
             first_audio_latency: Some(Duration::from_millis(250)),
             violations: vec![],
             close_code: Some(1000),

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use exotel::{SampleRate, StopReason};
 
 pub use crate::media::{CallControl, MAX_QUEUED_AUDIO, QueueFull};
-pub use spec::{AgentSpec, FailurePrompt, OnFailure, SettingsError, failure_prompt};
+pub use spec::{AgentSpec, FailurePrompt, OnFailure, SettingsError, failure_prompt, record_setting};
 pub use task::{CallEvent, CallEvents};
 
 /// What an agent knows about its call.

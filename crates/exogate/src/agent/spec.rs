@@ -123,6 +123,18 @@ pub struct AgentSpec {
     pub on_failure: OnFailure,
     /// Played before a failed call hangs up or transfers (see [`failure_prompt`]).
     pub failure_prompt: Option<std::sync::Arc<FailurePrompt>>,
+    /// `settings.record`: this agent's calls are (true) or are not (false) recorded; None
+    /// leaves it to RECORD_CALLS.
+    pub record: Option<bool>,
+}
+
+/// `settings.record`, if given, is true or false.
+pub fn record_setting(settings: &Value) -> Result<Option<bool>, SettingsError> {
+    match settings.get("record") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(_) => Err(SettingsError::new("record", "must be true or false")),
+    }
 }
 
 impl std::fmt::Debug for AgentSpec {
@@ -143,6 +155,7 @@ impl AgentSpec {
         let stored: Value = serde_json::from_str(&def.settings).unwrap_or_else(|_| Value::Object(Default::default()));
         let settings = super::sealed::open(&stored, secrets);
         let on_failure = OnFailure::parse(&settings).unwrap_or_default();
+        let record = record_setting(&settings).unwrap_or_default();
         // Checked when saved; a file gone or broken since is left out, with a warning.
         let failure_prompt = match failure_prompt(&settings) {
             Ok(prompt) => prompt.map(std::sync::Arc::new),
@@ -158,6 +171,7 @@ impl AgentSpec {
             greeting: def.greeting.clone(),
             on_failure,
             failure_prompt,
+            record,
         }
     }
 }

@@ -18,7 +18,7 @@ pub const MAX_CONTACTS: usize = 1_000_000;
 /// Line errors reported back; the count goes on.
 const MAX_REPORTED: usize = 1000;
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct LineError {
     /// 1-based line of the file (the header is line 1).
     pub line: u64,

@@ -19,16 +19,23 @@ const DAYS: [(&str, Weekday); 7] = [
     ("sun", Weekday::Sunday),
 ];
 
-/// The window as stored and shown.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// The window as stored and shown: calls are placed from `start` to `end` (`HH:MM`) on `days`
+/// (`mon`..`sun`) in `timezone` (IANA).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WindowSpec {
     #[serde(default = "default_start")]
+    #[schema(pattern = "^([01][0-9]|2[0-3]):[0-5][0-9]$", example = "09:00")]
     pub start: String,
+    /// After `start`.
     #[serde(default = "default_end")]
+    #[schema(pattern = "^([01][0-9]|2[0-3]):[0-5][0-9]$", example = "21:00")]
     pub end: String,
+    /// At least one; a day's name or its first three letters, any case.
     #[serde(default = "default_days")]
+    #[schema(min_items = 1, example = json!(["mon", "tue", "wed", "thu", "fri"]))]
     pub days: Vec<String>,
     #[serde(default = "default_timezone")]
+    #[schema(example = "Asia/Kolkata")]
     pub timezone: String,
 }
 
@@ -118,9 +125,13 @@ impl Window {
 
 /// Retries for one outcome: wait `after_secs`, and stop once the contact has been dialed
 /// `max_attempts` times in all (the first dial counts).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Retry {
+    /// At most a week.
+    #[schema(maximum = 604800, example = 600)]
     pub after_secs: u64,
+    /// The first dial counts.
+    #[schema(minimum = 1, maximum = 20, example = 3)]
     pub max_attempts: u32,
 }
 

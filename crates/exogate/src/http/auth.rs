@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{ConnectInfo, MatchedPath, RawPathParams, Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
@@ -54,19 +54,44 @@ pub(crate) async fn require_exotel(
     next.run(req).await
 }
 
+pub(crate) const OPEN_ONLY_LOCAL: &str =
+    "without EXOGATE_API_KEY the API answers only Host localhost, 127.0.0.1 or [::1]";
+
+/// Open only to this machine: a web page elsewhere that points its own name at 127.0.0.1 (DNS
+/// rebinding) sends its own Host, and is refused.
+pub(crate) fn host_is_local(headers: &axum::http::HeaderMap) -> bool {
+    is_local_host(headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost"))
+}
+
+/// The control plane: `Authorization: Bearer <key>`, or the console's session cookie (whose
+/// writes carry `X-CSRF-Token`).
 pub(crate) async fn require_key(State(app): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    // A browser tells where a request comes from; a write from another site's page is refused
+    // whatever it carries (a form post needs no CORS preflight, and the open mode has no key).
+    let write = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    if write && from_another_site(req.headers()) {
+        Refusals::count(&app.refusals.auth);
+        tracing::warn!("control-plane write refused: sent by another site's page");
+        return (StatusCode::FORBIDDEN, Json(json!({ "error": "cross-site request refused" }))).into_response();
+    }
     let Some(expected) = &app.api_key else {
-        // Open only to this machine: a web page elsewhere that points its own name at 127.0.0.1
-        // (DNS rebinding) sends its own Host, and is refused.
-        let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
-        if !is_local_host(host) {
+        if !host_is_local(req.headers()) {
             Refusals::count(&app.refusals.host);
-            tracing::warn!(host, "control-plane request refused: no API key is set and the Host is not local");
-            let message = "without EXOGATE_API_KEY the API answers only Host localhost, 127.0.0.1 or [::1]";
-            return (StatusCode::FORBIDDEN, Json(json!({ "error": message }))).into_response();
+            tracing::warn!("control-plane request refused: no API key is set and the Host is not local");
+            return (StatusCode::FORBIDDEN, Json(json!({ "error": OPEN_ONLY_LOCAL }))).into_response();
         }
         return next.run(req).await;
     };
+    if req.headers().get(header::AUTHORIZATION).is_none() {
+        if let Some(session) = super::session::from_cookie(req.headers(), expected) {
+            if !super::session::csrf_ok(req.method(), req.headers(), &session) {
+                Refusals::count(&app.refusals.auth);
+                let message = "a write with the session cookie needs its X-CSRF-Token header";
+                return (StatusCode::FORBIDDEN, Json(json!({ "error": message }))).into_response();
+            }
+            return next.run(req).await;
+        }
+    }
     let given = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -85,6 +110,20 @@ fn unauthorized(message: &str) -> Response {
         .into_response()
 }
 
+/// `Sec-Fetch-Site` says another site, or `Origin` names another host than `Host`. Clients that
+/// are not browsers send neither.
+fn from_another_site(headers: &axum::http::HeaderMap) -> bool {
+    let text = |name| headers.get(name).and_then(|v: &axum::http::HeaderValue| v.to_str().ok());
+    if matches!(text("sec-fetch-site"), Some("cross-site" | "same-site")) {
+        return true;
+    }
+    match (text("origin"), text("host")) {
+        (Some("null"), _) => true,
+        (Some(origin), Some(host)) => origin.split_once("://").is_none_or(|(_, h)| !h.eq_ignore_ascii_case(host)),
+        _ => false,
+    }
+}
+
 /// `localhost`, `127.0.0.1`, `[::1]` (with any port).
 fn is_local_host(host: &str) -> bool {
     let name = match host.strip_prefix('[') {
@@ -97,6 +136,28 @@ fn is_local_host(host: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::is_local_host;
+
+    #[test]
+    fn writes_from_another_site_are_told_apart() {
+        use axum::http::{HeaderMap, HeaderValue};
+        let h = |pairs: &[(&'static str, &'static str)]| {
+            let mut m = HeaderMap::new();
+            for (k, v) in pairs {
+                m.insert(*k, HeaderValue::from_static(v));
+            }
+            m
+        };
+        assert!(!super::from_another_site(&h(&[("host", "gw:8080")])), "curl");
+        assert!(!super::from_another_site(&h(&[("host", "gw:8080"), ("origin", "https://gw:8080")])));
+        assert!(!super::from_another_site(&h(&[
+            ("sec-fetch-site", "same-origin"),
+            ("origin", "http://gw:8080"),
+            ("host", "gw:8080")
+        ])));
+        assert!(super::from_another_site(&h(&[("host", "127.0.0.1:8080"), ("origin", "https://evil.example")])));
+        assert!(super::from_another_site(&h(&[("host", "gw"), ("sec-fetch-site", "cross-site")])));
+        assert!(super::from_another_site(&h(&[("host", "gw"), ("origin", "null")])));
+    }
 
     #[test]
     fn local_hosts() {

@@ -3,7 +3,7 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde::Serialize;
 
 #[derive(Debug)]
 pub(crate) struct ApiError {
@@ -50,12 +50,22 @@ impl From<anyhow::Error> for ApiError {
     }
 }
 
+/// Every error answer of the API (and of its key check): what went wrong, naming the field or
+/// the thing not found.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+// Nothing else is ever in it: documented as closed, so a client (or a schema check) can tell it
+// from the richer answers some operations give (`DialFailure`).
+#[serde(deny_unknown_fields)]
+pub(crate) struct ErrorBody {
+    pub error: String,
+    /// Itemized problems, for a refused campaign file or rule (`line` 0: not a line of the file).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<crate::campaign::import::LineError>>)]
+    pub errors: Option<serde_json::Value>,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = match self.errors {
-            Some(errors) => json!({ "error": self.message, "errors": errors }),
-            None => json!({ "error": self.message }),
-        };
-        (self.status, Json(body)).into_response()
+        (self.status, Json(ErrorBody { error: self.message, errors: self.errors })).into_response()
     }
 }

@@ -6,11 +6,60 @@ use std::sync::atomic::Ordering;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use serde::Serialize;
 use serde_json::{Value, json};
 
+use super::json_body::Reply;
 use crate::app::AppState;
 
-pub(crate) async fn health(State(app): State<Arc<AppState>>) -> (StatusCode, Json<Value>) {
+/// How the gateway is doing.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct Health {
+    status: HealthStatus,
+    /// Why it is degraded.
+    reason: Option<String>,
+    /// Call-log writes dropped since start (the queue was full, or the database refused one for good).
+    call_log_writes_dropped: u64,
+    version: &'static str,
+    uptime_secs: u64,
+    active_calls: u64,
+    /// Whether the database answers.
+    database: bool,
+    /// Bot decisions waiting for their Passthru.
+    decisions_pending: u64,
+    /// Bot decisions dropped because too many waited.
+    decisions_dropped: u64,
+    /// Connections and requests turned away since start, by reason.
+    #[schema(value_type = Refused)]
+    refused: Value,
+}
+
+/// `degraded` while the database does not answer or call-log writes fail (calls keep flowing).
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum HealthStatus {
+    Ok,
+    Degraded,
+}
+
+/// Connections and requests turned away, by reason (what `Refusals::snapshot` counts).
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // Describes `Refusals::snapshot`, a JSON value shared with /metrics.
+pub(crate) struct Refused {
+    ip_not_allowed: u64,
+    bad_credentials: u64,
+    bad_token: u64,
+    token_for_another_call: u64,
+    over_max_calls: u64,
+    over_connection_rate: u64,
+    bad_host: u64,
+}
+
+#[utoipa::path(get, path = "/health", operation_id = "health", tag = "health", security(()),
+    responses((status = 200, description = "Always 200 while the process serves: a gateway whose database is away \
+        keeps taking calls (`status: degraded`)", body = Health)))]
+pub(crate) async fn health(State(app): State<Arc<AppState>>) -> (StatusCode, Reply<Health>) {
     let db = app.store.ping().await;
     let writer = app.store.writer_health();
     let failing = writer.failing();
@@ -24,20 +73,19 @@ pub(crate) async fn health(State(app): State<Arc<AppState>>) -> (StatusCode, Jso
     let status = StatusCode::OK;
     (
         status,
-        Json(json!({
-            "status": if reason.is_none() { "ok" } else { "degraded" },
-            "reason": reason,
-            "call_log_writes_dropped": writer.dropped.load(Ordering::Relaxed),
-            "version": env!("CARGO_PKG_VERSION"),
-            "uptime_secs": app.started.elapsed().as_secs(),
-            "active_calls": app.active_calls.load(Ordering::Relaxed),
-            "database": db,
-            // Bot decisions waiting for their Passthru, and those dropped because too many waited.
-            "decisions_pending": app.decisions.pending(),
-            "decisions_dropped": app.decisions.dropped(),
+        Reply(Health {
+            status: if reason.is_none() { HealthStatus::Ok } else { HealthStatus::Degraded },
+            reason,
+            call_log_writes_dropped: writer.dropped.load(Ordering::Relaxed),
+            version: env!("CARGO_PKG_VERSION"),
+            uptime_secs: app.started.elapsed().as_secs(),
+            active_calls: app.active_calls.load(Ordering::Relaxed) as u64,
+            database: db,
+            decisions_pending: app.decisions.pending() as u64,
+            decisions_dropped: app.decisions.dropped(),
             // Connections and requests turned away (auth, ALLOW_IPS, MAX_CALLS, connection rate).
-            "refused": app.refusals.snapshot(),
-        })),
+            refused: app.refusals.snapshot(),
+        }),
     )
 }
 
@@ -50,6 +98,13 @@ pub(crate) async fn ws_health(State(app): State<Arc<AppState>>) -> Json<Value> {
 }
 
 /// Prometheus text (OpenMetrics). Open unless METRICS_TOKEN is set: then `Bearer <token>`.
+#[utoipa::path(get, path = "/metrics", operation_id = "metrics", tag = "health",
+    security((), ("metrics_token" = [])),
+    responses(
+        (status = 200, description = "Counters and gauges in the OpenMetrics text format",
+            content_type = "application/openmetrics-text", body = String),
+        (status = 401, description = "METRICS_TOKEN is set and was not sent", content_type = "text/plain", body = String),
+    ))]
 pub(crate) async fn metrics(
     State(app): State<Arc<AppState>>,
     headers: axum::http::HeaderMap,
@@ -66,7 +121,22 @@ pub(crate) async fn metrics(
         }
     }
     let writer = app.store.writer_health();
-    let text = app.metrics.render(app.store.queued(), writer.dropped.load(Ordering::Relaxed), &app.refusals.snapshot());
+    let mut campaigns = Vec::new();
+    // A database that is away leaves the campaigns out, not the scrape.
+    for c in app.store.campaigns().await.unwrap_or_default() {
+        if matches!(c.status.as_str(), "running" | "paused") {
+            campaigns.push((c.id.clone(), app.store.campaign_progress(&c.id).await.unwrap_or_default()));
+        }
+    }
+    let refused = app.refusals.snapshot();
+    let text = app.metrics.render(&crate::metrics::Readings {
+        queued: app.store.queued(),
+        dropped: writer.dropped.load(Ordering::Relaxed),
+        refused: &refused,
+        recordings: app.recordings.as_ref().map(|r| &*r.stats),
+        live_unlisted: app.live.unlisted.load(Ordering::Relaxed),
+        campaigns: &campaigns,
+    });
     ([(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
         .into_response()
 }

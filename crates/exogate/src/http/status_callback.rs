@@ -63,6 +63,12 @@ pub(crate) async fn status_callback(
     if let Some(s) = status {
         patch = patch.status(s);
     }
+    if !event.eq_ignore_ascii_case("answered") {
+        // Exotel's own words, bounded by its few statuses (anything else is "other").
+        let known = ["completed", "busy", "no-answer", "failed", "canceled"];
+        let s = status_text.to_ascii_lowercase();
+        app.metrics.dial_result(if known.contains(&s.as_str()) { &s } else { "other" });
+    }
     app.store.upsert(key.clone(), patch);
     app.store.event(
         key,

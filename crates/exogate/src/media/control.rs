@@ -24,8 +24,8 @@ pub const MAX_QUEUED_AUDIO: Duration = Duration::from_secs(60);
 pub(crate) enum OutCmd {
     /// The stream is known: from now on audio can be framed for it.
     Begin { stream_sid: String, rate: SampleRate },
-    /// One Exotel-legal chunk of agent audio.
-    Chunk(Vec<u8>),
+    /// One Exotel-legal chunk of agent audio, and when its newest audio was handed over.
+    Chunk(Vec<u8>, Instant),
     /// An utterance began with less than a chunk: the writer starts watching for its end.
     Touch,
     /// A mark after the audio before it; `tail` (an utterance's padded end) goes first.
@@ -49,6 +49,8 @@ pub(crate) enum OutCmd {
     Transcript(&'static str, String),
     /// A provider's token/audio usage for one answer: summed on the call's row.
     Usage(serde_json::Value),
+    /// An operator hung up or transferred the call (the console, the API).
+    Operator(crate::live::Operator),
 }
 
 /// Agent output not yet taken by the session: framed audio and commands, in order.
@@ -103,7 +105,8 @@ impl Outbox {
             self.push(OutCmd::Mark { tail: tail.take(), name }, wake);
         }
         if let Some(t) = tail {
-            self.push(OutCmd::Chunk(t), wake);
+            let handed = self.last_audio.unwrap_or_else(Instant::now);
+            self.push(OutCmd::Chunk(t, handed), wake);
         }
     }
 }
@@ -137,6 +140,8 @@ pub(crate) struct Position {
     pub(crate) dropped_out: AtomicU64,
     /// Caller audio an agent task could not keep up with (see [`crate::agent::task`]).
     pub(crate) dropped_in: AtomicU64,
+    /// Agent audio writes that were not an Exotel-legal chunk as they came (re-cut into ones).
+    pub(crate) recut: AtomicU64,
 }
 
 impl Default for Position {
@@ -148,6 +153,7 @@ impl Default for Position {
             played: AtomicU64::new(0),
             dropped_out: AtomicU64::new(0),
             dropped_in: AtomicU64::new(0),
+            recut: AtomicU64::new(0),
         }
     }
 }
@@ -256,6 +262,11 @@ impl Shared {
     }
 }
 
+/// Exotel plays a chunk as it is only if it is a multiple of 320 bytes within 3200..=100000.
+fn legal_chunk(len: usize) -> bool {
+    len % 320 == 0 && (3200..=100_000).contains(&len)
+}
+
 /// The label of [`CallControl::tracking_mark`]s.
 pub(crate) const TRACKING_MARK: &str = "pos";
 
@@ -322,7 +333,7 @@ impl CallControl {
         let _ = self.decision.sink.set(sink);
     }
 
-    fn decide(&self, d: Decision) {
+    pub(crate) fn decide(&self, d: Decision) {
         if !self.decision.made.swap(true, Ordering::AcqRel) {
             if let Some(sink) = self.decision.sink.get() {
                 sink(d);
@@ -352,14 +363,18 @@ impl CallControl {
             return Err(QueueFull);
         }
         pos.unsent.fetch_add(pcm.len() as u64, Ordering::AcqRel);
-        *last_audio = Some(Instant::now());
+        let now = Instant::now();
+        *last_audio = Some(now);
+        if !legal_chunk(pcm.len()) {
+            pos.recut.fetch_add(1, Ordering::Relaxed);
+        }
         let before = cmds.len();
         if !*unmarked {
             *unmarked = true;
             cmds.push_back(OutCmd::Touch);
         }
         framer.push(pcm, |chunk| {
-            cmds.push_back(OutCmd::Chunk(chunk));
+            cmds.push_back(OutCmd::Chunk(chunk, now));
             // Marks placed inside this chunk's audio follow it.
             for name in deferred.drain(..) {
                 cmds.push_back(OutCmd::Mark { tail: None, name });
@@ -541,7 +556,7 @@ mod tests {
         ctl.shared.take(&mut q);
         q.into_iter()
             .filter_map(|c| match c {
-                OutCmd::Chunk(c) => Some(format!("chunk{}", c.len())),
+                OutCmd::Chunk(c, _) => Some(format!("chunk{}", c.len())),
                 OutCmd::Mark { tail, name } => {
                     Some(format!("{}mark:{name}", tail.map_or(String::new(), |_| "tail+".into())))
                 }

@@ -4,9 +4,11 @@
 mod control;
 mod conversation;
 mod endpoint;
+pub(crate) mod recording;
 mod session;
 mod writer;
 
+pub(crate) use control::OutCmd;
 #[cfg(test)]
 pub(crate) use control::test_control;
 pub use control::{CallControl, MAX_QUEUED_AUDIO, QueueFull};

@@ -19,6 +19,8 @@ use futures_util::future::{BoxFuture, OptionFuture};
 use futures_util::{FutureExt, StreamExt};
 use serde_json::json;
 use tokio::time::{Instant, sleep_until, timeout};
+use tracing::Instrument;
+use tracing::field::Empty;
 
 use super::control::{CallControl, OutCmd, Shared, TRACKING_MARK};
 use super::conversation::Conversation;
@@ -26,6 +28,7 @@ use super::writer::{Writer, WriterConfig};
 use crate::access::{Refusals, TokenCall};
 use crate::agent::{Agent, AgentFuture, AgentSetup, AgentSpec, AgentTask, CallEnd, CallInfo, EndReason, OnFailure};
 use crate::app::{AppState, Decision, SessionGuard};
+use crate::live::{LiveCall, NewLiveCall, Operator};
 use crate::store::{CallKey, CallPatch, CallRow, Status};
 
 /// Timeline entries per call for bad input; the count keeps going, the log stays small.
@@ -126,11 +129,14 @@ struct Session {
     recorded: u64,
     unrecorded: u64,
     conversation: Conversation,
+    /// The call's entry on the live page.
+    live: Option<Arc<LiveCall>>,
 }
 
 pub(crate) async fn run(mut ws: WebSocket, params: MediaParams, app: Arc<AppState>, alive: SessionGuard) {
     let shared = Arc::new(Shared::new(Some(alive)));
-    let writer = Writer::new(WriterConfig { lead: app.config.playback_lead });
+    let mut writer = Writer::new(WriterConfig { lead: app.config.playback_lead });
+    writer.delays = Some(app.metrics.newest_frame());
     let ctl = CallControl::new(shared.clone());
     let mut s = Session {
         agent_ctl: ctl.clone(),
@@ -171,15 +177,19 @@ pub(crate) async fn run(mut ws: WebSocket, params: MediaParams, app: Arc<AppStat
         recorded: 0,
         unrecorded: 0,
         conversation: Conversation::default(),
+        live: None,
     };
     // Even on a bug in the session itself, agents on other tasks learn that the call is over
     // and can't fill a queue nobody drains.
     let _closed = CloseOnDrop(shared.clone());
+    // Every line logged for this call carries its ids (LOG_FORMAT=json puts them in each record).
+    let span = tracing::info_span!("call", call_id = %s.local_id, call_sid = Empty, stream_sid = Empty);
     s.make_early_agent();
-    if AssertUnwindSafe(s.serve(&mut ws, &shared)).catch_unwind().await.is_err() {
-        tracing::error!(call_id = %s.local_id, "media session panicked; ending the call");
+    if AssertUnwindSafe(s.serve(&mut ws, &shared).instrument(span.clone())).catch_unwind().await.is_err() {
+        tracing::error!(parent: &span, call_id = %s.local_id, "media session panicked; ending the call");
         s.stop_reason.get_or_insert_with(|| "internal-error".into());
     }
+    let _in_call = span.enter();
     s.finish(&shared);
 }
 
@@ -229,6 +239,7 @@ impl Session {
                         }
                     }
                     OutCmd::Usage(report) => self.conversation.usage(&report),
+                    OutCmd::Operator(op) => self.operator(op),
                     cmd => self.writer.handle(ws, cmd, &shared.position).await,
                 }
             }
@@ -439,6 +450,26 @@ impl Session {
             custom_field: info.custom_parameters.get("callLogId").cloned(),
         };
         let custom_json = json!(info.custom_parameters);
+        let span = tracing::Span::current();
+        span.record("call_sid", start.call_sid.as_deref().unwrap_or("-"));
+        span.record("stream_sid", stream_sid.as_str());
+        let recording = self.start_recording(&agent_id, rate);
+        let live = Arc::new(LiveCall::new(
+            NewLiveCall {
+                id: self.local_id.clone(),
+                call_sid: start.call_sid.clone(),
+                stream_sid: stream_sid.clone(),
+                from: start.from.clone(),
+                to: start.to.clone(),
+                agent: agent_id.clone(),
+                sample_rate: rate.hz(),
+                row_id: info.custom_parameters.get("callLogId").cloned(),
+            },
+            self.ctl.clone(),
+        ));
+        self.app.live.add(live.clone());
+        self.writer.taps.live = Some(live.clone());
+        self.live = Some(live);
         self.app.store.upsert(
             key.clone(),
             CallPatch::new()
@@ -451,6 +482,7 @@ impl Session {
                 .int("sample_rate", Some(rate.hz() as i64))
                 .text("started_at", Some(crate::store::now_text()))
                 .text("instance_id", Some(self.app.store.instance()))
+                .text("recording", recording)
                 .status(Status::InProgress),
         );
         for (kind, detail) in self.early_events.drain(..) {
@@ -500,6 +532,35 @@ impl Session {
         self.begin_agent();
     }
 
+    /// Recording on (RECORDINGS_DIR) and wanted for this agent: the file's name for the call log.
+    fn start_recording(&mut self, agent_id: &str, rate: SampleRate) -> Option<String> {
+        let recordings = self.app.recordings.as_ref()?;
+        let says = self.app.agent_spec(agent_id).and_then(|s| s.record);
+        if !recordings.wanted(says) {
+            return None;
+        }
+        let rec = recordings.open(&self.local_id, rate, Instant::now())?;
+        let name = rec.name.clone();
+        self.writer.taps.rec = Some(rec);
+        Some(name)
+    }
+
+    /// An operator hung up or transferred the call: it ends now, whatever is playing.
+    fn operator(&mut self, op: Operator) {
+        if self.active.is_none() || self.writer.done {
+            return;
+        }
+        let (reason, decision) = match op {
+            Operator::HangUp => ("operator-hangup", Decision::HangUp),
+            Operator::Transfer(target) => ("operator-transfer", Decision::Transfer(target)),
+        };
+        tracing::info!(action = reason, "call ended by an operator");
+        self.record("operator", json!({ "action": reason, "target": decision.target() }));
+        self.stop_reason.get_or_insert_with(|| reason.into());
+        self.ctl.decide(decision);
+        self.ctl.send(OutCmd::CloseNow { code: 1000, reason: "ended by an operator" });
+    }
+
     /// MEDIA_REQUIRE_TOKEN: the URL's token names another call than this stream's.
     fn refuse_token_call(&mut self) {
         Refusals::count(&self.app.refusals.token_call);
@@ -521,6 +582,9 @@ impl Session {
             }
         }
         if let (Some(row), Some(active)) = (row, self.active.as_mut()) {
+            if let Some(live) = &self.live {
+                live.set_placed(&row.id);
+            }
             let custom = &mut active.info.custom_parameters;
             let requested = custom.keys().any(|k| k.eq_ignore_ascii_case("agentId"));
             let vars: BTreeMap<String, String> =
@@ -535,6 +599,9 @@ impl Session {
             let agent = row.agent.filter(|a| *a != active.info.agent_id && self.app.agent_exists(a));
             if let Some(agent) = agent.filter(|_| !requested && matches!(self.slot, Slot::None)) {
                 patch = patch.text("agent", Some(&agent));
+                if let Some(live) = &self.live {
+                    live.set_agent(&agent);
+                }
                 active.info.agent_id = agent;
             }
             self.app.store.upsert(active.key.clone(), patch);
@@ -683,7 +750,7 @@ impl Session {
     /// runs on a task of its own.
     fn release_task(&mut self) {
         if let Some(task) = self.task.take() {
-            tokio::spawn(task);
+            tokio::spawn(task.instrument(tracing::Span::current()));
         }
     }
 
@@ -710,13 +777,14 @@ impl Session {
             Slot::None => None,
         };
         let agent_id = spec.as_ref().map_or("-", |s| s.id.as_str()).to_string();
+        let kind = spec.as_ref().map_or("-", |s| s.kind.as_str()).to_string();
         self.failure_prompt = spec.as_ref().and_then(|s| s.failure_prompt.clone());
         let mut plan = spec.map(|s| s.on_failure.clone()).unwrap_or_default();
         if self.fallbacks >= MAX_FALLBACKS && matches!(plan, OnFailure::Agent(_)) {
             plan = OnFailure::HangUp;
         }
         tracing::warn!(call_id = %self.local_id, agent = %agent_id, reason = %reason, fallback = %plan.describe(), "agent failed");
-        self.app.metrics.agent_failed(&agent_id);
+        self.app.metrics.agent_failed(&agent_id, &kind);
         self.record("agent-failed", json!({ "agent": agent_id, "reason": reason, "fallback": plan.describe() }));
         self.agent_failure = Some(format!("{agent_id}: {reason}"));
         self.fallback = Some(plan.describe());
@@ -749,6 +817,9 @@ impl Session {
                     self.fallbacks += 1;
                     if let Some(a) = self.active.as_mut() {
                         a.info.agent_id = id.clone();
+                    }
+                    if let Some(live) = &self.live {
+                        live.set_agent(&id);
                     }
                     self.make_agent(spec);
                 }
@@ -783,13 +854,22 @@ impl Session {
         }
         self.frames_in += 1;
         self.bytes_in += pcm.len() as u64;
+        if let Some(live) = &self.live {
+            live.caller_frame(&pcm);
+        }
         if let Slot::Ready { agent, started: true, .. } = &mut self.slot {
             // The hot path: no copy, no queue.
             let ctl = &self.agent_ctl;
             if std::panic::catch_unwind(AssertUnwindSafe(|| agent.on_audio(&pcm, ctl))).is_err() {
                 self.agent_failed("agent panicked".into());
             }
+            if let Some(rec) = self.writer.taps.rec.as_mut() {
+                rec.caller(pcm);
+            }
             return;
+        }
+        if let Some(rec) = self.writer.taps.rec.as_mut() {
+            rec.caller(pcm.clone());
         }
         self.deliver(Held::Audio(pcm));
     }
@@ -874,6 +954,11 @@ impl Session {
         self.slot = Slot::None;
         self.release_task();
         shared.close(end);
+        // The recording ends with the call.
+        self.writer.taps = Default::default();
+        if self.live.take().is_some() {
+            self.app.live.remove(&self.local_id);
+        }
         let pos = &shared.position;
         let w = &self.writer.stats;
         let close_code = w.close_code.or(self.peer_close).unwrap_or(1006);
@@ -920,6 +1005,11 @@ impl Session {
                 marks_played: self.marks_played,
                 clears: w.clears,
                 bad_messages: self.bad,
+                recut: pos.recut.load(Ordering::Relaxed),
+                first_audio: w
+                    .first_frame_at
+                    .zip(self.active.as_ref())
+                    .map(|(t, a)| t.saturating_duration_since(a.started)),
             });
         }
         self.app.store.event(

@@ -13,6 +13,35 @@ use futures_util::{Sink, SinkExt};
 use tokio::time::{Instant, timeout};
 
 use super::control::{OutCmd, Outbox, Position, Shared};
+use super::recording::CallRecorder;
+use crate::live::LiveCall;
+
+/// Where the call's audio is also shown or kept: the live page's meters, the recording.
+#[derive(Default)]
+pub(crate) struct Taps {
+    pub(crate) live: Option<std::sync::Arc<LiveCall>>,
+    pub(crate) rec: Option<CallRecorder>,
+}
+
+impl Taps {
+    fn bot(&self, plays_at: Instant, until: Instant, pcm: Vec<u8>) {
+        if let Some(live) = &self.live {
+            live.bot_frame(&pcm, until);
+        }
+        if let Some(rec) = &self.rec {
+            rec.bot(plays_at, pcm);
+        }
+    }
+
+    fn cleared(&self) {
+        if let Some(live) = &self.live {
+            live.bot_cleared();
+        }
+        if let Some(rec) = &self.rec {
+            rec.clear();
+        }
+    }
+}
 
 /// Where the writer sends: the call's WebSocket, or a plain sink in tests.
 pub(crate) trait Out: Sink<Message, Error = axum::Error> + Unpin + Send {}
@@ -61,6 +90,8 @@ pub(crate) struct WriterStats {
     pub clears: u64,
     /// The close code we sent, if we closed.
     pub close_code: Option<u16>,
+    /// When the first chunk went out.
+    pub first_frame_at: Option<Instant>,
     pub hung_up: bool,
 }
 
@@ -91,9 +122,13 @@ fn idle_check(ob: &mut Outbox, idle: Duration) -> Idle {
 }
 
 enum Item {
-    Frame(Vec<u8>),
+    /// A chunk, and when the agent handed over its newest audio.
+    Frame(Vec<u8>, Instant),
     Mark(String),
-    Close { code: u16, after_mark: Option<String> },
+    Close {
+        code: u16,
+        after_mark: Option<String>,
+    },
 }
 
 struct Stream {
@@ -117,6 +152,9 @@ pub(crate) struct Writer {
     pub(crate) stats: WriterStats,
     /// We sent a close, or the socket failed: nothing more goes out.
     pub(crate) done: bool,
+    pub(crate) taps: Taps,
+    /// Where each chunk's newest-frame delay goes (the gateway's histogram).
+    pub(crate) delays: Option<prometheus_client::metrics::histogram::Histogram>,
 }
 
 impl Writer {
@@ -133,6 +171,8 @@ impl Writer {
             played_close_mark: None,
             stats: WriterStats::default(),
             done: false,
+            taps: Taps::default(),
+            delays: None,
         }
     }
 
@@ -168,20 +208,29 @@ impl Writer {
             }
             let now = Instant::now();
             match front {
-                Item::Frame(_) => {
+                Item::Frame(..) => {
                     if self.play_until > now + self.cfg.lead {
                         return;
                     }
-                    let Some(Item::Frame(pcm)) = self.queue.pop_front() else { return };
+                    let Some(Item::Frame(pcm, handed)) = self.queue.pop_front() else { return };
+                    // What the gateway added: pacing holds a chunk back on purpose until Exotel's
+                    // queue is down to the lead; the rest is ours.
+                    let ready = self.play_until.checked_sub(self.cfg.lead).map_or(handed, |t| t.max(handed));
+                    if let Some(h) = &self.delays {
+                        h.observe(now.saturating_duration_since(ready).as_secs_f64());
+                    }
+                    self.stats.first_frame_at.get_or_insert(now);
                     let Some(s) = self.stream.as_mut() else { return };
                     let ts = s.began.elapsed().as_millis() as u64;
                     let text = s.encoder.media(&pcm, ts);
                     let dur = Duration::from_micros(s.rate.duration_us(pcm.len()));
-                    self.play_until = self.play_until.max(now) + dur;
+                    let plays_at = self.play_until.max(now);
+                    self.play_until = plays_at + dur;
                     pos.set_play_until(self.play_until);
                     pos.sent(pcm.len());
                     self.stats.frames_out += 1;
                     self.stats.bytes_out += pcm.len() as u64;
+                    self.taps.bot(plays_at, self.play_until, pcm);
                     self.send(ws, text).await;
                 }
                 Item::Mark(_) => {
@@ -222,7 +271,7 @@ impl Writer {
         let mut wake: Option<Instant> = None;
         let mut at = |t: Instant| wake = Some(wake.map_or(t, |w| w.min(t)));
         match self.queue.front() {
-            Some(Item::Frame(_)) => at(self.play_until.checked_sub(self.cfg.lead).unwrap_or(self.play_until)),
+            Some(Item::Frame(..)) => at(self.play_until.checked_sub(self.cfg.lead).unwrap_or(self.play_until)),
             Some(Item::Close { .. }) => {
                 if let Some(d) = self.close_deadline {
                     at(d)
@@ -257,7 +306,7 @@ impl Writer {
 
     fn end_utterance(&mut self, tail: Option<Vec<u8>>, mark: String) {
         if let Some(tail) = tail {
-            self.queue.push_back(Item::Frame(tail));
+            self.queue.push_back(Item::Frame(tail, Instant::now()));
         }
         self.queue.push_back(Item::Mark(mark));
     }
@@ -268,7 +317,7 @@ impl Writer {
     }
 
     fn drop_queued(&mut self, pos: &Position) {
-        let dropped: usize = self.queue.iter().map(|i| if let Item::Frame(f) = i { f.len() } else { 0 }).sum();
+        let dropped: usize = self.queue.iter().map(|i| if let Item::Frame(f, _) = i { f.len() } else { 0 }).sum();
         pos.sent(dropped);
         self.queue.retain(|i| matches!(i, Item::Close { .. }));
         // A hang-up whose mark will never be echoed now closes straight away.
@@ -278,6 +327,8 @@ impl Writer {
             }
         }
         self.book.cancel_all();
+        // What Exotel had queued is gone too (our clear, or Exotel's own).
+        self.taps.cleared();
         self.play_until = Instant::now();
         pos.set_play_until(self.play_until);
         self.idle_at = None;
@@ -292,8 +343,8 @@ impl Writer {
             OutCmd::Begin { stream_sid, rate } => {
                 self.stream = Some(Stream { rate, encoder: OutboundEncoder::new(&stream_sid), began: Instant::now() });
             }
-            OutCmd::Chunk(chunk) => {
-                self.queue.push_back(Item::Frame(chunk));
+            OutCmd::Chunk(chunk, handed) => {
+                self.queue.push_back(Item::Frame(chunk, handed));
                 self.arm_idle();
             }
             OutCmd::Touch => self.arm_idle(),
@@ -328,7 +379,12 @@ impl Writer {
             }
             OutCmd::CloseNow { code, reason } => self.close(ws, code, reason).await,
             // The session handles these before the writer sees the queue.
-            OutCmd::Failed(..) | OutCmd::Note(_) | OutCmd::Record(..) | OutCmd::Transcript(..) | OutCmd::Usage(_) => {}
+            OutCmd::Failed(..)
+            | OutCmd::Note(_)
+            | OutCmd::Record(..)
+            | OutCmd::Transcript(..)
+            | OutCmd::Usage(_)
+            | OutCmd::Operator(_) => {}
         }
     }
 }
@@ -402,7 +458,7 @@ mod tests {
         let mut w = Writer::new(WriterConfig { lead: Duration::from_millis(300) });
         w.handle(ws, OutCmd::Begin { stream_sid: "s".into(), rate: SampleRate::Hz8000 }, pos).await;
         for _ in 0..chunks {
-            w.handle(ws, OutCmd::Chunk(vec![0; CHUNK]), pos).await;
+            w.handle(ws, OutCmd::Chunk(vec![0; CHUNK], Instant::now()), pos).await;
         }
         w
     }
@@ -485,14 +541,14 @@ mod tests {
         let began = Instant::now();
         w.handle(&mut Stuck, OutCmd::Begin { stream_sid: "s".into(), rate: SampleRate::Hz8000 }, &pos).await;
         for _ in 0..50 {
-            w.handle(&mut Stuck, OutCmd::Chunk(vec![0; CHUNK]), &pos).await;
+            w.handle(&mut Stuck, OutCmd::Chunk(vec![0; CHUNK], Instant::now()), &pos).await;
         }
         w.pump(&mut Stuck, &pos).await;
         assert!(w.done, "the session ends the call once the writer is done");
         assert_eq!(began.elapsed(), SEND_TIMEOUT, "one blocked send, not one per queued chunk");
         // Nothing more is queued for a dead peer: later audio is dropped, not kept.
         let queued = w.queue.len();
-        w.handle(&mut Stuck, OutCmd::Chunk(vec![0; CHUNK]), &pos).await;
+        w.handle(&mut Stuck, OutCmd::Chunk(vec![0; CHUNK], Instant::now()), &pos).await;
         w.pump(&mut Stuck, &pos).await;
         assert_eq!(w.queue.len(), queued);
         w.close(&mut Stuck, 1000, "call ended").await;

@@ -6,11 +6,13 @@ use sqlx::{AnyPool, FromRow};
 
 use super::now_text;
 
-#[derive(Debug, Clone, Serialize, FromRow)]
+/// An agent definition; its settings' secrets are masked.
+#[derive(Debug, Clone, Serialize, FromRow, utoipa::ToSchema)]
 pub struct AgentDef {
     pub id: String,
     pub kind: String,
     #[serde(serialize_with = "settings_json")]
+    #[schema(value_type = Object)]
     pub settings: String,
     pub greeting: Option<String>,
     pub created_at: String,
@@ -24,11 +26,19 @@ fn settings_json<S: serde::Serializer>(v: &str, s: S) -> Result<S::Ok, S::Error>
     serde::Serialize::serialize(&settings, s)
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+/// An agent as written through the API. On update, absent fields keep their value.
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AgentInput {
+    /// Required on create: 1-64 letters, digits, `-`, `_` or `.`; what a call's `agentId` names.
+    /// Ignored on update.
+    #[schema(pattern = r"^[A-Za-z0-9._-]{1,64}$", example = "riya")]
     pub id: Option<String>,
+    /// `echo` (the default), `bridge`, `openai-realtime`, `gemini-live`.
+    #[schema(example = "echo")]
     pub kind: Option<String>,
+    /// The kind's settings, checked when saved; secrets sent back as their mask keep their value.
+    #[schema(value_type = Option<Object>)]
     pub settings: Option<serde_json::Value>,
     pub greeting: Option<String>,
 }

@@ -15,7 +15,7 @@ const INSERT_CHUNK: usize = 500;
 pub const CONTACT_STATES: [&str; 7] =
     ["pending", "dialing", "in-progress", "completed", "retry-scheduled", "failed", "exhausted"];
 
-#[derive(Debug, Clone, Serialize, FromRow)]
+#[derive(Debug, Clone, Serialize, FromRow, utoipa::ToSchema)]
 pub struct CampaignRow {
     pub id: String,
     pub name: String,
@@ -26,13 +26,21 @@ pub struct CampaignRow {
     pub max_concurrent: i64,
     pub calls_per_minute: i64,
     #[serde(rename = "window", serialize_with = "as_json")]
+    #[schema(value_type = crate::campaign::rules::WindowSpec)]
     pub window_spec: String,
+    /// Retries by outcome (`busy`, `no-answer`, `failed`).
     #[serde(serialize_with = "as_json")]
+    #[schema(value_type = BTreeMap<String, crate::campaign::rules::Retry>)]
     pub retry: String,
     pub phone_column: String,
+    /// The CSV's columns, in order.
     #[serde(serialize_with = "as_json")]
+    #[schema(value_type = Vec<String>)]
     pub columns: String,
     pub contacts: i64,
+    /// Lines of the file skipped. Not serialized: the API shows it as a count, except in the
+    /// answer to create, where `rejected` lists the lines (and `rejected_total` counts them).
+    #[serde(skip_serializing)]
     pub rejected: i64,
     pub status_reason: Option<String>,
     pub created_at: String,
@@ -41,12 +49,14 @@ pub struct CampaignRow {
     pub ended_at: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, FromRow)]
+#[derive(Debug, Clone, Serialize, FromRow, utoipa::ToSchema)]
 pub struct ContactRow {
     pub seq: i64,
     pub line: i64,
     pub phone: String,
+    /// The contact's other columns, by header name.
     #[serde(serialize_with = "as_json")]
+    #[schema(value_type = BTreeMap<String, String>)]
     pub vars: String,
     pub state: String,
     pub attempts: i64,

@@ -8,7 +8,7 @@ use super::now_text;
 use crate::secrets::Secrets;
 
 /// What the API shows of a phone: everything but the token.
-#[derive(Debug, Clone, Serialize, FromRow)]
+#[derive(Debug, Clone, Serialize, FromRow, utoipa::ToSchema)]
 pub struct Phone {
     pub id: String,
     pub number: String,
@@ -23,18 +23,33 @@ pub struct Phone {
 }
 
 /// A phone as written through the API. On update, absent fields keep their value.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PhoneInput {
+    /// Made up if absent on create; ignored on update.
     pub id: Option<String>,
+    /// The ExoPhone: digits with an optional leading `+` (6-16 digits; spaces, dashes).
+    #[schema(pattern = r"^\+?[ -]*([0-9][ -]*){6,16}$", example = "08047491899")]
     pub number: Option<String>,
+    /// The Exotel account SID (also accepted as `sid`).
     #[serde(alias = "sid")]
+    #[schema(pattern = r"^[A-Za-z0-9._-]+$", example = "yourcompany1")]
     pub account_sid: Option<String>,
+    #[schema(min_length = 1, example = "exotel-api-key")]
     pub api_key: Option<String>,
+    /// Encrypted at rest, never returned.
+    #[schema(min_length = 1, example = "exotel-api-token")]
     pub api_token: Option<String>,
+    /// `api.exotel.com` (Singapore, the default) or `api.in.exotel.com` (Mumbai).
+    #[schema(pattern = r"^api(\.in)?\.exotel\.com$")]
     pub subdomain: Option<String>,
+    /// The flow (app) holding the Voicebot applet, for flow-mode calls.
     pub app_id: Option<String>,
+    /// Agent for this phone's calls that name none.
+    #[schema(example = "echo")]
     pub default_agent: Option<String>,
+    /// Calls of this phone live at once (at least 1).
+    #[schema(minimum = 1)]
     pub max_concurrent: Option<i64>,
 }
 

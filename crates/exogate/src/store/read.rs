@@ -16,7 +16,8 @@ pub struct CallFilter {
     pub offset: i64,
 }
 
-#[derive(Debug, Clone, Serialize, FromRow)]
+/// A call as the call log keeps it: one row from start to finish.
+#[derive(Debug, Clone, Serialize, FromRow, utoipa::ToSchema)]
 pub struct CallRow {
     pub id: String,
     pub call_sid: Option<String>,
@@ -26,7 +27,9 @@ pub struct CallRow {
     pub from_number: Option<String>,
     pub to_number: Option<String>,
     pub custom_field: Option<String>,
+    /// The applet's custom parameters.
     #[serde(serialize_with = "as_json")]
+    #[schema(value_type = Option<Object>)]
     pub custom_params: Option<String>,
     pub agent: Option<String>,
     pub sample_rate: Option<i64>,
@@ -62,7 +65,9 @@ pub struct CallRow {
     pub stream_url: Option<String>,
     pub phone_id: Option<String>,
     pub mode: Option<String>,
+    /// The call's legs as Exotel's status callback reported them.
     #[serde(serialize_with = "as_json")]
+    #[schema(value_type = Value)]
     pub legs: Option<String>,
     pub conversation_duration: Option<i64>,
     pub error_kind: Option<String>,
@@ -82,20 +87,28 @@ pub struct CallRow {
     pub contact_seq: Option<i64>,
     /// Variables of a call we placed (a campaign contact's columns), given to its agent.
     #[serde(serialize_with = "as_json")]
+    #[schema(value_type = Option<HashMap<String, String>>)]
     pub vars: Option<String>,
     /// An AI agent's conversation: `[{at_ms, speaker, text}]`.
     #[serde(serialize_with = "as_json")]
+    #[schema(value_type = Option<Vec<Object>>)]
     pub transcript: Option<String>,
     /// The provider's usage, summed over the call.
     #[serde(serialize_with = "as_json")]
+    #[schema(value_type = Option<Object>)]
     pub usage: Option<String>,
+    /// The recording's file name in RECORDINGS_DIR; the API shows its URL instead.
+    #[serde(skip)]
+    pub recording: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, FromRow)]
+/// One entry of a call's timeline.
+#[derive(Debug, Clone, Serialize, FromRow, utoipa::ToSchema)]
 pub struct EventRow {
     pub at: String,
     pub kind: String,
     #[serde(serialize_with = "as_json")]
+    #[schema(value_type = Value)]
     pub detail: Option<String>,
 }
 
