@@ -95,6 +95,15 @@ function fmtDateTime(text) {
   return ms === null ? (text || '—') : dateTimeFmt.format(ms);
 }
 
+const shortFmt = new Intl.DateTimeFormat(undefined, { month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit', second: '2-digit' });
+
+/** For tables: without the year when it is this year's. */
+function fmtShort(text) {
+  const ms = parseTime(text);
+  if (ms === null) return text || '—';
+  return new Date(ms).getFullYear() === new Date().getFullYear() ? shortFmt.format(ms) : dateTimeFmt.format(ms);
+}
+
 function fmtClock(text) {
   const ms = parseTime(text);
   return ms === null ? (text || '—') : timeFmt.format(ms);
@@ -221,6 +230,28 @@ const enc = encodeURIComponent;
 
 // ---------------------------------------------------------------------------------------------
 // Toasts and the modal dialog
+
+/**
+ * The Edit and Delete buttons of an agent's or a phone's row: Delete asks first, then removes it
+ * through the API and reloads the list.
+ */
+function editDeleteButtons({ what, name, path, message, onEdit, load, errors }) {
+  const edit = h('button', { class: 'btn btn-sm', type: 'button', 'aria-label': `Edit ${what} ${name}` }, 'Edit');
+  const del = h('button', { class: 'btn btn-sm btn-danger', type: 'button', 'aria-label': `Delete ${what} ${name}` }, 'Delete');
+  edit.addEventListener('click', onEdit);
+  del.addEventListener('click', async () => {
+    const ok = await ask({ title: `Delete ${what} ${name}?`, message, confirm: 'Delete', danger: true });
+    if (!ok) return;
+    try {
+      await api('DELETE', path);
+      toast(`${what[0].toUpperCase()}${what.slice(1)} ${name} deleted.`);
+      await load();
+    } catch (e) {
+      if (e.status !== 401) errors.show(e);
+    }
+  });
+  return [edit, del];
+}
 
 function toast(message, kind) {
   const box = document.getElementById('toasts');
@@ -803,10 +834,10 @@ async function viewCalls(main, ctx, _match, params) {
 
   const errors = errorBox();
   main.appendChild(errors.el);
-  const tbody = h('tbody', null, h('tr', null, h('td', { class: 'empty', colspan: '9' }, 'Loading…')));
+  const tbody = h('tbody', null, h('tr', null, h('td', { class: 'empty', colspan: '8' }, 'Loading…')));
   const table = h('table', { id: 'call-log', class: 'data' },
     h('thead', null, h('tr', null,
-      ['Created', 'Status', 'Direction', 'From', 'To', 'Agent', 'Duration', 'Stop reason', 'Call id'].map((t, i) =>
+      ['Created', 'Status', 'Direction', 'From', 'To', 'Agent', 'Duration', 'Stop reason'].map((t, i) =>
         h('th', { scope: 'col', class: i === 6 ? 'num' : null }, t)))),
     tbody);
   const range = h('span', { class: 'muted small', 'aria-live': 'polite' });
@@ -841,22 +872,21 @@ async function viewCalls(main, ctx, _match, params) {
   };
   const buildRows = (calls, total) => {
     if (!calls.length) {
-      tbody.appendChild(h('tr', null, h('td', { class: 'empty', colspan: '9' },
+      tbody.appendChild(h('tr', null, h('td', { class: 'empty', colspan: '8' },
         total ? 'No calls on this page.' : 'No calls match these filters.')));
     }
     for (const c of calls) {
       const href = `#/calls/${enc(c.id)}`;
       tbody.appendChild(h('tr', { dataset: { callId: c.id } },
         h('td', null, h('a', { href, 'aria-label': `Call of ${fmtDateTime(c.created_at)} from ${c.from_number || 'unknown'}` },
-          fmtDateTime(c.created_at))),
+          fmtShort(c.created_at))),
         h('td', null, badge(c.status)),
         h('td', null, dash(c.direction)),
         h('td', null, dash(c.from_number)),
         h('td', null, dash(c.to_number)),
         h('td', null, dash(c.agent)),
         h('td', { class: 'num' }, fmtDuration(c.duration_ms ?? (c.conversation_duration != null ? c.conversation_duration * 1000 : null))),
-        h('td', null, dash(c.stop_reason || c.exotel_status)),
-        h('td', { class: 'mono small' }, h('a', { href, class: 'truncate', title: c.id }, c.id))));
+        h('td', null, dash(c.stop_reason || c.exotel_status))));
     }
   };
   prev.addEventListener('click', () => go(Math.max(0, offset - limit)));
@@ -866,7 +896,7 @@ async function viewCalls(main, ctx, _match, params) {
     if (isAbort(e) || !ctx.alive || e.status === 401) return;
     errors.show(e);
     replaceRows(tbody, 'error', () => tbody.appendChild(h('tr', null,
-      h('td', { class: 'empty', colspan: '9' }, 'The call log could not be loaded.'))));
+      h('td', { class: 'empty', colspan: '8' }, 'The call log could not be loaded.'))));
   };
   if (offset > 0) {
     await load().catch(showErr);
@@ -1392,19 +1422,9 @@ async function viewAgents(main, ctx) {
         'No agents yet. The built-in kinds (', kinds.join(', '), ') can be used by name.')));
     }
     for (const a of agents) {
-      const edit = h('button', { class: 'btn btn-sm', type: 'button', 'aria-label': `Edit agent ${a.id}` }, 'Edit');
-      const del = h('button', { class: 'btn btn-sm btn-danger', type: 'button', 'aria-label': `Delete agent ${a.id}` }, 'Delete');
-      edit.addEventListener('click', () => openForm(a));
-      del.addEventListener('click', async () => {
-        const ok = await ask({ title: `Delete agent ${a.id}?`, message: 'Calls that name it will get the default agent.', confirm: 'Delete', danger: true });
-        if (!ok) return;
-        try {
-          await api('DELETE', `/api/agents/${enc(a.id)}`);
-          toast(`Agent ${a.id} deleted.`);
-          await load();
-        } catch (e) {
-          if (e.status !== 401) errors.show(e);
-        }
+      const [edit, del] = editDeleteButtons({
+        what: 'agent', name: a.id, path: `/api/agents/${enc(a.id)}`,
+        message: 'Calls that name it will get the default agent.', onEdit: () => openForm(a), load, errors,
       });
       const settings = a.settings && typeof a.settings === 'object' ? a.settings : {};
       tbody.appendChild(h('tr', { dataset: { agentId: a.id } },
@@ -1412,7 +1432,7 @@ async function viewAgents(main, ctx) {
         h('td', { 'data-label': 'Kind' }, h('span', { class: 'badge badge-info badge-plain' }, a.kind)),
         h('td', { 'data-label': 'Greeting', class: 'wrap' }, dash(a.greeting || settings.greeting)),
         h('td', { 'data-label': 'On failure' }, dash(settings.on_failure || 'hangup')),
-        h('td', { 'data-label': 'Updated', class: 'nowrap' }, fmtDateTime(a.updated_at)),
+        h('td', { 'data-label': 'Updated', class: 'nowrap' }, fmtShort(a.updated_at)),
         h('td', { class: 'actions' }, edit, del)));
     }
   };
@@ -1483,8 +1503,8 @@ async function viewAgents(main, ctx) {
           if (editing) await api('PUT', `/api/agents/${enc(agent.id)}`, body);
           else await api('POST', '/api/agents', { id: idValue, ...body });
           toast(editing ? `Agent ${idValue} saved.` : `Agent ${idValue} created.`);
+          await load().catch(() => {});
           clear(formHost);
-          await load();
           const row = tbody.querySelector(`tr[data-agent-id="${CSS.escape(idValue)}"] button`);
           if (row) row.focus();
         } catch (err) {
@@ -1515,7 +1535,7 @@ async function viewPhones(main, ctx) {
   }));
   const formHost = h('div');
   const errors = errorBox();
-  const cols = ['Number', 'Account SID', 'API key', 'API token', 'Subdomain', 'Flow (app) id', 'Default agent', 'Max concurrent'];
+  const cols = ['Number', 'Account', 'API key', 'API token', 'Flow id', 'Default agent', 'Max calls'];
   const tbody = h('tbody', null, h('tr', null, h('td', { class: 'empty', colspan: String(cols.length + 1) }, 'Loading…')));
   main.append(formHost, errors.el, h('section', { class: 'panel', 'aria-label': 'Phones' },
     h('div', { class: 'table-wrap' }, h('table', { id: 'phones', class: 'data cards' },
@@ -1541,30 +1561,19 @@ async function viewPhones(main, ctx) {
         'No phones yet: calls use the default account from EXOTEL_* settings.')));
     }
     for (const p of phones) {
-      const edit = h('button', { class: 'btn btn-sm', type: 'button', 'aria-label': `Edit phone ${p.number}` }, 'Edit');
-      const del = h('button', { class: 'btn btn-sm btn-danger', type: 'button', 'aria-label': `Delete phone ${p.number}` }, 'Delete');
-      edit.addEventListener('click', () => openForm(p));
-      del.addEventListener('click', async () => {
-        const ok = await ask({ title: `Delete phone ${p.number}?`, message: 'Its credentials are deleted with it.', confirm: 'Delete', danger: true });
-        if (!ok) return;
-        try {
-          await api('DELETE', `/api/phones/${enc(p.id)}`);
-          toast(`Phone ${p.number} deleted.`);
-          await load();
-        } catch (e) {
-          if (e.status !== 401) errors.show(e);
-        }
+      const [edit, del] = editDeleteButtons({
+        what: 'phone', name: p.number, path: `/api/phones/${enc(p.id)}`,
+        message: 'Its credentials are deleted with it.', onEdit: () => openForm(p), load, errors,
       });
       const token = p.has_token || p.api_token ? MASK : '—';
       tbody.appendChild(h('tr', { dataset: { phoneId: p.id } },
-        h('td', { 'data-label': 'Number' }, h('span', null, h('strong', null, p.number), h('span', { class: 'sub mono' }, p.id))),
-        h('td', { 'data-label': 'Account SID' }, dash(p.account_sid)),
+        h('td', { 'data-label': 'Number' }, h('span', null, h('strong', null, p.number), h('span', { class: 'sub mono truncate', title: p.id }, p.id))),
+        h('td', { 'data-label': 'Account' }, h('span', null, dash(p.account_sid), h('span', { class: 'sub' }, dash(p.subdomain)))),
         h('td', { 'data-label': 'API key', class: 'mono small' }, dash(p.api_key)),
         h('td', { 'data-label': 'API token', class: 'mono small token' }, token),
-        h('td', { 'data-label': 'Subdomain' }, dash(p.subdomain)),
-        h('td', { 'data-label': 'Flow (app) id' }, dash(p.app_id)),
+        h('td', { 'data-label': 'Flow id' }, dash(p.app_id)),
         h('td', { 'data-label': 'Default agent' }, dash(p.default_agent)),
-        h('td', { 'data-label': 'Max concurrent', class: 'num' }, dash(p.max_concurrent)),
+        h('td', { 'data-label': 'Max calls', class: 'num' }, dash(p.max_concurrent)),
         h('td', { class: 'actions' }, edit, del)));
     }
   };
@@ -1646,8 +1655,8 @@ async function viewPhones(main, ctx) {
           if (editing) await api('PUT', `/api/phones/${enc(phone.id)}`, body);
           else await api('POST', '/api/phones', body);
           toast(editing ? `Phone ${body.number || phone.number} saved.` : `Phone ${body.number} created.`);
+          await load().catch(() => {});
           clear(formHost);
-          await load();
         } catch (err) {
           if (err.status !== 401) fe.show(err);
         }
@@ -1730,7 +1739,7 @@ async function viewCampaigns(main, ctx) {
         h('td', { 'data-label': 'Agent' }, dash(c.agent)),
         h('td', { 'data-label': 'Contacts', class: 'num' }, fmtNumber(c.contacts)),
         h('td', { 'data-label': 'Progress' }, h('span', { class: 'nowrap' }, bar.el, h('span', { class: 'sub' }, `${pct}% · ${done}/${total}`))),
-        h('td', { 'data-label': 'Created', class: 'nowrap' }, fmtDateTime(c.created_at)),
+        h('td', { 'data-label': 'Created', class: 'nowrap' }, fmtShort(c.created_at)),
         h('td', { 'data-label': 'Id', class: 'mono small' }, c.id)));
     }
   };

@@ -50,7 +50,8 @@ fn main() -> ExitCode {
             .json()
             .with_env_filter(filter)
             .with_current_span(true)
-            .with_span_list(false)
+            // The whole chain too: a line inside a span of an agent's still carries the call's ids.
+            .with_span_list(true)
             .with_writer(std::io::stderr)
             .init(),
         Ok("text") | Err(_) => tracing_subscriber::fmt()

@@ -150,5 +150,8 @@ impl Gateway {
         }
         let _ = tokio::time::timeout(END_GRACE, futures_util::future::join_all(self.tasks)).await;
         self.state.store.flush().await;
+        // The calls' recordings are complete files before the process goes.
+        let state = self.state.clone();
+        let _ = tokio::task::spawn_blocking(move || state.recordings.as_ref().map(|r| r.flush(END_GRACE))).await;
     }
 }

@@ -165,7 +165,7 @@ async fn a_calls_recording_has_the_caller_left_and_the_echo_right_where_exotel_p
     // As long as the call, give or take the tail.
     let call_ms = call["duration_ms"].as_i64().unwrap() as f64;
     let wav_ms = left.len() as f64 / 8.0;
-    assert!((wav_ms - call_ms).abs() < 1500.0, "{wav_ms} ms of recording for a {call_ms} ms call");
+    assert!((wav_ms - call_ms).abs() < 300.0, "{wav_ms} ms of recording for a {call_ms} ms call");
 
     // A player seeks with ranges.
     let r = gw

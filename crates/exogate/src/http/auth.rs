@@ -110,17 +110,23 @@ fn unauthorized(message: &str) -> Response {
         .into_response()
 }
 
-/// `Sec-Fetch-Site` says another site, or `Origin` names another host than `Host`. Clients that
-/// are not browsers send neither.
+/// `Sec-Fetch-Site` (every current browser sends it) says another site; from a browser without
+/// it, `Origin` names another host than the one asked (`X-Forwarded-Host` behind a proxy that
+/// rewrites `Host`). Clients that are not browsers send neither.
 fn from_another_site(headers: &axum::http::HeaderMap) -> bool {
     let text = |name| headers.get(name).and_then(|v: &axum::http::HeaderValue| v.to_str().ok());
-    if matches!(text("sec-fetch-site"), Some("cross-site" | "same-site")) {
-        return true;
+    match text("sec-fetch-site") {
+        Some("cross-site" | "same-site") => return true,
+        Some(_) => return false,
+        None => {}
     }
-    match (text("origin"), text("host")) {
-        (Some("null"), _) => true,
-        (Some(origin), Some(host)) => origin.split_once("://").is_none_or(|(_, h)| !h.eq_ignore_ascii_case(host)),
-        _ => false,
+    let asked = [text("host"), text("x-forwarded-host")];
+    match text("origin") {
+        Some("null") => true,
+        Some(origin) => origin
+            .split_once("://")
+            .is_none_or(|(_, h)| !asked.iter().flatten().any(|a| h.eq_ignore_ascii_case(a.trim()))),
+        None => false,
     }
 }
 
@@ -157,6 +163,11 @@ mod tests {
         assert!(super::from_another_site(&h(&[("host", "127.0.0.1:8080"), ("origin", "https://evil.example")])));
         assert!(super::from_another_site(&h(&[("host", "gw"), ("sec-fetch-site", "cross-site")])));
         assert!(super::from_another_site(&h(&[("host", "gw"), ("origin", "null")])));
+        // Behind a proxy that rewrites Host: the browser's own word, or the forwarded host.
+        let proxied = [("origin", "https://gw.example"), ("host", "127.0.0.1:8080")];
+        assert!(!super::from_another_site(&h(&[proxied[0], proxied[1], ("sec-fetch-site", "same-origin")])));
+        assert!(!super::from_another_site(&h(&[proxied[0], proxied[1], ("x-forwarded-host", "gw.example")])));
+        assert!(super::from_another_site(&h(&proxied)));
     }
 
     #[test]

@@ -6,10 +6,9 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::BufWriter;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -18,14 +17,23 @@ use tokio::time::Instant;
 
 use crate::config::RecordingsConfig;
 
-/// Messages waiting for the writer thread, all calls together: ~10 s of 20 ms frames both ways
-/// for 100 calls. Past it audio is dropped (and counted); the file keeps its timing, with a gap.
-const QUEUE: usize = 16_384;
-/// Audio is kept this long before it is written: a `clear` may still cut bot audio queued ahead.
-const HOLD: Duration = Duration::from_secs(1);
+/// Messages waiting for the writer thread, all calls together: several seconds' worth for 5,000
+/// calls (a call sends ~20 a second: caller audio in 100 ms batches, the bot's chunks). Past it
+/// audio is dropped (and counted); the file keeps its timing, with a gap.
+const QUEUE: usize = 65_536;
+/// The writer thread wakes this often and takes everything queued: senders never wake it (a
+/// thread woken per message costs more than the recording itself).
+const TICK: Duration = Duration::from_millis(100);
+/// Caller audio is handed over in batches this long.
+const CALLER_BATCH_MS: u64 = 100;
+/// Audio is kept this long behind the call's clock before it is final: caller audio arriving a
+/// little late still lands in place (a `clear` only cuts bot audio queued ahead of now).
+const HOLD: Duration = Duration::from_millis(500);
+/// Final audio is written once this much has gathered: each write costs the file system more
+/// than its bytes do (a second of 8 kHz stereo is 32 KB).
+const WRITE_BATCH: Duration = Duration::from_secs(1);
 /// Audio placed further ahead than this is not Exotel's playback (nothing is queued that far).
 const MAX_AHEAD: Duration = Duration::from_secs(120);
-const FILE_BUFFER: usize = 64 * 1024;
 /// A `.part` file this old was left by a crash: its call is long over.
 const STALE_PART: Duration = Duration::from_secs(2 * 86_400);
 
@@ -41,11 +49,32 @@ pub struct RecordingStats {
 }
 
 enum Msg {
-    Open { call: u64, path: PathBuf, rate: u32 },
-    Caller { call: u64, at: u64, pcm: Vec<u8> },
-    Bot { call: u64, at: u64, now: u64, pcm: Vec<u8> },
-    Clear { call: u64, at: u64 },
-    Close { call: u64, at: u64 },
+    Open {
+        call: u64,
+        path: PathBuf,
+        rate: u32,
+    },
+    Caller {
+        call: u64,
+        at: u64,
+        pcm: Vec<u8>,
+    },
+    Bot {
+        call: u64,
+        at: u64,
+        now: u64,
+        pcm: Vec<u8>,
+    },
+    Clear {
+        call: u64,
+        at: u64,
+    },
+    Close {
+        call: u64,
+        at: u64,
+    },
+    /// Answered once everything sent before it is written.
+    Sync(SyncSender<()>),
 }
 
 /// The gateway's recorder: the queue to the writer thread.
@@ -99,13 +128,34 @@ impl Recordings {
         Some(CallRecorder {
             call,
             name,
+            batch: Vec::new(),
+            batch_at: 0,
             rate: u64::from(rate.hz()),
             started,
-            caller_at: 0,
+            caller_at: None,
             tx: self.tx.clone(),
             closing: self.closing.clone(),
             stats: self.stats.clone(),
         })
+    }
+
+    /// Waits (up to `wait`) until everything handed over so far is written: recordings of calls
+    /// that have ended are complete files. Blocks: call it off the runtime's threads.
+    pub fn flush(&self, wait: Duration) -> bool {
+        let (done, finished) = sync_channel(1);
+        let deadline = std::time::Instant::now() + wait;
+        let mut msg = Msg::Sync(done);
+        loop {
+            match self.tx.try_send(msg) {
+                Ok(()) => break,
+                Err(TrySendError::Full(m)) if std::time::Instant::now() < deadline => {
+                    msg = m;
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(_) => return false,
+            }
+        }
+        finished.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())).is_ok()
     }
 
     /// The file behind a stored name, if the name is one of ours (a relative path, no `..`).
@@ -145,10 +195,14 @@ impl Recordings {
 pub(crate) struct CallRecorder {
     call: u64,
     pub(crate) name: String,
+    /// Caller audio not handed over yet, from sample `batch_at`.
+    batch: Vec<u8>,
+    batch_at: u64,
     rate: u64,
     started: Instant,
-    /// Caller samples so far: where the next caller frame goes.
-    caller_at: u64,
+    /// Where the next caller frame goes; None before the first (which sets it from the clock:
+    /// the caller's audio runs on from when it started arriving).
+    caller_at: Option<u64>,
     tx: SyncSender<Msg>,
     closing: Arc<Mutex<Vec<(u64, u64)>>>,
     stats: Arc<RecordingStats>,
@@ -166,10 +220,23 @@ impl CallRecorder {
     }
 
     /// The caller's next frame (PCM16LE at the call's rate).
-    pub(crate) fn caller(&mut self, pcm: Vec<u8>) {
-        let at = self.caller_at;
-        self.caller_at += pcm.len() as u64 / 2;
-        self.send(Msg::Caller { call: self.call, at, pcm });
+    pub(crate) fn caller(&mut self, pcm: &[u8]) {
+        let at = self.caller_at.unwrap_or_else(|| self.sample_at(Instant::now()));
+        self.caller_at = Some(at + pcm.len() as u64 / 2);
+        if self.batch.is_empty() {
+            self.batch_at = at;
+        }
+        self.batch.extend_from_slice(pcm);
+        if self.batch.len() as u64 >= self.rate * 2 * CALLER_BATCH_MS / 1000 {
+            self.send_batch();
+        }
+    }
+
+    fn send_batch(&mut self) {
+        if !self.batch.is_empty() {
+            let pcm = std::mem::take(&mut self.batch);
+            self.send(Msg::Caller { call: self.call, at: self.batch_at, pcm });
+        }
     }
 
     /// Bot audio Exotel starts playing at `plays_at`.
@@ -186,7 +253,8 @@ impl CallRecorder {
 
 impl Drop for CallRecorder {
     fn drop(&mut self) {
-        let at = self.sample_at(Instant::now()).max(self.caller_at);
+        self.send_batch();
+        let at = self.sample_at(Instant::now()).max(self.caller_at.unwrap_or(0));
         if self.tx.try_send(Msg::Close { call: self.call, at }).is_err() {
             if let Ok(mut c) = self.closing.lock() {
                 c.push((self.call, at));
@@ -195,109 +263,196 @@ impl Drop for CallRecorder {
     }
 }
 
-/// A call's file being written: samples from `base` on are held, both channels.
+/// Stereo frames not written yet, from the track's `base` on, as they go into the file: 4 bytes
+/// each, the caller's sample then the bot's (16-bit little-endian, as Exotel sends them). Audio
+/// is copied in once, to its side of each frame, and written out as it lies. Written frames leave
+/// from the front by moving `head`; the buffer is compacted once most of it is behind `head`, so
+/// every byte is moved at most about once.
+#[derive(Default)]
+struct Frames {
+    buf: Vec<u8>,
+    head: usize,
+    /// Frames (from `head`) each side has placed audio in.
+    caller_len: usize,
+    bot_len: usize,
+}
+
+const FRAME: usize = 4;
+const CALLER: usize = 0;
+const BOT: usize = 2;
+
+impl Frames {
+    fn len(&self) -> usize {
+        (self.buf.len() - self.head) / FRAME
+    }
+
+    /// At least `len` frames held (silence added).
+    fn extend_to(&mut self, len: usize) {
+        if self.len() < len {
+            self.buf.resize(self.head + len * FRAME, 0);
+        }
+    }
+
+    fn frames_mut(&mut self, from: usize, to: usize) -> &mut [u8] {
+        &mut self.buf[self.head + from * FRAME..self.head + to * FRAME]
+    }
+
+    /// Copies PCM16LE `pcm` into `side` of frames `from..`.
+    fn put(&mut self, side: usize, from: usize, pcm: &[u8]) {
+        let to = from + pcm.len() / 2;
+        self.extend_to(to);
+        for (frame, sample) in self.frames_mut(from, to).chunks_exact_mut(FRAME).zip(pcm.chunks_exact(2)) {
+            frame[side..side + 2].copy_from_slice(sample);
+        }
+        let len = if side == CALLER { &mut self.caller_len } else { &mut self.bot_len };
+        *len = (*len).max(to);
+    }
+
+    /// Silences the bot's side from frame `from` on.
+    fn cut_bot(&mut self, from: usize) {
+        let to = self.len();
+        if from < to {
+            for frame in self.frames_mut(from, to).chunks_exact_mut(FRAME) {
+                frame[BOT..BOT + 2].fill(0);
+            }
+        }
+        self.bot_len = self.bot_len.min(from);
+    }
+
+    /// The first `n` frames, to be written.
+    fn front(&self, n: usize) -> &[u8] {
+        &self.buf[self.head..self.head + n * FRAME]
+    }
+
+    /// The first `n` frames are written.
+    fn consume(&mut self, n: usize) {
+        let n = n.min(self.len());
+        self.head += n * FRAME;
+        self.caller_len = self.caller_len.saturating_sub(n);
+        self.bot_len = self.bot_len.saturating_sub(n);
+        if self.head > self.buf.len() / 2 {
+            self.buf.drain(..self.head);
+            self.head = 0;
+        }
+    }
+}
+
+/// A call's file being written: frames from `base` on are held.
 struct Track {
-    out: hound::WavWriter<BufWriter<File>>,
+    file: File,
     part: PathBuf,
     path: PathBuf,
     rate: u64,
     base: u64,
-    left: Vec<i16>,
-    right: Vec<i16>,
-    frame: Vec<i16>,
+    frames: Frames,
+    header_len: u64,
+    data_len: u64,
+    /// Up to here nothing more can arrive: it is written once a batch has gathered.
+    final_until: u64,
+}
+
+/// The WAV header hound writes for an empty stereo 16-bit file: the sizes in it are patched when
+/// the call ends (the data is written straight to the file, a batch at a time).
+fn wav_header(rate: u32) -> std::io::Result<Vec<u8>> {
+    let spec =
+        hound::WavSpec { channels: 2, sample_rate: rate, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
+    let mut header = std::io::Cursor::new(Vec::new());
+    hound::WavWriter::new(&mut header, spec).and_then(hound::WavWriter::finalize).map_err(to_io)?;
+    Ok(header.into_inner())
 }
 
 impl Track {
     fn create(path: PathBuf, rate: u32) -> std::io::Result<Self> {
+        use std::io::Write;
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
         let part = path.with_extension("wav.part");
-        let spec = hound::WavSpec {
-            channels: 2,
-            sample_rate: rate,
-            bits_per_sample: 16,
-            sample_format: hound::SampleFormat::Int,
-        };
-        let file = BufWriter::with_capacity(FILE_BUFFER, File::create(&part)?);
-        let out = hound::WavWriter::new(file, spec).map_err(to_io)?;
+        let header = wav_header(rate)?;
+        let mut file = File::create(&part)?;
+        file.write_all(&header)?;
         Ok(Self {
-            out,
+            file,
             part,
             path,
             rate: u64::from(rate),
             base: 0,
-            left: Vec::new(),
-            right: Vec::new(),
-            frame: Vec::new(),
+            frames: Frames::default(),
+            header_len: header.len() as u64,
+            data_len: 0,
+            final_until: 0,
         })
     }
 
-    /// Puts `pcm` on a channel at sample `at` (what is already written is left alone).
-    fn place(channel: &mut Vec<i16>, base: u64, at: u64, pcm: &[u8], max_ahead: u64) {
-        let samples = pcm.len() / 2;
-        let end = at + samples as u64;
-        if end <= base || at > base + max_ahead {
+    /// Puts `pcm` on `side` at sample `at` (what is already written is left alone).
+    fn place(&mut self, side: usize, at: u64, pcm: &[u8]) {
+        let samples = (pcm.len() / 2) as u64;
+        let max_ahead = MAX_AHEAD.as_secs() * self.rate;
+        if at + samples <= self.base || at > self.base + max_ahead {
             return;
         }
-        let skip = base.saturating_sub(at) as usize;
-        let offset = (at + skip as u64 - base) as usize;
-        let needed = offset + samples - skip;
-        if channel.len() < needed {
-            channel.resize(needed, 0);
-        }
-        for (slot, b) in channel[offset..needed].iter_mut().zip(pcm[skip * 2..].chunks_exact(2)) {
-            *slot = i16::from_le_bytes([b[0], b[1]]);
-        }
+        let skip = self.base.saturating_sub(at);
+        self.frames.put(side, (at + skip - self.base) as usize, &pcm[skip as usize * 2..]);
     }
 
-    fn max_ahead(&self) -> u64 {
-        MAX_AHEAD.as_secs() * self.rate
+    fn hold(&self) -> u64 {
+        HOLD.as_millis() as u64 * self.rate / 1000
     }
 
-    fn caller(&mut self, at: u64, pcm: &[u8]) -> std::io::Result<()> {
-        let ahead = self.max_ahead();
-        Self::place(&mut self.left, self.base, at, pcm, ahead);
+    fn caller(&mut self, at: u64, pcm: &[u8]) {
+        self.place(CALLER, at, pcm);
         // The caller's stream is the call's clock: what lies a HOLD behind it is final.
-        self.write_until((at + pcm.len() as u64 / 2).saturating_sub(HOLD.as_millis() as u64 * self.rate / 1000))
+        self.final_until = self.final_until.max((at + pcm.len() as u64 / 2).saturating_sub(self.hold()));
     }
 
-    fn bot(&mut self, at: u64, now: u64, pcm: &[u8]) -> std::io::Result<()> {
-        let ahead = self.max_ahead();
-        Self::place(&mut self.right, self.base, at, pcm, ahead);
-        self.write_until(now.saturating_sub(HOLD.as_millis() as u64 * self.rate / 1000))
+    fn bot(&mut self, at: u64, now: u64, pcm: &[u8]) {
+        self.place(BOT, at, pcm);
+        self.final_until = self.final_until.max(now.saturating_sub(self.hold()));
+    }
+
+    /// Writes what can no longer change, once a batch of it has gathered.
+    fn write_final(&mut self) -> std::io::Result<()> {
+        let batch = WRITE_BATCH.as_millis() as u64 * self.rate / 1000;
+        if self.final_until < self.base + batch {
+            return Ok(());
+        }
+        self.write_until(self.final_until)
     }
 
     fn clear(&mut self, at: u64) {
-        let keep = at.saturating_sub(self.base) as usize;
-        self.right.truncate(keep);
+        self.frames.cut_bot(at.saturating_sub(self.base) as usize);
     }
 
     /// Writes both channels up to sample `until`.
     fn write_until(&mut self, until: u64) -> std::io::Result<()> {
+        use std::io::Write;
         if until <= self.base {
             return Ok(());
         }
         let n = (until - self.base) as usize;
-        self.left.resize(self.left.len().max(n), 0);
-        self.right.resize(self.right.len().max(n), 0);
-        self.frame.clear();
-        self.frame.extend(self.left.drain(..n).zip(self.right.drain(..n)).flat_map(|(l, r)| [l, r]));
-        let mut w = self.out.get_i16_writer(self.frame.len() as u32);
-        for s in &self.frame {
-            w.write_sample(*s);
-        }
-        w.flush().map_err(to_io)?;
+        self.frames.extend_to(n);
+        self.file.write_all(self.frames.front(n))?;
+        self.data_len += (n * FRAME) as u64;
+        self.frames.consume(n);
         self.base = until;
         Ok(())
     }
 
-    /// Everything up to the call's end (bot audio queued past it never played), then the file.
+    /// Everything up to the call's end `at` (as long as the call, silence included; bot audio
+    /// queued past it never played), then the sizes in the header, then the file's final name.
     fn finish(mut self, at: u64) -> std::io::Result<()> {
-        let end = self.base + self.left.len().max(self.right.len().min(at.saturating_sub(self.base) as usize)) as u64;
-        self.right.truncate((end - self.base) as usize);
+        use std::io::{Seek, SeekFrom, Write};
+        let end = at.max(self.base + self.frames.caller_len as u64);
+        self.clear(end);
         self.write_until(end)?;
-        self.out.finalize().map_err(to_io)?;
+        let data = u32::try_from(self.data_len).map_err(|_| std::io::Error::other("recording over 4 GiB"))?;
+        let riff = u32::try_from(self.header_len - 8 + self.data_len).unwrap_or(u32::MAX);
+        self.file.seek(SeekFrom::Start(4))?;
+        self.file.write_all(&riff.to_le_bytes())?;
+        self.file.seek(SeekFrom::Start(self.header_len - 4))?;
+        self.file.write_all(&data.to_le_bytes())?;
+        self.file.flush()?;
+        drop(self.file);
         std::fs::rename(&self.part, &self.path)
     }
 }
@@ -318,26 +473,51 @@ struct WriterThread {
 
 impl WriterThread {
     fn run(mut self) {
-        loop {
-            match self.rx.recv_timeout(Duration::from_millis(500)) {
-                Ok(msg) => self.handle(msg),
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => break,
+        'ticks: loop {
+            std::thread::sleep(TICK);
+            loop {
+                match self.rx.try_recv() {
+                    Ok(msg) => self.handle(msg),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => break 'ticks,
+                }
             }
             let late = self.closing.lock().map(|mut c| std::mem::take(&mut *c)).unwrap_or_default();
             for (call, at) in late {
                 self.handle(Msg::Close { call, at });
             }
+            let mut failed = Vec::new();
+            for (call, track) in &mut self.calls {
+                if let Err(e) = track.write_final() {
+                    tracing::warn!(error = %e, "recording failed; the call goes on unrecorded");
+                    failed.push(*call);
+                }
+            }
+            for call in failed {
+                self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                if let Some(t) = self.calls.remove(&call) {
+                    let _ = std::fs::remove_file(&t.part);
+                }
+            }
         }
         // The gateway is stopping: end what is open, so no file is left half-written.
         for (_, track) in self.calls.drain() {
-            let at = track.base + track.left.len() as u64;
+            let at = track.base + track.frames.caller_len as u64;
             let _ = track.finish(at);
         }
     }
 
     fn handle(&mut self, msg: Msg) {
         let (call, result) = match msg {
+            Msg::Sync(done) => {
+                // Calls that could not queue their end did so through `closing`: end them first.
+                let late = self.closing.lock().map(|mut c| std::mem::take(&mut *c)).unwrap_or_default();
+                for (call, at) in late {
+                    self.handle(Msg::Close { call, at });
+                }
+                let _ = done.send(());
+                return;
+            }
             Msg::Open { call, path, rate } => match Track::create(path, rate) {
                 Ok(t) => {
                     self.calls.insert(call, t);
@@ -345,8 +525,18 @@ impl WriterThread {
                 }
                 Err(e) => (call, Err(e)),
             },
-            Msg::Caller { call, at, pcm } => (call, self.with(call, |t| t.caller(at, &pcm))),
-            Msg::Bot { call, at, now, pcm } => (call, self.with(call, |t| t.bot(at, now, &pcm))),
+            Msg::Caller { call, at, pcm } => {
+                if let Some(t) = self.calls.get_mut(&call) {
+                    t.caller(at, &pcm);
+                }
+                return;
+            }
+            Msg::Bot { call, at, now, pcm } => {
+                if let Some(t) = self.calls.get_mut(&call) {
+                    t.bot(at, now, &pcm);
+                }
+                return;
+            }
             Msg::Clear { call, at } => {
                 if let Some(t) = self.calls.get_mut(&call) {
                     t.clear(at);
@@ -375,43 +565,51 @@ impl WriterThread {
             }
         }
     }
-
-    fn with(&mut self, call: u64, f: impl FnOnce(&mut Track) -> std::io::Result<()>) -> std::io::Result<()> {
-        self.calls.get_mut(&call).map_or(Ok(()), f)
-    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::Track;
+    use super::{BOT, CALLER, Track};
 
     fn pcm(samples: &[i16]) -> Vec<u8> {
         samples.iter().flat_map(|s| s.to_le_bytes()).collect()
     }
 
+    fn track(dir: &std::path::Path) -> Track {
+        Track::create(dir.join("d/call.wav"), 8000).unwrap()
+    }
+
+    fn side(t: &Track, side: usize) -> Vec<i16> {
+        let f = &t.frames;
+        f.front(f.len()).chunks_exact(4).map(|fr| i16::from_le_bytes([fr[side], fr[side + 1]])).collect()
+    }
+
     #[test]
     fn placing_overwrites_its_span_and_skips_what_is_written() {
-        let mut ch = Vec::new();
-        Track::place(&mut ch, 0, 2, &pcm(&[1, 2, 3]), 100);
-        assert_eq!(ch, [0, 0, 1, 2, 3]);
-        // Base 10: samples 8..12 arrive; 8 and 9 are already written.
-        let mut ch = Vec::new();
-        Track::place(&mut ch, 10, 8, &pcm(&[5, 6, 7, 8]), 100);
-        assert_eq!(ch, [7, 8]);
-        Track::place(&mut ch, 10, 500, &pcm(&[1]), 100);
-        assert_eq!(ch, [7, 8], "too far ahead to be playback");
+        let dir = tempfile::tempdir().unwrap();
+        let mut t = track(dir.path());
+        t.place(BOT, 2, &pcm(&[1, 2, 3]));
+        assert_eq!(side(&t, BOT), [0, 0, 1, 2, 3]);
+        assert_eq!(side(&t, CALLER), [0; 5]);
+        t.write_until(10).unwrap();
+        // Samples 8..12 arrive at base 10: 8 and 9 are already written.
+        t.place(CALLER, 8, &pcm(&[5, 6, 7, 8]));
+        assert_eq!(side(&t, CALLER), [7, 8]);
+        t.place(CALLER, 10_000_000, &pcm(&[1]));
+        assert_eq!(side(&t, CALLER), [7, 8], "too far ahead to be playback");
     }
 
     #[test]
     fn a_file_holds_both_channels_aligned_and_cleared_audio_is_silent() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("d/call.wav");
-        let mut t = Track::create(path.clone(), 8000).unwrap();
-        t.caller(0, &pcm(&[100; 4000])).unwrap();
+        let mut t = track(dir.path());
+        t.caller(0, &pcm(&[100; 4000]));
         // Queued ahead at 4000 (to 12000), then the clear at 6000 cuts what was not played.
-        t.bot(4000, 4000, &pcm(&[-200; 8000])).unwrap();
+        t.bot(4000, 4000, &pcm(&[-200; 8000]));
         t.clear(6000);
-        t.caller(4000, &pcm(&[100; 12000])).unwrap();
+        t.caller(4000, &pcm(&[100; 12000]));
+        t.write_final().unwrap();
         t.finish(16000).unwrap();
         assert!(!dir.path().join("d/call.wav.part").exists());
         let mut r = hound::WavReader::open(&path).unwrap();

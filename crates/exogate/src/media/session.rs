@@ -864,12 +864,12 @@ impl Session {
                 self.agent_failed("agent panicked".into());
             }
             if let Some(rec) = self.writer.taps.rec.as_mut() {
-                rec.caller(pcm);
+                rec.caller(&pcm);
             }
             return;
         }
         if let Some(rec) = self.writer.taps.rec.as_mut() {
-            rec.caller(pcm.clone());
+            rec.caller(&pcm);
         }
         self.deliver(Held::Audio(pcm));
     }

@@ -66,6 +66,7 @@ const CALL_SID = `console-test-${suffix}`;
 let page = null;
 let context = null;
 let userDataDir = null;
+const tempDirs = [];
 let sim = null;
 let phase = 'start';
 const consoleProblems = [];
@@ -99,7 +100,7 @@ async function shot(name, viewport) {
   if (viewport) await page.setViewportSize(viewport);
   await page.waitForTimeout(150); // layout and a repaint after a resize
   const file = path.join(SHOTS, `${name}.png`);
-  await page.screenshot({ path: file, fullPage: false });
+  await page.screenshot({ path: file, fullPage: true });
   if (viewport) await page.setViewportSize(DESKTOP);
   log(`screenshot ${file}`);
 }
@@ -412,7 +413,8 @@ async function main() {
     await form.getByLabel('Settings (JSON)').fill('{"on_failure": "hangup"}');
     await form.getByRole('button', { name: 'Create agent' }).click();
     await visible('#agents tr[data-agent-id="console-echo"]', 'the new agent in the list');
-    check(await page.locator('#agent-form').count() === 0, 'the agent form stayed open after saving');
+    await page.locator('#agent-form').waitFor({ state: 'detached', timeout: 3000 })
+      .catch(() => fail('the agent form stayed open after saving'));
     // A second create with the same id: the API's 409 is shown in the form.
     await page.getByRole('button', { name: 'New agent' }).click();
     await page.locator('#agent-form').getByLabel('Id').fill('console-echo');
@@ -454,8 +456,9 @@ async function main() {
     await edit.getByLabel('Max concurrent calls').fill('3');
     await edit.getByRole('button', { name: 'Save changes' }).click();
     await page.locator('#phone-form').waitFor({ state: 'detached' });
-    const max = (await page.locator('#phones tbody tr[data-phone-id]', { hasText: '+918000000001' }).locator('td.num').textContent()).trim();
-    check(max === '3', `the edited phone shows max concurrent "${max}"`);
+    const maxCell = page.locator('#phones tbody tr[data-phone-id]', { hasText: '+918000000001' }).locator('td.num');
+    await page.waitForFunction(() => [...document.querySelectorAll('#phones tbody td.num')].some((td) => td.textContent.trim() === '3'),
+      undefined, { timeout: 5000 }).catch(async () => fail(`the edited phone shows max concurrent "${(await maxCell.textContent()).trim()}"`));
     await shot('phones');
   });
 
@@ -463,6 +466,7 @@ async function main() {
   let campaignId = null;
   await step('campaign upload', async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'exogate-console-csv-'));
+    tempDirs.push(dir);
     const csv = path.join(dir, 'contacts.csv');
     const n = suffix.slice(0, 4);
     // Line 4 is not a phone number.
@@ -570,7 +574,7 @@ async function main() {
 async function cleanup() {
   if (sim && sim.child.exitCode === null) sim.child.kill('SIGKILL');
   if (context) await context.close().catch(() => {});
-  if (userDataDir) fs.rmSync(userDataDir, { recursive: true, force: true });
+  for (const dir of [userDataDir, ...tempDirs]) if (dir) fs.rmSync(dir, { recursive: true, force: true });
 }
 
 const watchdog = setTimeout(() => {
