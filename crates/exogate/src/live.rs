@@ -104,19 +104,29 @@ impl LiveCall {
         }
     }
 
-    /// A call we placed: its row's id and direction.
-    pub fn set_placed(&self, row_id: &str) {
-        if let Ok(mut d) = self.direction.lock() {
-            *d = "outbound-api";
-        }
+    /// The id the call log knows the call by.
+    pub fn set_row_id(&self, row_id: &str) {
         if let Ok(mut r) = self.row_id.lock() {
             *r = Some(row_id.to_string());
         }
     }
 
-    /// The id the call log knows the call by.
+    /// A call we placed.
+    pub fn set_outbound(&self) {
+        if let Ok(mut d) = self.direction.lock() {
+            *d = "outbound-api";
+        }
+    }
+
+    /// An id the call log finds the call by: its row's id once known, else its CallSid or its
+    /// stream's sid (`GET /api/calls/{id}` takes either; the session's own id may never be a row's).
     pub fn call_id(&self) -> String {
-        self.row_id.lock().ok().and_then(|r| r.clone()).unwrap_or_else(|| self.id.clone())
+        self.row_id
+            .lock()
+            .ok()
+            .and_then(|r| r.clone())
+            .or_else(|| self.call_sid.clone())
+            .unwrap_or_else(|| self.stream_sid.clone())
     }
 
     pub fn caller_frame(&self, pcm: &[u8]) {

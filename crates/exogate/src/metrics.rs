@@ -108,6 +108,7 @@ pub struct Metrics {
     campaign_contacts: Family<ContactLabels, Gauge>,
     recordings: Family<OutcomeLabel, Gauge>,
     live_unlisted: Gauge,
+    rendering: std::sync::Mutex<()>,
     write_queue: Gauge,
     writes_dropped: Gauge,
     refused: Family<ReasonLabel, Gauge>,
@@ -136,6 +137,7 @@ impl Default for Metrics {
             campaign_contacts: Family::default(),
             recordings: Family::default(),
             live_unlisted: Gauge::default(),
+            rendering: std::sync::Mutex::new(()),
             write_queue: Gauge::default(),
             writes_dropped: Gauge::default(),
             refused: Family::default(),
@@ -165,7 +167,12 @@ impl Default for Metrics {
             "Per chunk sent: from the agent handing over its newest audio to the chunk going to Exotel",
             m.newest_frame.clone(),
         );
-        registry.register("dials", "Calls placed through Exotel's API, by outcome of the request", m.dials.clone());
+        registry.register(
+            "dials",
+            "Attempts to place a call: accepted by Exotel, refused by it (its error kind), or not sent (invalid, \
+             phone-busy, account-busy)",
+            m.dials.clone(),
+        );
         registry.register("dial_results", "Placed calls' final status from Exotel", m.dial_results.clone());
         registry.register("exotel_api_seconds", "Exotel REST API request time, by operation", m.exotel_api.clone());
         registry.register(
@@ -238,6 +245,8 @@ impl Metrics {
 
     /// The text to serve, with the gauges read now.
     pub fn render(&self, r: &Readings<'_>) -> String {
+        // Two scrapes at once would clear each other's campaigns mid-encode.
+        let _one_at_a_time = self.rendering.lock();
         self.write_queue.set(r.queued as i64);
         self.writes_dropped.set(r.dropped as i64);
         self.live_unlisted.set(r.live_unlisted as i64);
@@ -253,7 +262,7 @@ impl Metrics {
                 self.recordings.get_or_create(&OutcomeLabel { outcome: outcome.into() }).set(n.load(Relaxed) as i64);
             }
         }
-        // Only campaigns that are running now: finished ones leave the exposition.
+        // Only campaigns running or paused now: finished ones leave the exposition.
         self.campaign_contacts.clear();
         for (campaign, states) in r.campaigns {
             for (state, n) in states {

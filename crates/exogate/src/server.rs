@@ -152,6 +152,10 @@ impl Gateway {
         self.state.store.flush().await;
         // The calls' recordings are complete files before the process goes.
         let state = self.state.clone();
-        let _ = tokio::task::spawn_blocking(move || state.recordings.as_ref().map(|r| r.flush(END_GRACE))).await;
+        let finished =
+            tokio::task::spawn_blocking(move || state.recordings.as_ref().is_none_or(|r| r.finish(END_GRACE)));
+        if !finished.await.unwrap_or(false) {
+            tracing::warn!("recordings were still being written at exit; the last ones may be incomplete");
+        }
     }
 }

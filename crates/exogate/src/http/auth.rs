@@ -82,7 +82,13 @@ pub(crate) async fn require_key(State(app): State<Arc<AppState>>, req: Request, 
         }
         return next.run(req).await;
     };
-    if req.headers().get(header::AUTHORIZATION).is_none() {
+    // A proxy's own Basic auth may sit in Authorization: only a Bearer key takes the cookie's place.
+    let bearer = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.get(..7).is_some_and(|p| p.eq_ignore_ascii_case("bearer ")));
+    if !bearer {
         if let Some(session) = super::session::from_cookie(req.headers(), expected) {
             if !super::session::csrf_ok(req.method(), req.headers(), &session) {
                 Refusals::count(&app.refusals.auth);

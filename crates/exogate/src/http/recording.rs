@@ -51,6 +51,7 @@ pub(crate) async fn get(
     if let Ok(v) = HeaderValue::from_str(&file) {
         res.headers_mut().insert(header::CONTENT_DISPOSITION, v);
     }
-    res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("private, max-age=3600"));
+    // Call audio stays out of the browser's cache (a shared operator PC).
+    res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(res)
 }

@@ -262,11 +262,6 @@ impl Shared {
     }
 }
 
-/// Exotel plays a chunk as it is only if it is a multiple of 320 bytes within 3200..=100000.
-fn legal_chunk(len: usize) -> bool {
-    len % 320 == 0 && (3200..=100_000).contains(&len)
-}
-
 /// The label of [`CallControl::tracking_mark`]s.
 pub(crate) const TRACKING_MARK: &str = "pos";
 
@@ -333,11 +328,17 @@ impl CallControl {
         let _ = self.decision.sink.set(sink);
     }
 
-    pub(crate) fn decide(&self, d: Decision) {
-        if !self.decision.made.swap(true, Ordering::AcqRel) {
-            if let Some(sink) = self.decision.sink.get() {
+    /// True if this decision is the call's (the first, once the call is known).
+    pub(crate) fn decide(&self, d: Decision) -> bool {
+        if self.decision.made.swap(true, Ordering::AcqRel) {
+            return false;
+        }
+        match self.decision.sink.get() {
+            Some(sink) => {
                 sink(d);
+                true
             }
+            None => false,
         }
     }
 
@@ -365,7 +366,7 @@ impl CallControl {
         pos.unsent.fetch_add(pcm.len() as u64, Ordering::AcqRel);
         let now = Instant::now();
         *last_audio = Some(now);
-        if !legal_chunk(pcm.len()) {
+        if !exotel::framer::is_legal_chunk(pcm.len()) {
             pos.recut.fetch_add(1, Ordering::Relaxed);
         }
         let before = cmds.len();

@@ -17,9 +17,10 @@ use tokio::time::Instant;
 
 use crate::config::RecordingsConfig;
 
-/// Messages waiting for the writer thread, all calls together: several seconds' worth for 5,000
-/// calls (a call sends ~20 a second: caller audio in 100 ms batches, the bot's chunks). Past it
-/// audio is dropped (and counted); the file keeps its timing, with a gap.
+/// Messages waiting for the writer thread, all calls together: a call sends ~20 a second (caller
+/// audio in 100 ms batches, the bot's chunks), so this is several seconds for 1,000 calls and
+/// under one for 5,000; each holds 0.1–0.2 s of audio (1.6–9.6 KB at the default chunk size).
+/// Past it audio is dropped (and counted); the file keeps its timing, with a gap.
 const QUEUE: usize = 65_536;
 /// The writer thread wakes this often and takes everything queued: senders never wake it (a
 /// thread woken per message costs more than the recording itself).
@@ -73,8 +74,16 @@ enum Msg {
         call: u64,
         at: u64,
     },
-    /// Answered once everything sent before it is written.
-    Sync(SyncSender<()>),
+    /// Answered once everything sent before it is written; with `finish`, every open recording
+    /// is ended first (the gateway is stopping).
+    Sync {
+        reply: SyncSender<()>,
+        finish: bool,
+    },
+    /// The call's agent does not want it recorded after all: the file goes.
+    Discard {
+        call: u64,
+    },
 }
 
 /// The gateway's recorder: the queue to the writer thread.
@@ -92,7 +101,7 @@ impl Recordings {
     /// Starts the writer thread; `dir` is created if missing.
     pub fn start(cfg: RecordingsConfig) -> anyhow::Result<Self> {
         use anyhow::Context;
-        std::fs::create_dir_all(&cfg.dir).with_context(|| format!("cannot create RECORDINGS_DIR {:?}", cfg.dir))?;
+        private_dirs(&cfg.dir).with_context(|| format!("cannot create RECORDINGS_DIR {:?}", cfg.dir))?;
         let (tx, rx) = sync_channel(QUEUE);
         let stats = Arc::new(RecordingStats::default());
         let closing = Arc::new(Mutex::new(Vec::new()));
@@ -139,12 +148,13 @@ impl Recordings {
         })
     }
 
-    /// Waits (up to `wait`) until everything handed over so far is written: recordings of calls
-    /// that have ended are complete files. Blocks: call it off the runtime's threads.
-    pub fn flush(&self, wait: Duration) -> bool {
+    /// Waits (up to `wait`) until everything handed over so far is written, then ends whatever
+    /// recording is still open: every recording is a complete file. For shutdown; blocks, so call
+    /// it off the runtime's threads. False if the writer did not finish in time.
+    pub fn finish(&self, wait: Duration) -> bool {
         let (done, finished) = sync_channel(1);
         let deadline = std::time::Instant::now() + wait;
-        let mut msg = Msg::Sync(done);
+        let mut msg = Msg::Sync { reply: done, finish: true };
         loop {
             match self.tx.try_send(msg) {
                 Ok(()) => break,
@@ -175,11 +185,26 @@ impl Recordings {
                 .and_then(|m| m.modified())
                 .is_ok_and(|t| now.duration_since(t).is_ok_and(|a| a > age))
         };
+        // Only what we write: `YYYY-MM-DD/<id>.wav` and `.wav.part`; today's directory may be
+        // getting its first file this instant.
+        let today = crate::store::now_text().get(..10).unwrap_or_default().to_string();
+        let is_day = |name: &str| {
+            name.len() == 10
+                && name.bytes().enumerate().all(|(i, b)| if i == 4 || i == 7 { b == b'-' } else { b.is_ascii_digit() })
+        };
         for day in days.flatten() {
+            let name = day.file_name().to_string_lossy().into_owned();
+            if !is_day(&name) || name == today {
+                continue;
+            }
             let Ok(files) = std::fs::read_dir(day.path()) else { continue };
             for file in files.flatten() {
                 let path = file.path();
-                let part = path.extension() == Some("part".as_ref());
+                let file_name = file.file_name().to_string_lossy().into_owned();
+                let part = file_name.ends_with(".wav.part");
+                if !part && !file_name.ends_with(".wav") {
+                    continue;
+                }
                 let expired = if part { Some(STALE_PART) } else { self.cfg.retention };
                 if expired.is_some_and(|age| too_old(&path, age)) && std::fs::remove_file(&path).is_ok() {
                     self.stats.deleted.fetch_add(1, Ordering::Relaxed);
@@ -219,9 +244,13 @@ impl CallRecorder {
         }
     }
 
-    /// The caller's next frame (PCM16LE at the call's rate).
+    /// The caller's next frame (PCM16LE at the call's rate). Frames follow each other, unless
+    /// the stream falls behind the clock (frames Exotel never sent, or skipped as unreadable):
+    /// then the next one goes where the clock says, and the gap is silent.
     pub(crate) fn caller(&mut self, pcm: &[u8]) {
-        let at = self.caller_at.unwrap_or_else(|| self.sample_at(Instant::now()));
+        let clock = self.sample_at(Instant::now());
+        let behind = self.rate * HOLD.as_millis() as u64 / 2000;
+        let at = self.caller_at.map_or(clock, |next| next.max(clock.saturating_sub(behind)));
         self.caller_at = Some(at + pcm.len() as u64 / 2);
         if self.batch.is_empty() {
             self.batch_at = at;
@@ -243,6 +272,12 @@ impl CallRecorder {
     pub(crate) fn bot(&self, plays_at: Instant, pcm: Vec<u8>) {
         let (at, now) = (self.sample_at(plays_at), self.sample_at(Instant::now()));
         self.send(Msg::Bot { call: self.call, at, now, pcm });
+    }
+
+    /// The call turned out to belong to an agent that is not recorded: the file goes.
+    pub(crate) fn discard(self) {
+        self.send(Msg::Discard { call: self.call });
+        // Its Close follows (on drop) and finds nothing.
     }
 
     /// Exotel dropped what it had not played yet.
@@ -351,6 +386,22 @@ struct Track {
     final_until: u64,
 }
 
+fn private_file(path: &Path) -> std::io::Result<File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)
+}
+
+fn private_dirs(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
 /// The WAV header hound writes for an empty stereo 16-bit file: the sizes in it are patched when
 /// the call ends (the data is written straight to the file, a batch at a time).
 fn wav_header(rate: u32) -> std::io::Result<Vec<u8>> {
@@ -365,11 +416,12 @@ impl Track {
     fn create(path: PathBuf, rate: u32) -> std::io::Result<Self> {
         use std::io::Write;
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
+            private_dirs(dir)?;
         }
         let part = path.with_extension("wav.part");
         let header = wav_header(rate)?;
-        let mut file = File::create(&part)?;
+        // Call audio: readable by the gateway's user only, whatever the umask.
+        let mut file = private_file(&part)?;
         file.write_all(&header)?;
         Ok(Self {
             file,
@@ -473,96 +525,122 @@ struct WriterThread {
 
 impl WriterThread {
     fn run(mut self) {
-        'ticks: loop {
+        let mut synced = Vec::new();
+        loop {
             std::thread::sleep(TICK);
+            let mut gone = false;
             loop {
                 match self.rx.try_recv() {
+                    Ok(Msg::Sync { reply, finish }) => synced.push((reply, finish)),
                     Ok(msg) => self.handle(msg),
                     Err(TryRecvError::Empty) => break,
-                    Err(TryRecvError::Disconnected) => break 'ticks,
+                    Err(TryRecvError::Disconnected) => {
+                        gone = true;
+                        break;
+                    }
                 }
             }
+            // Calls whose end found the queue full: every message they sent before it is in.
             let late = self.closing.lock().map(|mut c| std::mem::take(&mut *c)).unwrap_or_default();
             for (call, at) in late {
-                self.handle(Msg::Close { call, at });
+                self.close(call, at);
             }
-            let mut failed = Vec::new();
-            for (call, track) in &mut self.calls {
-                if let Err(e) = track.write_final() {
+            let failed: Vec<u64> = self
+                .calls
+                .iter_mut()
+                .filter_map(|(call, t)| t.write_final().err().map(|e| (*call, e)))
+                .map(|(call, e)| {
                     tracing::warn!(error = %e, "recording failed; the call goes on unrecorded");
-                    failed.push(*call);
-                }
-            }
+                    call
+                })
+                .collect();
             for call in failed {
-                self.stats.failed.fetch_add(1, Ordering::Relaxed);
-                if let Some(t) = self.calls.remove(&call) {
-                    let _ = std::fs::remove_file(&t.part);
+                self.fail(call);
+            }
+            // Answered once the queue is empty: everything sent before the question is written.
+            for (reply, finish) in synced.drain(..) {
+                if finish {
+                    self.finish_all();
                 }
+                let _ = reply.send(());
+            }
+            if gone {
+                self.finish_all();
+                return;
             }
         }
-        // The gateway is stopping: end what is open, so no file is left half-written.
-        for (_, track) in self.calls.drain() {
-            let at = track.base + track.frames.caller_len as u64;
-            let _ = track.finish(at);
+    }
+
+    /// The gateway is stopping: what is still open ends where its audio ends, so no file is left
+    /// half-written.
+    fn finish_all(&mut self) {
+        let open: Vec<(u64, u64)> = self
+            .calls
+            .iter()
+            .map(|(call, t)| (*call, t.base + t.frames.caller_len.max(t.frames.bot_len) as u64))
+            .collect();
+        for (call, at) in open {
+            self.close(call, at);
+        }
+    }
+
+    fn close(&mut self, call: u64, at: u64) {
+        let Some(t) = self.calls.remove(&call) else { return };
+        let part = t.part.clone();
+        match t.finish(at) {
+            Ok(()) => {
+                self.stats.written.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, "recording failed at the end of its call");
+                let _ = std::fs::remove_file(part);
+            }
+        }
+    }
+
+    /// A recording that can't go on: its file goes, the call doesn't notice.
+    fn fail(&mut self, call: u64) {
+        self.stats.failed.fetch_add(1, Ordering::Relaxed);
+        if let Some(t) = self.calls.remove(&call) {
+            let _ = std::fs::remove_file(&t.part);
         }
     }
 
     fn handle(&mut self, msg: Msg) {
-        let (call, result) = match msg {
-            Msg::Sync(done) => {
-                // Calls that could not queue their end did so through `closing`: end them first.
-                let late = self.closing.lock().map(|mut c| std::mem::take(&mut *c)).unwrap_or_default();
-                for (call, at) in late {
-                    self.handle(Msg::Close { call, at });
-                }
-                let _ = done.send(());
-                return;
-            }
+        match msg {
             Msg::Open { call, path, rate } => match Track::create(path, rate) {
                 Ok(t) => {
                     self.calls.insert(call, t);
-                    return;
                 }
-                Err(e) => (call, Err(e)),
+                Err(e) => {
+                    self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(error = %e, "recording could not start; the call goes on unrecorded");
+                }
             },
             Msg::Caller { call, at, pcm } => {
                 if let Some(t) = self.calls.get_mut(&call) {
                     t.caller(at, &pcm);
                 }
-                return;
             }
             Msg::Bot { call, at, now, pcm } => {
                 if let Some(t) = self.calls.get_mut(&call) {
                     t.bot(at, now, &pcm);
                 }
-                return;
             }
             Msg::Clear { call, at } => {
                 if let Some(t) = self.calls.get_mut(&call) {
                     t.clear(at);
                 }
-                return;
             }
-            Msg::Close { call, at } => match self.calls.remove(&call) {
-                Some(t) => {
-                    let part = t.part.clone();
-                    let done = t.finish(at);
-                    if done.is_ok() {
-                        self.stats.written.fetch_add(1, Ordering::Relaxed);
-                    } else {
-                        let _ = std::fs::remove_file(part);
-                    }
-                    (call, done)
+            Msg::Close { call, at } => self.close(call, at),
+            Msg::Discard { call } => {
+                if let Some(t) = self.calls.remove(&call) {
+                    let _ = std::fs::remove_file(&t.part);
                 }
-                None => return,
-            },
-        };
-        if let Err(e) = result {
-            self.stats.failed.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(error = %e, "recording failed; the call goes on unrecorded");
-            if let Some(t) = self.calls.remove(&call) {
-                let _ = std::fs::remove_file(&t.part);
             }
+            // Taken by the loop.
+            Msg::Sync { .. } => {}
         }
     }
 }

@@ -467,7 +467,6 @@ impl Session {
             },
             self.ctl.clone(),
         ));
-        self.app.live.add(live.clone());
         self.writer.taps.live = Some(live.clone());
         self.live = Some(live);
         self.app.store.upsert(
@@ -519,17 +518,26 @@ impl Session {
         }));
         self.active = Some(Active { info, key, started: Instant::now() });
         if let Some(plan) = self.failed_early.take() {
+            self.list_live();
             self.apply_failure(plan);
             return;
         }
         if let Some(reference) = reference {
+            // Listed live once the call's row is known, so its id is the call log's.
             let app = self.app.clone();
             self.lookup = Some(Box::pin(async move {
                 timeout(PLACED_LOOKUP_WAIT, app.store.find_call(&reference)).await.ok().and_then(Result::ok).flatten()
             }));
             return;
         }
+        self.list_live();
         self.begin_agent();
+    }
+
+    fn list_live(&self) {
+        if let Some(live) = &self.live {
+            self.app.live.add(live.clone());
+        }
     }
 
     /// Recording on (RECORDINGS_DIR) and wanted for this agent: the file's name for the call log.
@@ -554,10 +562,13 @@ impl Session {
             Operator::HangUp => ("operator-hangup", Decision::HangUp),
             Operator::Transfer(target) => ("operator-transfer", Decision::Transfer(target)),
         };
-        tracing::info!(action = reason, "call ended by an operator");
-        self.record("operator", json!({ "action": reason, "target": decision.target() }));
+        let target = decision.target().map(str::to_string);
+        // The agent may have decided already, or the call has no Passthru to tell: then a
+        // transfer is only a hang-up, and the log says so.
+        let took = self.ctl.decide(decision);
+        tracing::info!(action = reason, decision_taken = took, "call ended by an operator");
+        self.record("operator", json!({ "action": reason, "target": target, "decision_taken": took }));
         self.stop_reason.get_or_insert_with(|| reason.into());
-        self.ctl.decide(decision);
         self.ctl.send(OutCmd::CloseNow { code: 1000, reason: "ended by an operator" });
     }
 
@@ -574,6 +585,11 @@ impl Session {
     /// contact's columns) into the agent's call info, and its agent when the flow's applet URL
     /// named none.
     fn placed(&mut self, row: Option<CallRow>) {
+        // Whatever the call, the live page names it by its row.
+        if let (Some(r), Some(live)) = (&row, &self.live) {
+            live.set_row_id(&r.id);
+        }
+        self.list_live();
         let row = row.filter(|r| r.direction.as_deref() == Some("outbound-api"));
         // A StreamUrl token names our call id; once Exotel has named the call, the stream must be it.
         if let (Some(TokenCall::Ours(_)), Some(r), Some(a)) = (&self.params.token, &row, &self.active) {
@@ -583,7 +599,7 @@ impl Session {
         }
         if let (Some(row), Some(active)) = (row, self.active.as_mut()) {
             if let Some(live) = &self.live {
-                live.set_placed(&row.id);
+                live.set_outbound();
             }
             let custom = &mut active.info.custom_parameters;
             let requested = custom.keys().any(|k| k.eq_ignore_ascii_case("agentId"));
@@ -601,6 +617,14 @@ impl Session {
                 patch = patch.text("agent", Some(&agent));
                 if let Some(live) = &self.live {
                     live.set_agent(&agent);
+                }
+                // The call's real agent may not want it recorded (consent): the file goes.
+                let says = self.app.agent_spec(&agent).and_then(|s| s.record);
+                if self.app.recordings.as_ref().is_some_and(|r| !r.wanted(says)) {
+                    if let Some(rec) = self.writer.taps.rec.take() {
+                        rec.discard();
+                        patch = patch.text("recording", None::<String>);
+                    }
                 }
                 active.info.agent_id = agent;
             }
@@ -857,19 +881,16 @@ impl Session {
         if let Some(live) = &self.live {
             live.caller_frame(&pcm);
         }
+        if let Some(rec) = self.writer.taps.rec.as_mut() {
+            rec.caller(&pcm);
+        }
         if let Slot::Ready { agent, started: true, .. } = &mut self.slot {
             // The hot path: no copy, no queue.
             let ctl = &self.agent_ctl;
             if std::panic::catch_unwind(AssertUnwindSafe(|| agent.on_audio(&pcm, ctl))).is_err() {
                 self.agent_failed("agent panicked".into());
             }
-            if let Some(rec) = self.writer.taps.rec.as_mut() {
-                rec.caller(&pcm);
-            }
             return;
-        }
-        if let Some(rec) = self.writer.taps.rec.as_mut() {
-            rec.caller(&pcm);
         }
         self.deliver(Held::Audio(pcm));
     }
