@@ -210,8 +210,11 @@ impl Recordings {
                     self.stats.deleted.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            // Only an empty day goes; a day still being written keeps its directory.
-            let _ = std::fs::remove_dir(day.path());
+            // Only an empty day untouched for a while goes (remove_dir refuses a full one): a
+            // directory made a moment ago may be getting its first file.
+            if too_old(&day.path(), STALE_PART) {
+                let _ = std::fs::remove_dir(day.path());
+            }
         }
     }
 }
