@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use common::TestGateway;
-use exogate::config::{ExotelEnv, Secret};
+use exogate::config::Secret;
 use exotel_sim::AudioSource;
 use exotel_sim::fake_exotel::{FakeExotel, FakeExotelConfig, Script};
 use serde_json::{Value, json};
@@ -57,15 +57,7 @@ async fn rig_both(
         c.api_key = Some(Secret(KEY.into()));
         c.secret_key = Some(Secret("callback-secret".into()));
         c.public_base_url = Some(gw_http.clone());
-        c.exotel = ExotelEnv {
-            api_key: Some(key),
-            api_token: Some(Secret(token)),
-            sid: Some(sid),
-            subdomain: None,
-            app_id: Some("4321".into()),
-            caller_id: Some("08047491899".into()),
-            api_url: Some(base),
-        };
+        c.exotel = common::fake_exotel_env(sid, key, token, base);
         tweak(c);
     })
     .await;

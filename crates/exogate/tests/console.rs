@@ -14,7 +14,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::TestGateway;
-use exogate::config::{ExotelEnv, RecordingsConfig, Secret};
+use exogate::config::{RecordingsConfig, Secret};
 use exotel_sim::AudioSource;
 use exotel_sim::fake_exotel::{FakeExotel, FakeExotelConfig};
 use serde_json::Value;
@@ -46,15 +46,7 @@ async fn the_console_works_in_a_real_browser() {
         c.secret_key = Some(Secret("callback-secret".into()));
         c.public_base_url = Some(base.clone());
         c.recordings = Some(RecordingsConfig { dir: rec_dir, by_default: true, retention: None });
-        c.exotel = ExotelEnv {
-            api_key: Some(api_key),
-            api_token: Some(Secret(token)),
-            sid: Some(sid),
-            subdomain: None,
-            app_id: Some("4321".into()),
-            caller_id: Some("08047491899".into()),
-            api_url: Some(fake_url),
-        };
+        c.exotel = common::fake_exotel_env(sid, api_key, token, fake_url);
     })
     .await;
 

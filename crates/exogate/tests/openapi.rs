@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use common::TestGateway;
-use exogate::config::{ExotelEnv, Secret};
+use exogate::config::Secret;
 use exotel_sim::AudioSource;
 use exotel_sim::fake_exotel::{FakeExotel, FakeExotelConfig};
 use serde_json::{Value, json};
@@ -256,15 +256,7 @@ async fn real_answers_fit_their_schemas() {
     let gw = TestGateway::start_with(|c| {
         c.http_port = port;
         c.api_key = Some(Secret(KEY.into()));
-        c.exotel = ExotelEnv {
-            api_key: Some(key),
-            api_token: Some(Secret(token)),
-            sid: Some(sid),
-            subdomain: None,
-            app_id: Some("4321".into()),
-            caller_id: Some("08047491899".into()),
-            api_url: Some(base),
-        };
+        c.exotel = common::fake_exotel_env(sid, key, token, base);
     })
     .await;
     let spec = Spec::fetch(&gw).await;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use common::{TestGateway, assert_echo};
-use exogate::config::{ExotelEnv, Secret};
+use exogate::config::Secret;
 use exotel_sim::AudioSource;
 use exotel_sim::fake_exotel::{FakeCall, FakeExotel, FakeExotelConfig, Script};
 use serde_json::{Value, json};
@@ -39,15 +39,7 @@ async fn rig(tweak: impl FnOnce(&mut FakeExotelConfig)) -> Rig {
         c.http_port = port;
         c.api_key = Some(Secret(KEY.into()));
         c.secret_key = Some(Secret("callback-secret".into()));
-        c.exotel = ExotelEnv {
-            api_key: Some(key),
-            api_token: Some(Secret(token)),
-            sid: Some(sid),
-            subdomain: None,
-            app_id: Some("4321".into()),
-            caller_id: Some("08047491899".into()),
-            api_url: Some(base),
-        };
+        c.exotel = common::fake_exotel_env(sid, key, token, base);
     })
     .await;
     Rig { gw, fake }

@@ -113,12 +113,7 @@ pub(crate) async fn show(
 ) -> Result<Reply<CallDetail>, ApiError> {
     let call = app.store.find_call(&id).await?.ok_or_else(|| ApiError::not_found(format!("no call {id:?}")))?;
     let events = app.store.events(&call.id).await?;
-    let file = call.recording.as_deref().and_then(|name| app.recordings.as_ref()?.path_of(name));
-    let complete = match file {
-        Some(path) => tokio::fs::try_exists(path).await.unwrap_or(false),
-        None => false,
-    };
-    let recording = complete.then(|| super::recording::url(&call.id));
+    let recording = super::recording::complete_file(&app, &call).await.map(|_| super::recording::url(&call.id));
     Ok(Reply(CallDetail { call, events, recording }))
 }
 

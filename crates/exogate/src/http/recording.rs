@@ -1,6 +1,7 @@
 //! `GET /api/calls/{id}/recording`: the call's stereo WAV (caller left, bot right), with range
 //! requests so a player can seek.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::extract::{Path, Request, State};
@@ -11,10 +12,18 @@ use tower_http::services::ServeFile;
 
 use super::error::{ApiError, ErrorBody};
 use crate::app::AppState;
+use crate::store::CallRow;
 
 /// The URL the API gives for a call's recording.
 pub(crate) fn url(call_id: &str) -> String {
     format!("/api/calls/{call_id}/recording")
+}
+
+/// The call's recording file, once it is complete: none while it is being written (the call is
+/// live, or its last second is being flushed), or when recordings are off.
+pub(crate) async fn complete_file(app: &AppState, call: &CallRow) -> Option<PathBuf> {
+    let path = app.recordings.as_ref()?.path_of(call.recording.as_deref()?)?;
+    tokio::fs::try_exists(&path).await.unwrap_or(false).then_some(path)
 }
 
 #[utoipa::path(get, path = "/api/calls/{id}/recording", operation_id = "get_recording", tag = "calls",
@@ -35,13 +44,8 @@ pub(crate) async fn get(
     req: Request,
 ) -> Result<Response, ApiError> {
     let call = app.store.find_call(&id).await?.ok_or_else(|| ApiError::not_found(format!("no call {id:?}")))?;
-    let none = || ApiError::not_found(format!("call {id:?} has no recording"));
-    let name = call.recording.as_deref().ok_or_else(none)?;
-    let path = app.recordings.as_ref().and_then(|r| r.path_of(name)).ok_or_else(none)?;
-    // Still being written (the call is live, or its last second is being flushed).
-    if !tokio::fs::try_exists(&path).await.unwrap_or(false) {
-        return Err(none());
-    }
+    let path =
+        complete_file(&app, &call).await.ok_or_else(|| ApiError::not_found(format!("call {id:?} has no recording")))?;
     let mut res = ServeFile::new_with_mime(&path, &"audio/wav".parse().map_err(anyhow::Error::from)?)
         .oneshot(req)
         .await

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
 use super::error::{ApiError, ErrorBody};
+use super::json_body::JsonBody;
 use crate::app::AppState;
 use crate::config::Secret;
 use crate::secrets::keys_match;
@@ -137,9 +138,8 @@ pub(crate) async fn show(State(app): State<Arc<AppState>>, headers: HeaderMap) -
 pub(crate) async fn sign_in(
     State(app): State<Arc<AppState>>,
     headers: HeaderMap,
-    body: Result<Json<SignIn>, axum::extract::rejection::JsonRejection>,
+    JsonBody(input): JsonBody<SignIn>,
 ) -> Result<Response, ApiError> {
-    let Json(input) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let Some(key) = &app.api_key else {
         return show(State(app.clone()), headers).await.map(IntoResponse::into_response);
     };

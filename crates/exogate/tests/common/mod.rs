@@ -82,6 +82,20 @@ impl TestGateway {
     }
 }
 
+/// The default phone (EXOTEL_*) of a gateway that dials the simulator's fake Exotel at `api_url`
+/// with the fake's account.
+pub fn fake_exotel_env(sid: String, api_key: String, api_token: String, api_url: String) -> exogate::config::ExotelEnv {
+    exogate::config::ExotelEnv {
+        api_key: Some(api_key),
+        api_token: Some(exogate::config::Secret(api_token)),
+        sid: Some(sid),
+        subdomain: None,
+        app_id: Some("4321".into()),
+        caller_id: Some("08047491899".into()),
+        api_url: Some(api_url),
+    }
+}
+
 /// A real speech or tone recording from the repository's `testdata/audio`, at `rate`.
 pub fn speech(rate: SampleRate) -> Vec<u8> {
     let name = match rate {
