@@ -106,7 +106,8 @@ pub struct Metrics {
     dial_results: Family<OutcomeLabel, Counter>,
     exotel_api: Family<OperationLabel, Histogram>,
     campaign_contacts: Family<ContactLabels, Gauge>,
-    recordings: Family<OutcomeLabel, Gauge>,
+    recordings: Family<OutcomeLabel, Counter>,
+    recording_held: Gauge,
     live_unlisted: Gauge,
     rendering: std::sync::Mutex<()>,
     write_queue: Gauge,
@@ -136,6 +137,7 @@ impl Default for Metrics {
             exotel_api: Family::new_with_constructor(|| Histogram::new(latency_buckets())),
             campaign_contacts: Family::default(),
             recordings: Family::default(),
+            recording_held: Gauge::default(),
             live_unlisted: Gauge::default(),
             rendering: std::sync::Mutex::new(()),
             write_queue: Gauge::default(),
@@ -180,7 +182,12 @@ impl Default for Metrics {
             "Contacts of running and paused campaigns, by state",
             m.campaign_contacts.clone(),
         );
-        registry.register("recordings", "Call recordings by outcome (since start)", m.recordings.clone());
+        registry.register("recordings", "Call recordings by outcome", m.recordings.clone());
+        registry.register(
+            "recording_held_bytes",
+            "Call audio held for recordings, waiting to be final or to be written",
+            m.recording_held.clone(),
+        );
         registry.register(
             "live_calls_unlisted",
             "Calls left off the live page (its map was full)",
@@ -259,8 +266,11 @@ impl Metrics {
                 ("audio_dropped", &s.dropped),
                 ("deleted_by_retention", &s.deleted),
             ] {
-                self.recordings.get_or_create(&OutcomeLabel { outcome: outcome.into() }).set(n.load(Relaxed) as i64);
+                // The counts live with the recorder; the counter follows them (they only grow).
+                let counter = self.recordings.get_or_create(&OutcomeLabel { outcome: outcome.into() });
+                counter.inc_by(n.load(Relaxed).saturating_sub(counter.get()));
             }
+            self.recording_held.set(s.held_bytes() as i64);
         }
         // Only campaigns running or paused now: finished ones leave the exposition.
         self.campaign_contacts.clear();

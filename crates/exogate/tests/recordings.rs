@@ -285,6 +285,16 @@ async fn a_recording_that_cannot_be_written_leaves_the_call_untouched() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(stats.failed.load(Ordering::Relaxed), 1);
+    let metrics = gw.http.get(gw.http_url("/metrics")).bearer_auth(KEY).send().await.unwrap().text().await.unwrap();
+    for line in [
+        "exogate_recordings_total{outcome=\"started\"} 1",
+        "exogate_recordings_total{outcome=\"failed\"} 1",
+        "exogate_recordings_total{outcome=\"written\"} 0",
+        // The call's audio was let go with its recording.
+        "exogate_recording_held_bytes 0",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
+    }
     let id = sid_of(&gw).await;
     let (status, _) = recording(&gw, &id).await;
     assert_eq!(status, 404);
