@@ -881,19 +881,16 @@ impl Session {
         if let Some(live) = &self.live {
             live.caller_frame(&pcm);
         }
+        if let Some(rec) = self.writer.taps.rec.as_mut() {
+            rec.caller(&pcm);
+        }
         if let Slot::Ready { agent, started: true, .. } = &mut self.slot {
-            // The hot path: no copy, no queue (the recording takes the frame as it is).
+            // The hot path: no copy, no queue.
             let ctl = &self.agent_ctl;
             if std::panic::catch_unwind(AssertUnwindSafe(|| agent.on_audio(&pcm, ctl))).is_err() {
                 self.agent_failed("agent panicked".into());
             }
-            if let Some(rec) = self.writer.taps.rec.as_mut() {
-                rec.caller(pcm);
-            }
             return;
-        }
-        if let Some(rec) = self.writer.taps.rec.as_mut() {
-            rec.caller(pcm.clone());
         }
         self.deliver(Held::Audio(pcm));
     }

@@ -137,6 +137,7 @@ mod tests {
         tape.bot(1000, 0, (0..2000i16).flat_map(|s| (-s).to_le_bytes()).collect(), 0);
         let mut frames = Vec::new();
         for n in [2500, 3500] {
+            frames.clear();
             tape.render(n, &mut frames);
             assert!(file.append(&frames).unwrap());
         }

@@ -3,8 +3,8 @@
 //! stream; the bot's where Exotel started playing it (after what was already queued there), and
 //! what a `clear` cut off is silent.
 //!
-//! A session hands its audio to its call's [`tape`] as it is (moved, not copied, under a short
-//! lock that the disk never holds); one thread ([`thread`]) renders what is final on every call's
+//! A session hands its audio to its call's [`tape`] (the caller's in 200 ms batches, the bot's
+//! chunks as they are; a short lock that the disk never holds); one thread ([`thread`]) renders what is final on every call's
 //! tape into stereo frames a batch at a time and appends it to the call's [`file`], so a slow disk
 //! costs recordings, never audio.
 
@@ -32,6 +32,9 @@ const TICK: Duration = Duration::from_millis(100);
 /// Audio is kept this long behind the call's clock before it is final: caller audio arriving a
 /// little late still lands in place (a `clear` only cuts bot audio queued ahead of now).
 const HOLD: Duration = Duration::from_millis(500);
+/// Caller audio is handed to the tape in batches this long (well under HOLD, so it is there
+/// before it is final).
+const CALLER_BATCH_MS: u64 = 200;
 /// Final audio is written once this many bytes of it have gathered (8 s at 8 kHz, 2.7 s at
 /// 24 kHz): the file system's cost per write and per page both fall with larger writes, and audio
 /// read long after it arrived costs about the same as audio read soon after (measured:
@@ -134,7 +137,17 @@ impl Recordings {
         self.stats.started.fetch_add(1, Ordering::Relaxed);
         let rate = u64::from(rate.hz());
         let hold = HOLD.as_millis() as u64 * rate / 1000;
-        Some(CallRecorder { name, tape, rate, hold, started, caller_at: None, stats: self.stats.clone() })
+        Some(CallRecorder {
+            name,
+            tape,
+            rate,
+            hold,
+            started,
+            caller_at: None,
+            batch: Vec::new(),
+            batch_at: 0,
+            stats: self.stats.clone(),
+        })
     }
 
     /// Waits (up to `wait`) until everything handed over so far is written, then ends whatever
@@ -219,6 +232,10 @@ pub(crate) struct CallRecorder {
     /// Where the next caller frame goes; None before the first (which sets it from the clock:
     /// the caller's audio runs on from when it started arriving).
     caller_at: Option<u64>,
+    /// Caller audio not handed over yet, from frame `batch_at`: the tape is shared with the
+    /// writer thread, so it is touched a few times a second, not once per frame.
+    batch: Vec<u8>,
+    batch_at: u64,
     stats: Arc<RecordingStats>,
 }
 
@@ -236,12 +253,31 @@ impl CallRecorder {
     /// The caller's next frame (PCM16LE at the call's rate). Frames follow each other, unless
     /// the stream falls behind the clock (frames Exotel never sent, or skipped as unreadable):
     /// then the next one goes where the clock says, and the gap is silent.
-    pub(crate) fn caller(&mut self, pcm: Vec<u8>) {
+    pub(crate) fn caller(&mut self, pcm: &[u8]) {
         let clock = self.sample_at(Instant::now());
         let at = self.caller_at.map_or(clock, |next| next.max(clock.saturating_sub(self.hold / 2)));
         self.caller_at = Some(at + pcm.len() as u64 / 2);
-        let placed = lock(&self.tape).caller(at, pcm, self.hold);
-        self.count(placed);
+        if at != self.batch_at + self.batch.len() as u64 / 2 {
+            self.hand_over();
+            self.batch_at = at;
+        }
+        let full = (self.rate * 2 * CALLER_BATCH_MS / 1000) as usize;
+        if self.batch.capacity() == 0 {
+            self.batch.reserve_exact(full.max(pcm.len()));
+        }
+        self.batch.extend_from_slice(pcm);
+        if self.batch.len() >= full {
+            self.hand_over();
+        }
+    }
+
+    fn hand_over(&mut self) {
+        if !self.batch.is_empty() {
+            let pcm = std::mem::take(&mut self.batch);
+            self.batch_at += pcm.len() as u64 / 2;
+            let placed = lock(&self.tape).caller(self.batch_at - pcm.len() as u64 / 2, pcm, self.hold);
+            self.count(placed);
+        }
     }
 
     /// Bot audio Exotel starts playing at `plays_at`.
@@ -265,6 +301,7 @@ impl CallRecorder {
 
 impl Drop for CallRecorder {
     fn drop(&mut self) {
+        self.hand_over();
         let at = self.sample_at(Instant::now()).max(self.caller_at.unwrap_or(0));
         lock(&self.tape).end = Some(at);
     }
