@@ -1,6 +1,7 @@
 //! A call's audio not yet written, as each side handed it over (the caller's batches, the bot's
-//! chunks), each piece with the frame it starts at. The writer thread renders what is final into
-//! the file's stereo frames soon after it arrives, while it is likely still in cache.
+//! chunks), each piece with the frame it starts at. The writer thread renders a final stretch of
+//! both into stereo frames in one buffer that stays in its cache, and writes that: each byte of
+//! audio is read once, after the call handed it over, and never copied in between.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -31,12 +32,7 @@ impl Budget {
         true
     }
 
-    /// Counts bytes that are held whatever the budget says (rendered frames waiting for the disk).
-    pub(super) fn add(&self, bytes: usize) {
-        self.held.fetch_add(bytes, Ordering::Relaxed);
-    }
-
-    pub(super) fn give(&self, bytes: usize) {
+    fn give(&self, bytes: usize) {
         self.held.fetch_sub(bytes, Ordering::Relaxed);
     }
 }
@@ -155,6 +151,12 @@ impl Tape {
         self.bot_end = self.bot_end.min(from);
     }
 
+    /// Final frames not written yet, once at least `batch` of them have gathered.
+    pub(super) fn final_frames(&self, batch: u64) -> Option<u64> {
+        let n = self.final_until.saturating_sub(self.base);
+        (n >= batch).then_some(n)
+    }
+
     /// How far the call's recording goes once it ended at `at`: as long as the call, silence
     /// included, and at least as long as the caller's audio; bot audio queued past it never
     /// played, so it is cut.
@@ -170,12 +172,11 @@ impl Tape {
     }
 
     /// Renders frames `base..base + n` as the file holds them (16-bit little-endian, caller then
-    /// bot) onto the end of `out`, lets go of the audio that is now all written, and moves `base` on.
+    /// bot) into `out`, lets go of the audio that is now all written, and moves `base` on.
     pub(super) fn render(&mut self, n: u64, out: &mut Vec<u8>) {
         let until = self.base + n;
-        let start = out.len();
-        out.resize(start + n as usize * 4, 0);
-        let out = &mut out[start..];
+        out.clear();
+        out.resize(n as usize * 4, 0);
         for (list, side) in [(&mut self.caller, Side::Caller), (&mut self.bot, Side::Bot)] {
             for s in list.iter() {
                 let from = s.at.max(self.base);
@@ -248,10 +249,9 @@ mod tests {
     }
 
     fn render(t: &mut Tape, n: u64) -> Vec<u8> {
-        let mut out = vec![9; 8];
+        let mut out = Vec::new();
         t.render(n, &mut out);
-        assert_eq!(&out[..8], &[9; 8], "rendered after what was there");
-        out.split_off(8)
+        out
     }
 
     #[test]
@@ -314,6 +314,7 @@ mod tests {
         assert!(!b.place(Side::Caller, 0, pcm(&[1; 1000])), "over the budget");
         render(&mut a, 1000);
         assert!(b.place(Side::Caller, 0, pcm(&[1; 1000])), "the written audio was let go");
+        assert!(a.final_frames(1).is_none());
         drop(b);
         assert_eq!(budget.held.load(Ordering::Relaxed), 0);
     }

@@ -1,6 +1,5 @@
-//! The writer thread: every tick it renders what is final on each call's tape onto the call's
-//! stereo frames waiting for the disk, and appends those to the call's file a batch at a time; a
-//! call that ended is written to its end and its file completed.
+//! The writer thread: every tick it renders what is final on each call's tape and appends it to
+//! the call's file; a call that ended is written to its end and its file completed.
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -14,20 +13,31 @@ use super::{HELD_LIMIT, Msg, RecordingStats, TICK, WRITE_BATCH, WRITE_MAX, lock}
 struct Recording {
     tape: Arc<Mutex<Tape>>,
     file: WavFile,
-    /// Rendered frames not written yet. Audio is rendered soon after it is final (while it is
-    /// still in cache) and written in large batches (cheaper per byte for the file system).
-    staged: Vec<u8>,
 }
 
 pub(super) struct WriterThread {
     rx: Receiver<Msg>,
     calls: Vec<Recording>,
     stats: Arc<RecordingStats>,
+    /// Stereo frames on their way to a file: one buffer for every call, so it stays in cache.
+    frames: Vec<u8>,
+}
+
+/// What a tick does with one call.
+enum Step {
+    /// Frames rendered (more may follow at once: `more`).
+    Write {
+        more: bool,
+    },
+    /// The call's last frames rendered.
+    End,
+    Discard,
+    Wait,
 }
 
 impl WriterThread {
     pub(super) fn new(rx: Receiver<Msg>, stats: Arc<RecordingStats>) -> Self {
-        Self { rx, calls: Vec::new(), stats }
+        Self { rx, calls: Vec::new(), stats, frames: Vec::with_capacity(WRITE_MAX as usize) }
     }
 
     pub(super) fn run(mut self) {
@@ -58,7 +68,7 @@ impl WriterThread {
             }
             // Batches keep the disk's cost down; when audio piles up (many calls, a slow disk),
             // whatever is final goes at once instead.
-            let batch = if self.stats.held_bytes() > HELD_LIMIT / 2 { 1 } else { WRITE_BATCH as usize };
+            let batch = if self.stats.held_bytes() > HELD_LIMIT / 2 { 1 } else { WRITE_BATCH / 4 };
             for i in (0..self.calls.len()).rev() {
                 self.serve(i, batch);
             }
@@ -73,7 +83,7 @@ impl WriterThread {
 
     fn open(&mut self, tape: Arc<Mutex<Tape>>, path: PathBuf, rate: u32) {
         match WavFile::create(path, rate) {
-            Ok(file) => self.calls.push(Recording { tape, file, staged: Vec::new() }),
+            Ok(file) => self.calls.push(Recording { tape, file }),
             Err(e) => {
                 self.stats.failed.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(error = %e, "recording could not start; the call goes on unrecorded");
@@ -82,73 +92,82 @@ impl WriterThread {
         }
     }
 
-    /// Renders what one call has final (under the tape's lock: memory only) and writes a batch
-    /// once one has gathered (outside it: the disk may be slow); a call that ended is written to
-    /// its end and swapped out of the list, which is why the list is walked backwards.
-    fn serve(&mut self, i: usize, batch: usize) {
-        loop {
-            let call = &mut self.calls[i];
-            let (rendered_all, ended) = {
-                let mut t = lock(&call.tape);
-                if t.discarded {
-                    drop(t);
-                    return self.drop_call(i);
-                }
-                let until = match t.end {
-                    Some(at) => t.close_at(at),
-                    None => t.final_until.max(t.base()),
-                };
-                let room = (WRITE_MAX as usize).saturating_sub(call.staged.len()) / 4;
-                let n = (until - t.base()).min(room as u64);
-                if n > 0 {
-                    t.render(n, &mut call.staged);
-                    self.stats.budget.add(n as usize * 4);
-                }
-                (t.base() >= until, t.end.is_some())
-            };
-            if call.staged.len() >= batch || ended || !rendered_all {
-                let written = call.file.append(&call.staged);
-                self.stats.budget.give(call.staged.len());
-                call.staged.clear();
-                match written {
-                    Ok(true) => {}
-                    // Full: the rest of the call is not kept, the file is completed at its end.
-                    Ok(false) => {
-                        let mut t = lock(&call.tape);
-                        t.dead = true;
-                        t.drop_all();
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "recording failed; the call goes on unrecorded");
-                        self.stats.failed.fetch_add(1, Ordering::Relaxed);
-                        return self.drop_call(i);
-                    }
-                }
+    /// Renders under the tape's lock (memory only), writes outside it (the disk may be slow).
+    fn step(&mut self, i: usize, batch: u64) -> Step {
+        let mut t = lock(&self.calls[i].tape);
+        if t.discarded {
+            return Step::Discard;
+        }
+        if let Some(at) = t.end {
+            let end = t.close_at(at);
+            let n = end - t.base();
+            t.render(n.min(WRITE_MAX / 4), &mut self.frames);
+            return if n > WRITE_MAX / 4 { Step::Write { more: true } } else { Step::End };
+        }
+        match t.final_frames(batch) {
+            Some(n) => {
+                t.render(n.min(WRITE_MAX / 4), &mut self.frames);
+                Step::Write { more: n > WRITE_MAX / 4 }
             }
-            if !rendered_all {
-                continue;
-            }
-            if ended {
-                let call = self.calls.swap_remove(i);
-                give_up(&call.tape);
-                match call.file.finish() {
-                    Ok(()) => self.stats.written.fetch_add(1, Ordering::Relaxed),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "recording failed at the end of its call");
-                        self.stats.failed.fetch_add(1, Ordering::Relaxed)
-                    }
-                };
-            }
-            return;
+            None => Step::Wait,
         }
     }
 
-    /// A recording that goes unwritten (discarded, or the disk failed): its file goes.
-    fn drop_call(&mut self, i: usize) {
-        let call = self.calls.swap_remove(i);
-        give_up(&call.tape);
-        self.stats.budget.give(call.staged.len());
-        call.file.remove();
+    /// Writes what one call has final (all of it if it ended; swapped out of the list once done,
+    /// which is why the list is walked backwards).
+    fn serve(&mut self, i: usize, batch: u64) {
+        loop {
+            match self.step(i, batch) {
+                Step::Wait => return,
+                Step::Write { more } => {
+                    let call = &mut self.calls[i];
+                    match call.file.append(&self.frames) {
+                        Ok(true) if more => continue,
+                        Ok(true) => return,
+                        // Full: the rest of the call is not kept, the file is completed at its end.
+                        Ok(false) => {
+                            let mut t = lock(&call.tape);
+                            t.dead = true;
+                            t.drop_all();
+                            return;
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "recording failed; the call goes on unrecorded");
+                            self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                            let call = self.calls.swap_remove(i);
+                            give_up(&call.tape);
+                            call.file.remove();
+                            return;
+                        }
+                    }
+                }
+                Step::End => {
+                    let mut call = self.calls.swap_remove(i);
+                    give_up(&call.tape);
+                    let done = match call.file.append(&self.frames) {
+                        Ok(_) => call.file.finish(),
+                        Err(e) => {
+                            call.file.remove();
+                            Err(e)
+                        }
+                    };
+                    match done {
+                        Ok(()) => self.stats.written.fetch_add(1, Ordering::Relaxed),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "recording failed at the end of its call");
+                            self.stats.failed.fetch_add(1, Ordering::Relaxed)
+                        }
+                    };
+                    return;
+                }
+                Step::Discard => {
+                    let call = self.calls.swap_remove(i);
+                    give_up(&call.tape);
+                    call.file.remove();
+                    return;
+                }
+            }
+        }
     }
 }
 
