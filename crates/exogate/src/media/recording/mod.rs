@@ -274,8 +274,9 @@ impl CallRecorder {
     fn hand_over(&mut self) {
         if !self.batch.is_empty() {
             let pcm = std::mem::take(&mut self.batch);
+            let at = self.batch_at;
             self.batch_at += pcm.len() as u64 / 2;
-            let placed = lock(&self.tape).caller(self.batch_at - pcm.len() as u64 / 2, pcm, self.hold);
+            let placed = lock(&self.tape).caller(at, pcm, self.hold);
             self.count(placed);
         }
     }
