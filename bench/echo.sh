@@ -22,7 +22,7 @@ RATE=${RATE:-8000}
 THREADS=${THREADS:-1}
 HTTP_PORT=${HTTP_PORT:-18080}
 WS_PORT=${WS_PORT:-18765}
-BIN=target/release/exogate
+BIN=${BIN:-target/release/exogate}
 
 for tool in jq curl timeout; do
     command -v "$tool" >/dev/null || { echo "bench/echo.sh: needs $tool" >&2; exit 2; }

@@ -1,10 +1,12 @@
 //! Who may connect: IP allow-lists (with the client address taken from `X-Forwarded-For` only
-//! behind a trusted proxy), HTTP Basic credentials, signed per-call media tokens, and the
-//! counters of what was refused.
+//! behind a trusted proxy), HTTP Basic credentials, signed per-call media tokens, the limit on
+//! guessing the API key, and the counters of what was refused.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::http::{HeaderMap, header};
 use base64::Engine;
@@ -188,6 +190,56 @@ pub fn verify_media_token(secrets: &Secrets, token: &str) -> Result<TokenCall, T
     })
 }
 
+/// Wrong API keys one address may send (by `Authorization: Bearer` or the console's sign-in)
+/// within [`KEY_GUESS_WINDOW`] of its first; past it, that address's keys are not checked until
+/// the window is over, right or wrong, so a guesser learns nothing from more tries.
+pub const MAX_KEY_GUESSES: u32 = 10;
+pub const KEY_GUESS_WINDOW: Duration = Duration::from_secs(10 * 60);
+/// Addresses tracked; past it, windows that are over go, and if that is not enough the table is
+/// cleared (counted in `overflows`): a flood of addresses gets ten guesses each, not more.
+const MAX_GUESSERS: usize = 10_000;
+
+/// Wrong API keys by address.
+#[derive(Debug, Default)]
+pub struct KeyGuesses {
+    table: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+    /// Times the table was full and cleared.
+    pub overflows: AtomicU64,
+}
+
+impl KeyGuesses {
+    /// Whether a key from `ip` may be checked now; if not, how long until it may.
+    pub fn may_try(&self, ip: IpAddr, now: Instant) -> Result<(), Duration> {
+        let Ok(table) = self.table.lock() else { return Ok(()) };
+        match table.get(&ip) {
+            Some(&(since, n)) if n >= MAX_KEY_GUESSES => {
+                let left = KEY_GUESS_WINDOW.saturating_sub(now.saturating_duration_since(since));
+                if left.is_zero() { Ok(()) } else { Err(left) }
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// A wrong key came from `ip`.
+    pub fn failed(&self, ip: IpAddr, now: Instant) {
+        let Ok(mut table) = self.table.lock() else { return };
+        let over = |since: Instant| now.saturating_duration_since(since) >= KEY_GUESS_WINDOW;
+        if table.len() >= MAX_GUESSERS && !table.contains_key(&ip) {
+            table.retain(|_, (since, _)| !over(*since));
+            if table.len() >= MAX_GUESSERS {
+                table.clear();
+                self.overflows.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let (since, n) = table.entry(ip).or_insert((now, 0));
+        if over(*since) {
+            *since = now;
+            *n = 0;
+        }
+        *n += 1;
+    }
+}
+
 /// Requests and sockets turned away, by reason (in `/health`).
 #[derive(Debug, Default)]
 pub struct Refusals {
@@ -198,6 +250,8 @@ pub struct Refusals {
     pub capacity: AtomicU64,
     pub conn_rate: AtomicU64,
     pub host: AtomicU64,
+    /// Key checks refused to an address that sent too many wrong keys.
+    pub key_guesses: AtomicU64,
 }
 
 impl Refusals {
@@ -215,6 +269,7 @@ impl Refusals {
             "over_max_calls": n(&self.capacity),
             "over_connection_rate": n(&self.conn_rate),
             "bad_host": n(&self.host),
+            "too_many_wrong_keys": n(&self.key_guesses),
         })
     }
 }
@@ -222,6 +277,29 @@ impl Refusals {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_address_past_its_wrong_keys_waits_out_the_window_and_the_table_is_bounded() {
+        let guesses = KeyGuesses::default();
+        let (a, b): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
+        let t0 = Instant::now();
+        for i in 0..MAX_KEY_GUESSES {
+            assert_eq!(guesses.may_try(a, t0), Ok(()), "guess {i}");
+            guesses.failed(a, t0 + Duration::from_secs(u64::from(i)));
+        }
+        let later = t0 + Duration::from_secs(60);
+        assert_eq!(guesses.may_try(a, later), Err(KEY_GUESS_WINDOW - Duration::from_secs(60)));
+        assert_eq!(guesses.may_try(b, later), Ok(()), "another address has its own count");
+        assert_eq!(guesses.may_try(a, t0 + KEY_GUESS_WINDOW), Ok(()), "the window is over");
+        guesses.failed(a, t0 + KEY_GUESS_WINDOW);
+        assert_eq!(guesses.may_try(a, t0 + KEY_GUESS_WINDOW), Ok(()), "a new window, a new count");
+
+        for i in 0..MAX_GUESSERS as u32 + 1 {
+            guesses.failed(IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i)), later);
+        }
+        assert_eq!(guesses.overflows.load(Ordering::Relaxed), 1);
+        assert!(guesses.table.lock().unwrap().len() <= MAX_GUESSERS);
+    }
 
     #[test]
     fn ip_lists_and_forwarded_addresses() {

@@ -106,6 +106,8 @@ pub struct AppState {
     pub drain: watch::Sender<bool>,
     /// Connections and requests turned away, by reason.
     pub refusals: crate::access::Refusals,
+    /// Wrong API keys by address (the key can't be guessed fast).
+    pub key_guesses: crate::access::KeyGuesses,
     pub metrics: crate::metrics::Metrics,
     /// Calls in progress here, for the console.
     pub live: crate::live::LiveCalls,

@@ -72,6 +72,7 @@ pub async fn start_with_agents(config: Config, agents: Registry) -> anyhow::Resu
         sessions: Default::default(),
         drain: watch::Sender::new(false),
         refusals: Default::default(),
+        key_guesses: Default::default(),
         metrics: Default::default(),
     });
     state.reload_caches().await?;

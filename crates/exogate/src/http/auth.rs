@@ -2,11 +2,13 @@
 //! <EXOGATE_API_KEY>`. Exotel can't send our key: its webhooks (dynamic URL, Passthru) are guarded
 //! by ALLOW_IPS and WEBHOOK_SECRET instead, and the status callback carries its own per-call token.
 
+use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::Json;
 use axum::extract::{ConnectInfo, MatchedPath, RawPathParams, Request, State};
-use axum::http::{Method, StatusCode, header};
+use axum::http::{Extensions, HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
@@ -104,10 +106,41 @@ pub(crate) async fn require_key(State(app): State<Arc<AppState>>, req: Request, 
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .map(str::trim);
-    match given {
-        Some(key) if keys_match(key, &expected.0) => next.run(req).await,
-        Some(_) => unauthorized("invalid API key"),
-        None => unauthorized("missing API key: send Authorization: Bearer <EXOGATE_API_KEY>"),
+    let Some(key) = given else {
+        return unauthorized("missing API key: send Authorization: Bearer <EXOGATE_API_KEY>");
+    };
+    let client = key_client(&app, req.extensions(), req.headers());
+    if let Some(refused) = guessing(&app, client) {
+        return refused;
+    }
+    if keys_match(key, &expected.0) {
+        return next.run(req).await;
+    }
+    wrong_key(&app, client);
+    unauthorized("invalid API key")
+}
+
+/// The address an API key comes from (None for a router driven without a socket, in tests).
+pub(crate) fn key_client(app: &AppState, extensions: &Extensions, headers: &HeaderMap) -> Option<IpAddr> {
+    let ConnectInfo(peer) = extensions.get::<ConnectInfo<std::net::SocketAddr>>()?;
+    Some(client_ip(peer.ip(), headers, &app.config.access.trusted_proxies))
+}
+
+/// 429 for an address that sent too many wrong keys lately, before its key is even looked at.
+pub(crate) fn guessing(app: &AppState, client: Option<IpAddr>) -> Option<Response> {
+    let wait = app.key_guesses.may_try(client?, Instant::now()).err()?;
+    Refusals::count(&app.refusals.key_guesses);
+    let secs = wait.as_secs().max(1);
+    let message = format!("too many wrong API keys from this address: try again in {secs} s");
+    Some(
+        (StatusCode::TOO_MANY_REQUESTS, [(header::RETRY_AFTER, secs.to_string())], Json(json!({ "error": message })))
+            .into_response(),
+    )
+}
+
+pub(crate) fn wrong_key(app: &AppState, client: Option<IpAddr>) {
+    if let Some(ip) = client {
+        app.key_guesses.failed(ip, Instant::now());
     }
 }
 

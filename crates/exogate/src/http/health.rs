@@ -54,6 +54,8 @@ pub(crate) struct Refused {
     over_max_calls: u64,
     over_connection_rate: u64,
     bad_host: u64,
+    /// Key checks refused to an address that sent too many wrong API keys.
+    too_many_wrong_keys: u64,
 }
 
 #[utoipa::path(get, path = "/health", operation_id = "health", tag = "health", security(()),

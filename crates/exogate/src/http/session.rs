@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{Extensions, HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
@@ -134,16 +134,24 @@ pub(crate) async fn show(State(app): State<Arc<AppState>>, headers: HeaderMap) -
         (status = 400, description = "Not a sign-in body", body = ErrorBody),
         (status = 401, description = "Wrong API key", body = ErrorBody),
         (status = 403, description = "No API key is set and the Host is not local", body = ErrorBody),
+        (status = 429, description = "Too many wrong API keys from this address: try again after `Retry-After` \
+            seconds", body = ErrorBody),
     ))]
 pub(crate) async fn sign_in(
     State(app): State<Arc<AppState>>,
+    extensions: Extensions,
     headers: HeaderMap,
     JsonBody(input): JsonBody<SignIn>,
 ) -> Result<Response, ApiError> {
     let Some(key) = &app.api_key else {
         return show(State(app.clone()), headers).await.map(IntoResponse::into_response);
     };
+    let client = super::auth::key_client(&app, &extensions, &headers);
+    if let Some(refused) = super::auth::guessing(&app, client) {
+        return Ok(refused);
+    }
     if !keys_match(input.key.trim(), &key.0) {
+        super::auth::wrong_key(&app, client);
         tokio::time::sleep(FAILED_SIGN_IN_DELAY).await;
         tracing::warn!("console sign-in refused: wrong API key");
         return Err(ApiError::new(StatusCode::UNAUTHORIZED, "wrong API key"));
