@@ -34,7 +34,9 @@ hard=$(ulimit -Hn)
 if [ "$hard" != unlimited ] && [ "$hard" -lt "$want" ]; then want=$hard; fi
 ulimit -n "$want"
 
-cargo build --release -p exogate >&2
+# The load generator is always this tree's build; BIN (the server) may be another.
+SIM=target/release/exogate
+if [ "$BIN" = "$SIM" ] || [ ! -x "$SIM" ]; then cargo build --release -p exogate >&2; fi
 
 work=$(mktemp -d -t exogate-bench.XXXXXX)
 OUT=${OUT:-$work}
@@ -81,7 +83,7 @@ for n in $NS; do
     limit=$(awk -v n="$n" -v r="$RAMP" -v w="$WARMUP" -v d="$DURATION" 'BEGIN { printf "%d", n / r + w + d + 40 }')
     echo "bench/echo.sh: N=$n (server pid $server_pid, at most ${limit}s)" >&2
     rc=0
-    timeout --signal=INT --kill-after=10 "$limit" "$BIN" sim load --url "ws://127.0.0.1:$WS_PORT/" \
+    timeout --signal=INT --kill-after=10 "$limit" "$SIM" sim load --url "ws://127.0.0.1:$WS_PORT/" \
         --calls "$n" --frame-ms "$FRAME_MS" --duration "$DURATION" --warmup "$WARMUP" --ramp "$RAMP" \
         --rate "$RATE" --threads "$THREADS" --server-pid "$server_pid" --json >"$OUT/echo-$n.json" || rc=$?
     stop_server

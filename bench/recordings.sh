@@ -13,7 +13,7 @@
 #
 # Knobs: N (500), FRAME_MS (100), REPEATS (3), DURATION (20 s window), RATE (8000), CONTROL,
 # OFF_BIN and ON_BIN (each half's exogate, default target/release/exogate), BOTH (the first half
-# records too).
+# records too; with CONTROL, neither does).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,7 +21,8 @@ N=${N:-500}
 REPEATS=${REPEATS:-3}
 export FRAME_MS=${FRAME_MS:-100} DURATION=${DURATION:-20} RATE=${RATE:-8000}
 work=$(mktemp -d -t exogate-rec-bench.XXXXXX)
-trap 'rm -rf "$work"' EXIT
+# A half that fails takes the other down with it, and says why.
+trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
 cargo build --release -p exogate >&2
 
 ratios=()
@@ -31,14 +32,15 @@ for i in $(seq "$REPEATS"); do
     # The pair's two halves swap ports each round: neither side always gets the same ones.
     a=(18080 18765) b=(18081 18766)
     if [ $((i % 2)) -eq 0 ]; then a=(18081 18766) b=(18080 18765); fi
-    if [ -n "${BOTH:-}" ]; then off_env=(RECORDINGS_DIR="$rec-first"); else off_env=(-u RECORDINGS_DIR); fi
+    if [ -n "${BOTH:-}" ] && [ -z "${CONTROL:-}" ]; then off_env=(RECORDINGS_DIR="$rec-first"); else off_env=(-u RECORDINGS_DIR); fi
     env "${off_env[@]}" BIN="${OFF_BIN:-target/release/exogate}" HTTP_PORT=${a[0]} WS_PORT=${a[1]} NS=$N OUT=$off \
         bench/echo.sh >/dev/null 2>"$off/log" &
     p_off=$!
     if [ -n "${CONTROL:-}" ]; then rec_env=(-u RECORDINGS_DIR); else rec_env=(RECORDINGS_DIR="$rec"); fi
     env "${rec_env[@]}" BIN="${ON_BIN:-target/release/exogate}" HTTP_PORT=${b[0]} WS_PORT=${b[1]} NS=$N OUT=$on bench/echo.sh >/dev/null 2>"$on/log" &
     p_on=$!
-    wait "$p_off" "$p_on"
+    wait "$p_off" || { echo "bench/recordings.sh: the half without recordings failed:" >&2; cat "$off/log" >&2; exit 1; }
+    wait "$p_on" || { echo "bench/recordings.sh: the half with recordings failed:" >&2; cat "$on/log" >&2; exit 1; }
     files=$( (find "$rec" -name '*.wav' 2>/dev/null || true) | wc -l)
     m_off=$(jq -r '.server.millicores_per_call' "$off/echo-$N.json")
     m_on=$(jq -r '.server.millicores_per_call' "$on/echo-$N.json")

@@ -195,48 +195,85 @@ pub fn verify_media_token(secrets: &Secrets, token: &str) -> Result<TokenCall, T
 /// the window is over, right or wrong, so a guesser learns nothing from more tries.
 pub const MAX_KEY_GUESSES: u32 = 10;
 pub const KEY_GUESS_WINDOW: Duration = Duration::from_secs(10 * 60);
-/// Addresses tracked; past it, windows that are over go, and if that is not enough the table is
-/// cleared (counted in `overflows`): a flood of addresses gets ten guesses each, not more.
+/// Addresses tracked. Past it, windows that are over go, then addresses not stopped yet (counted
+/// in `overflows`); a stopped address stays stopped, and while the table holds nothing else, keys
+/// from addresses it doesn't hold are not checked either (a flood of addresses gets ten guesses
+/// each, not more).
 const MAX_GUESSERS: usize = 10_000;
 
 /// Wrong API keys by address.
 #[derive(Debug, Default)]
 pub struct KeyGuesses {
-    table: Mutex<HashMap<IpAddr, (Instant, u32)>>,
-    /// Times the table was full and cleared.
+    table: Mutex<Guessers>,
+    /// Addresses not stopped yet that were let go to make room.
     pub overflows: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct Guessers {
+    /// When each address's window began, and its wrong keys in it.
+    by_address: HashMap<IpAddr, (Instant, u32)>,
+    /// The table is full of stopped addresses until then (when the first of them is let go).
+    full_until: Option<Instant>,
+}
+
+/// Who a key comes from: an IPv6 address counts by its /64, what one host is usually given.
+fn guesser(ip: IpAddr) -> IpAddr {
+    match canonical(ip) {
+        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !(u128::from(u64::MAX))).into()),
+        v4 => v4,
+    }
 }
 
 impl KeyGuesses {
     /// Whether a key from `ip` may be checked now; if not, how long until it may.
     pub fn may_try(&self, ip: IpAddr, now: Instant) -> Result<(), Duration> {
-        let Ok(table) = self.table.lock() else { return Ok(()) };
-        match table.get(&ip) {
-            Some(&(since, n)) if n >= MAX_KEY_GUESSES => {
-                let left = KEY_GUESS_WINDOW.saturating_sub(now.saturating_duration_since(since));
-                if left.is_zero() { Ok(()) } else { Err(left) }
-            }
-            _ => Ok(()),
+        let Ok(mut table) = self.table.lock() else { return Ok(()) };
+        if let Some(&(since, n)) = table.by_address.get(&guesser(ip)) {
+            let left = KEY_GUESS_WINDOW.saturating_sub(now.saturating_duration_since(since));
+            return if n >= MAX_KEY_GUESSES && !left.is_zero() { Err(left) } else { Ok(()) };
         }
+        self.room(&mut table, now)
     }
 
     /// A wrong key came from `ip`.
     pub fn failed(&self, ip: IpAddr, now: Instant) {
+        let ip = guesser(ip);
         let Ok(mut table) = self.table.lock() else { return };
-        let over = |since: Instant| now.saturating_duration_since(since) >= KEY_GUESS_WINDOW;
-        if table.len() >= MAX_GUESSERS && !table.contains_key(&ip) {
-            table.retain(|_, (since, _)| !over(*since));
-            if table.len() >= MAX_GUESSERS {
-                table.clear();
-                self.overflows.fetch_add(1, Ordering::Relaxed);
-            }
+        if !table.by_address.contains_key(&ip) && self.room(&mut table, now).is_err() {
+            return;
         }
-        let (since, n) = table.entry(ip).or_insert((now, 0));
-        if over(*since) {
+        let (since, n) = table.by_address.entry(ip).or_insert((now, 0));
+        if now.saturating_duration_since(*since) >= KEY_GUESS_WINDOW {
             *since = now;
             *n = 0;
         }
         *n += 1;
+    }
+
+    /// Room for one more address; if every address held is stopped, how long until one is not.
+    fn room(&self, table: &mut Guessers, now: Instant) -> Result<(), Duration> {
+        if table.by_address.len() < MAX_GUESSERS {
+            return Ok(());
+        }
+        if let Some(until) = table.full_until.filter(|until| now < *until) {
+            return Err(until - now);
+        }
+        let open = |since: &Instant| now.saturating_duration_since(*since) < KEY_GUESS_WINDOW;
+        table.by_address.retain(|_, (since, _)| open(since));
+        if table.by_address.len() >= MAX_GUESSERS {
+            let before = table.by_address.len();
+            table.by_address.retain(|_, (_, n)| *n >= MAX_KEY_GUESSES);
+            self.overflows.fetch_add((before - table.by_address.len()) as u64, Ordering::Relaxed);
+        }
+        if table.by_address.len() < MAX_GUESSERS {
+            table.full_until = None;
+            return Ok(());
+        }
+        let first = table.by_address.values().map(|(since, _)| *since).min().unwrap_or(now);
+        let until = first + KEY_GUESS_WINDOW;
+        table.full_until = Some(until);
+        Err(until.saturating_duration_since(now))
     }
 }
 
@@ -294,11 +331,39 @@ mod tests {
         guesses.failed(a, t0 + KEY_GUESS_WINDOW);
         assert_eq!(guesses.may_try(a, t0 + KEY_GUESS_WINDOW), Ok(()), "a new window, a new count");
 
-        for i in 0..MAX_GUESSERS as u32 + 1 {
-            guesses.failed(IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i)), later);
+        // One IPv6 host's /64 is one guesser.
+        let (v6a, v6b): (IpAddr, IpAddr) =
+            ("2001:db8:1:2::1".parse().unwrap(), "2001:db8:1:2:ffff::9".parse().unwrap());
+        for _ in 0..MAX_KEY_GUESSES {
+            guesses.failed(v6a, later);
         }
-        assert_eq!(guesses.overflows.load(Ordering::Relaxed), 1);
-        assert!(guesses.table.lock().unwrap().len() <= MAX_GUESSERS);
+        assert!(guesses.may_try(v6b, later).is_err(), "another address of the same /64");
+        assert_eq!(guesses.may_try("2001:db8:1:3::1".parse().unwrap(), later), Ok(()), "another /64");
+    }
+
+    #[test]
+    fn a_full_table_lets_go_of_guessers_not_yet_stopped_and_never_of_stopped_ones() {
+        let guesses = KeyGuesses::default();
+        let t0 = Instant::now();
+        let address = |i: usize| IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i as u32));
+        for i in 0..MAX_GUESSERS + 1 {
+            guesses.failed(address(i), t0);
+        }
+        assert_eq!(guesses.overflows.load(Ordering::Relaxed), MAX_GUESSERS as u64, "one wrong key each: let go");
+        assert_eq!(guesses.table.lock().unwrap().by_address.len(), 1);
+        // A table full of stopped addresses: they stay stopped, and a new one can't start guessing.
+        for i in 0..MAX_GUESSERS {
+            for _ in 0..MAX_KEY_GUESSES {
+                guesses.failed(address(i), t0);
+            }
+        }
+        let t1 = t0 + Duration::from_secs(1);
+        assert!(guesses.may_try(address(0), t1).is_err());
+        let newcomer = address(MAX_GUESSERS + 5);
+        assert_eq!(guesses.may_try(newcomer, t1), Err(KEY_GUESS_WINDOW - Duration::from_secs(1)));
+        guesses.failed(newcomer, t1);
+        assert!(guesses.may_try(address(0), t1).is_err(), "still stopped");
+        assert_eq!(guesses.may_try(newcomer, t0 + KEY_GUESS_WINDOW), Ok(()), "the stopped ones' windows are over");
     }
 
     #[test]

@@ -130,7 +130,8 @@ pub(crate) fn key_client(app: &AppState, extensions: &Extensions, headers: &Head
 pub(crate) fn guessing(app: &AppState, client: Option<IpAddr>) -> Option<Response> {
     let wait = app.key_guesses.may_try(client?, Instant::now()).err()?;
     Refusals::count(&app.refusals.key_guesses);
-    let secs = wait.as_secs().max(1);
+    // Rounded up: a client that waits exactly this long is let in.
+    let secs = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
     let message = format!("too many wrong API keys from this address: try again in {secs} s");
     Some(
         (StatusCode::TOO_MANY_REQUESTS, [(header::RETRY_AFTER, secs.to_string())], Json(json!({ "error": message })))
