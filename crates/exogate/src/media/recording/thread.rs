@@ -98,19 +98,20 @@ impl WriterThread {
         if t.discarded {
             return Step::Discard;
         }
-        if let Some(at) = t.end {
-            let end = t.close_at(at);
-            let n = end - t.base();
-            t.render(n.min(WRITE_MAX / 4), &mut self.frames);
-            return if n > WRITE_MAX / 4 { Step::Write { more: true } } else { Step::End };
-        }
-        match t.final_frames(batch) {
-            Some(n) => {
-                t.render(n.min(WRITE_MAX / 4), &mut self.frames);
-                Step::Write { more: n > WRITE_MAX / 4 }
+        // A call that ended is written to its end; one going on, once a batch is final.
+        let (n, ended) = match t.end {
+            Some(at) => {
+                let end = t.close_at(at);
+                (end - t.base(), true)
             }
-            None => Step::Wait,
-        }
+            None => match t.final_frames(batch) {
+                Some(n) => (n, false),
+                None => return Step::Wait,
+            },
+        };
+        t.render(n.min(WRITE_MAX / 4), &mut self.frames);
+        let more = n > WRITE_MAX / 4;
+        if ended && !more { Step::End } else { Step::Write { more } }
     }
 
     /// Writes what one call has final (all of it if it ended; swapped out of the list once done,
@@ -134,10 +135,7 @@ impl WriterThread {
                         Err(e) => {
                             tracing::warn!(error = %e, "recording failed; the call goes on unrecorded");
                             self.stats.failed.fetch_add(1, Ordering::Relaxed);
-                            let call = self.calls.swap_remove(i);
-                            give_up(&call.tape);
-                            call.file.remove();
-                            return;
+                            return self.drop_call(i);
                         }
                     }
                 }
@@ -160,14 +158,16 @@ impl WriterThread {
                     };
                     return;
                 }
-                Step::Discard => {
-                    let call = self.calls.swap_remove(i);
-                    give_up(&call.tape);
-                    call.file.remove();
-                    return;
-                }
+                Step::Discard => return self.drop_call(i),
             }
         }
+    }
+
+    /// A recording that goes unwritten (discarded, or the disk failed): its file goes.
+    fn drop_call(&mut self, i: usize) {
+        let call = self.calls.swap_remove(i);
+        give_up(&call.tape);
+        call.file.remove();
     }
 }
 
