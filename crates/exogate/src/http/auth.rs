@@ -2,7 +2,6 @@
 //! <EXOGATE_API_KEY>`. Exotel can't send our key: its webhooks (dynamic URL, Passthru) are guarded
 //! by ALLOW_IPS and WEBHOOK_SECRET instead, and the status callback carries its own per-call token.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -15,6 +14,7 @@ use serde_json::json;
 
 use crate::access::{Refusals, basic_auth, client_ip};
 use crate::app::AppState;
+use crate::config::Secret;
 use crate::secrets::keys_match;
 
 /// Exotel's applet webhooks: the address must be allowed (ALLOW_IPS), and WEBHOOK_SECRET given in
@@ -109,40 +109,51 @@ pub(crate) async fn require_key(State(app): State<Arc<AppState>>, req: Request, 
     let Some(key) = given else {
         return unauthorized("missing API key: send Authorization: Bearer <EXOGATE_API_KEY>");
     };
-    let client = key_client(&app, req.extensions(), req.headers());
-    if let Some(refused) = guessing(&app, client) {
-        return refused;
+    match check_key(&app, req.extensions(), req.headers(), key, expected) {
+        KeyCheck::Right => next.run(req).await,
+        KeyCheck::Wrong => unauthorized("invalid API key"),
+        KeyCheck::Refused(refused) => refused,
     }
-    if keys_match(key, &expected.0) {
-        return next.run(req).await;
+}
+
+pub(crate) enum KeyCheck {
+    Right,
+    Wrong,
+    /// Not looked at: the address sent too many wrong keys lately (429).
+    Refused(Response),
+}
+
+/// Whether `given` is the API key, the one way every key is checked (the API's header, the
+/// console's sign-in): an address that sent too many wrong keys lately gets 429 before its key is
+/// even looked at, and a wrong key counts against its address.
+pub(crate) fn check_key(
+    app: &AppState,
+    extensions: &Extensions,
+    headers: &HeaderMap,
+    given: &str,
+    expected: &Secret,
+) -> KeyCheck {
+    // No address for a router driven without a socket (in tests): nothing to count against.
+    let client = extensions
+        .get::<ConnectInfo<std::net::SocketAddr>>()
+        .map(|ConnectInfo(peer)| client_ip(peer.ip(), headers, &app.config.access.trusted_proxies));
+    if let Some(Err(wait)) = client.map(|ip| app.key_guesses.may_try(ip, Instant::now())) {
+        Refusals::count(&app.refusals.key_guesses);
+        // Rounded up: a client that waits exactly this long is let in.
+        let secs = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
+        let message = format!("too many wrong API keys from this address: try again in {secs} s");
+        let headers = [(header::RETRY_AFTER, secs.to_string())];
+        return KeyCheck::Refused(
+            (StatusCode::TOO_MANY_REQUESTS, headers, Json(json!({ "error": message }))).into_response(),
+        );
     }
-    wrong_key(&app, client);
-    unauthorized("invalid API key")
-}
-
-/// The address an API key comes from (None for a router driven without a socket, in tests).
-pub(crate) fn key_client(app: &AppState, extensions: &Extensions, headers: &HeaderMap) -> Option<IpAddr> {
-    let ConnectInfo(peer) = extensions.get::<ConnectInfo<std::net::SocketAddr>>()?;
-    Some(client_ip(peer.ip(), headers, &app.config.access.trusted_proxies))
-}
-
-/// 429 for an address that sent too many wrong keys lately, before its key is even looked at.
-pub(crate) fn guessing(app: &AppState, client: Option<IpAddr>) -> Option<Response> {
-    let wait = app.key_guesses.may_try(client?, Instant::now()).err()?;
-    Refusals::count(&app.refusals.key_guesses);
-    // Rounded up: a client that waits exactly this long is let in.
-    let secs = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
-    let message = format!("too many wrong API keys from this address: try again in {secs} s");
-    Some(
-        (StatusCode::TOO_MANY_REQUESTS, [(header::RETRY_AFTER, secs.to_string())], Json(json!({ "error": message })))
-            .into_response(),
-    )
-}
-
-pub(crate) fn wrong_key(app: &AppState, client: Option<IpAddr>) {
+    if keys_match(given, &expected.0) {
+        return KeyCheck::Right;
+    }
     if let Some(ip) = client {
         app.key_guesses.failed(ip, Instant::now());
     }
+    KeyCheck::Wrong
 }
 
 fn unauthorized(message: &str) -> Response {

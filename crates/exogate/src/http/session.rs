@@ -16,6 +16,7 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
+use super::auth::KeyCheck;
 use super::error::{ApiError, ErrorBody};
 use super::json_body::JsonBody;
 use crate::app::AppState;
@@ -146,15 +147,14 @@ pub(crate) async fn sign_in(
     let Some(key) = &app.api_key else {
         return show(State(app.clone()), headers).await.map(IntoResponse::into_response);
     };
-    let client = super::auth::key_client(&app, &extensions, &headers);
-    if let Some(refused) = super::auth::guessing(&app, client) {
-        return Ok(refused);
-    }
-    if !keys_match(input.key.trim(), &key.0) {
-        super::auth::wrong_key(&app, client);
-        tokio::time::sleep(FAILED_SIGN_IN_DELAY).await;
-        tracing::warn!("console sign-in refused: wrong API key");
-        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "wrong API key"));
+    match super::auth::check_key(&app, &extensions, &headers, input.key.trim(), key) {
+        KeyCheck::Right => {}
+        KeyCheck::Refused(refused) => return Ok(refused),
+        KeyCheck::Wrong => {
+            tokio::time::sleep(FAILED_SIGN_IN_DELAY).await;
+            tracing::warn!("console sign-in refused: wrong API key");
+            return Err(ApiError::new(StatusCode::UNAUTHORIZED, "wrong API key"));
+        }
     }
     let (cookie, session) = issue(key);
     let set = cookie_header(&app, &headers, &cookie, LIFETIME.as_secs());
