@@ -498,3 +498,47 @@ async fn concurrent_creates_make_one_and_overwrite_nothing() {
     let (_, list) = gw.get_json("/api/phones").await;
     assert_eq!(list["phones"].as_array().map(Vec::len), Some(1), "{list}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_console_session_that_signed_out_is_refused_even_from_a_copy_of_its_cookie() {
+    const KEY: &str = "right-key-0123456789";
+    let gw = TestGateway::start_with(|c| c.api_key = Some(Secret(KEY.into()))).await;
+    let sign_in = || gw.http.post(gw.http_url("/api/session")).json(&serde_json::json!({ "key": KEY })).send();
+    let signed = sign_in().await.unwrap();
+    assert_eq!(signed.status(), 200);
+    let set = signed.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(set.contains("HttpOnly") && set.contains("SameSite=Strict"), "{set}");
+    let cookie = set.split(';').next().unwrap().to_string();
+    let csrf = signed.json::<Value>().await.unwrap()["csrf"].as_str().unwrap().to_string();
+    let get = |path: &str, cookie: &str| gw.http.get(gw.http_url(path)).header("cookie", cookie).send();
+    let delete_agent = |cookie: &str, csrf: Option<&str>| {
+        let r = gw.http.delete(gw.http_url("/api/agents/no-such-agent")).header("cookie", cookie);
+        match csrf {
+            Some(t) => r.header("x-csrf-token", t),
+            None => r,
+        }
+        .send()
+    };
+
+    let calls = get("/api/calls", &cookie).await.unwrap();
+    assert_eq!(calls.status(), 200);
+    assert!(calls.json::<Value>().await.unwrap()["calls"].is_array());
+    assert_eq!(delete_agent(&cookie, None).await.unwrap().status(), 403, "a write needs the CSRF token");
+    assert_eq!(delete_agent(&cookie, Some(&csrf)).await.unwrap().status(), 404, "let through: no such agent");
+
+    let out = gw.http.delete(gw.http_url("/api/session")).header("cookie", &cookie).send().await.unwrap();
+    assert_eq!(out.status(), 204);
+    assert!(out.headers()["set-cookie"].to_str().unwrap().contains("Max-Age=0"));
+    // Someone who copied the cookie before the sign-out gets nothing with it.
+    assert_eq!(get("/api/calls", &cookie).await.unwrap().status(), 401);
+    assert_eq!(get("/api/session", &cookie).await.unwrap().status(), 401);
+    assert_eq!(delete_agent(&cookie, Some(&csrf)).await.unwrap().status(), 401);
+    // Signing out again with it changes nothing; a new sign-in is a new session.
+    let again = gw.http.delete(gw.http_url("/api/session")).header("cookie", &cookie).send().await.unwrap();
+    assert_eq!(again.status(), 204);
+    let fresh = sign_in().await.unwrap();
+    let fresh_cookie = fresh.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_string();
+    assert_ne!(fresh_cookie, cookie);
+    assert_eq!(get("/api/calls", &fresh_cookie).await.unwrap().status(), 200);
+    assert_eq!(get("/api/calls", &cookie).await.unwrap().status(), 401);
+}

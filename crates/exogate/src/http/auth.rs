@@ -91,7 +91,7 @@ pub(crate) async fn require_key(State(app): State<Arc<AppState>>, req: Request, 
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.get(..7).is_some_and(|p| p.eq_ignore_ascii_case("bearer ")));
     if !bearer {
-        if let Some(session) = super::session::from_cookie(req.headers(), expected) {
+        if let Some(session) = super::session::signed_in(&app, req.headers(), expected).await {
             if !super::session::csrf_ok(req.method(), req.headers(), &session) {
                 Refusals::count(&app.refusals.auth);
                 let message = "a write with the session cookie needs its X-CSRF-Token header";

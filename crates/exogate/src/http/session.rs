@@ -1,7 +1,8 @@
 //! The console's sign-in: the API key, given once, buys a session cookie (`HttpOnly`,
 //! `SameSite=Strict`), so the key never sits in the page. The cookie is signed with a key derived
 //! from the API key, so it needs no server-side table, holds across restarts and gateways sharing
-//! a database, and dies when the API key changes. Writes made with the cookie also carry
+//! a database, and dies when the API key changes. Signing out records the session's nonce in the
+//! database, so a copy of the cookie is refused from then on. Writes made with the cookie also carry
 //! `X-CSRF-Token`, derived from the same session: a page elsewhere can't read it, so it can't
 //! forge a write even where a browser would send the cookie.
 
@@ -47,6 +48,9 @@ pub(crate) struct SessionInfo {
 /// A session the cookie proves.
 pub(crate) struct Session {
     pub(crate) csrf: String,
+    nonce: String,
+    /// When the cookie expires (Unix seconds).
+    expires: u64,
 }
 
 fn mac(api_key: &Secret, purpose: &str, parts: &[&str]) -> String {
@@ -68,11 +72,26 @@ fn issue(api_key: &Secret) -> (String, Session) {
     let expires = (now_secs() + LIFETIME.as_secs()).to_string();
     let nonce = uuid::Uuid::new_v4().simple().to_string();
     let cookie = format!("{expires}.{nonce}.{}", mac(api_key, "exogate-session", &[&expires, &nonce]));
-    (cookie, Session { csrf: mac(api_key, "exogate-csrf", &[&nonce]) })
+    let csrf = mac(api_key, "exogate-csrf", &[&nonce]);
+    (cookie, Session { csrf, nonce, expires: now_secs() + LIFETIME.as_secs() })
 }
 
-/// The session the request's cookie proves, if any.
-pub(crate) fn from_cookie(headers: &HeaderMap, api_key: &Secret) -> Option<Session> {
+/// The session the request's cookie proves, unless it signed out. A database that can't say is
+/// taken as a no: a session that may have ended is not honoured.
+pub(crate) async fn signed_in(app: &AppState, headers: &HeaderMap, api_key: &Secret) -> Option<Session> {
+    let session = from_cookie(headers, api_key)?;
+    match app.store.signed_out(&session.nonce).await {
+        Ok(false) => Some(session),
+        Ok(true) => None,
+        Err(e) => {
+            tracing::warn!(error = %e, "console session not honoured: the database can't say whether it signed out");
+            None
+        }
+    }
+}
+
+/// The session the request's cookie proves, if any (signed out or not).
+fn from_cookie(headers: &HeaderMap, api_key: &Secret) -> Option<Session> {
     let value = headers
         .get_all(header::COOKIE)
         .iter()
@@ -86,10 +105,11 @@ pub(crate) fn from_cookie(headers: &HeaderMap, api_key: &Secret) -> Option<Sessi
     if !keys_match(sig, &mac(api_key, "exogate-session", &[expires, nonce])) {
         return None;
     }
-    if expires.parse::<u64>().ok()? <= now_secs() {
+    let expires = expires.parse::<u64>().ok()?;
+    if expires <= now_secs() {
         return None;
     }
-    Some(Session { csrf: mac(api_key, "exogate-csrf", &[nonce]) })
+    Some(Session { csrf: mac(api_key, "exogate-csrf", &[nonce]), nonce: nonce.to_string(), expires })
 }
 
 /// A write made with the cookie must carry the session's CSRF token.
@@ -120,7 +140,8 @@ pub(crate) async fn show(State(app): State<Arc<AppState>>, headers: HeaderMap) -
     match &app.api_key {
         None if super::auth::host_is_local(&headers) => Ok(Json(SessionInfo { csrf: String::new(), open: true })),
         None => Err(ApiError::new(StatusCode::FORBIDDEN, super::auth::OPEN_ONLY_LOCAL)),
-        Some(key) => from_cookie(&headers, key)
+        Some(key) => signed_in(&app, &headers, key)
+            .await
             .map(|s| Json(SessionInfo { csrf: s.csrf, open: false }))
             .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "not signed in")),
     }
@@ -161,12 +182,28 @@ pub(crate) async fn sign_in(
     Ok(([(header::SET_COOKIE, set)], Json(SessionInfo { csrf: session.csrf, open: false })).into_response())
 }
 
-/// `DELETE /api/session`: signs out (the cookie is dropped).
+/// `DELETE /api/session`: signs out. The browser drops the cookie, and the gateway refuses it
+/// from now on (a copy of it, too) until it would have expired.
 #[utoipa::path(delete, path = "/api/session", operation_id = "sign_out", tag = "console", security(()),
-    responses((status = 204, description = "Signed out: the cookie is cleared")))]
+    responses(
+        (status = 204, description = "Signed out: the cookie is cleared, and refused from now on"),
+        (status = 503, description = "The cookie is cleared, but the database could not record the sign-out: \
+            a copy of the cookie stays valid until it expires", body = ErrorBody),
+    ))]
 pub(crate) async fn sign_out(State(app): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    let clear = cookie_header(&app, &headers, "", 0);
-    (StatusCode::NO_CONTENT, [(header::SET_COOKIE, clear)]).into_response()
+    let clear = [(header::SET_COOKIE, cookie_header(&app, &headers, "", 0))];
+    let session = app.api_key.as_ref().and_then(|key| from_cookie(&headers, key));
+    if let Some(s) = session {
+        let expires = i64::try_from(s.expires).unwrap_or(i64::MAX);
+        let now = i64::try_from(now_secs()).unwrap_or(i64::MAX);
+        if let Err(e) = app.store.sign_out(&s.nonce, expires, now).await {
+            tracing::warn!(error = %e, "sign-out could not be recorded; the cookie stays valid until it expires");
+            let message =
+                "signed out here, but the database could not record it: the cookie stays valid until it expires";
+            return (clear, ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message)).into_response();
+        }
+    }
+    (StatusCode::NO_CONTENT, clear).into_response()
 }
 
 #[cfg(test)]
@@ -194,7 +231,7 @@ mod tests {
 
     #[test]
     fn writes_need_the_csrf_token() {
-        let session = Session { csrf: "t".into() };
+        let session = Session { csrf: "t".into(), nonce: "n".into(), expires: 0 };
         let mut h = HeaderMap::new();
         assert!(csrf_ok(&Method::GET, &h, &session));
         assert!(!csrf_ok(&Method::POST, &h, &session));

@@ -8,6 +8,7 @@ mod db;
 mod patch;
 mod phones;
 mod read;
+mod signed_out;
 mod writer;
 
 use std::time::Duration;
@@ -96,6 +97,18 @@ impl Store {
         let forget = rfc3339_ago(Duration::from_secs(86_400));
         sqlx::query("DELETE FROM instances WHERE seen_at < $1").bind(forget).execute(&self.pool).await?;
         Ok(())
+    }
+
+    /// Records that the console session `nonce` (whose cookie expires at `expires_at`, Unix
+    /// seconds) signed out: its cookie is refused from now on, here and on every gateway sharing
+    /// the database.
+    pub async fn sign_out(&self, nonce: &str, expires_at: i64, now: i64) -> anyhow::Result<()> {
+        Ok(signed_out::add(&self.pool, nonce, expires_at, now).await?)
+    }
+
+    /// Whether the console session `nonce` signed out.
+    pub async fn signed_out(&self, nonce: &str) -> anyhow::Result<bool> {
+        Ok(signed_out::contains(&self.pool, nonce).await?)
     }
 
     /// Merges fields into the call's row (created if it doesn't exist). Never blocks.
