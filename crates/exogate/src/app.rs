@@ -108,6 +108,8 @@ pub struct AppState {
     pub refusals: crate::access::Refusals,
     /// Wrong API keys by address (the key can't be guessed fast).
     pub key_guesses: crate::access::KeyGuesses,
+    /// Times a listener's table of connection rates by address was full and cleared.
+    pub conn_rate_overflows: Arc<std::sync::atomic::AtomicU64>,
     pub metrics: crate::metrics::Metrics,
     /// Calls in progress here, for the console.
     pub live: crate::live::LiveCalls,

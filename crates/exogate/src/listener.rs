@@ -32,13 +32,13 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 pub struct ConnRate {
     per_sec: u32,
     table: Mutex<HashMap<IpAddr, (Instant, u32)>>,
-    /// Times the table was full and cleared.
-    pub overflows: AtomicU64,
+    /// Times the table was full and cleared (shared by the listeners, for /health and /metrics).
+    pub overflows: Arc<AtomicU64>,
 }
 
 impl ConnRate {
-    pub fn new(per_sec: u32) -> Self {
-        Self { per_sec, table: Mutex::default(), overflows: AtomicU64::new(0) }
+    pub fn new(per_sec: u32, overflows: Arc<AtomicU64>) -> Self {
+        Self { per_sec, table: Mutex::default(), overflows }
     }
 
     pub fn admit(&self, ip: IpAddr, now: Instant) -> bool {
@@ -72,7 +72,7 @@ pub(crate) async fn serve(
     tls: Option<Arc<Tls>>,
     mut stopped: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    let rate = ConnRate::new(app.config.limits.conns_per_ip_per_sec);
+    let rate = ConnRate::new(app.config.limits.conns_per_ip_per_sec, app.conn_rate_overflows.clone());
     let (open, mut all_closed) = mpsc::channel::<()>(1);
     loop {
         let (stream, peer) = tokio::select! {
@@ -159,7 +159,7 @@ mod tests {
 
     #[test]
     fn the_rate_is_per_address_and_per_second() {
-        let rate = ConnRate::new(3);
+        let rate = ConnRate::new(3, Default::default());
         let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
         let t0 = Instant::now();
         assert!((0..3).all(|_| rate.admit(a, t0)));
@@ -170,7 +170,7 @@ mod tests {
 
     #[test]
     fn the_table_is_bounded() {
-        let rate = ConnRate::new(1);
+        let rate = ConnRate::new(1, Default::default());
         let t0 = Instant::now();
         for i in 0..(MAX_TRACKED as u32 + 10) {
             assert!(rate.admit(IpAddr::from(i.to_be_bytes()), t0));

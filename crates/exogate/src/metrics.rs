@@ -32,6 +32,11 @@ pub struct ReasonLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TableLabel {
+    pub table: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FailureLabels {
     pub agent: String,
     /// The agent's kind: `bridge` (the user's bot), `openai-realtime`, `gemini-live`…
@@ -59,6 +64,8 @@ pub struct Readings<'a> {
     pub queued: usize,
     pub dropped: u64,
     pub refused: &'a serde_json::Value,
+    /// `/health`'s `address_tables`.
+    pub address_tables: &'a serde_json::Value,
     pub recordings: Option<&'a crate::media::recording::RecordingStats>,
     pub live_unlisted: u64,
     /// Running campaigns' contacts by state.
@@ -113,6 +120,7 @@ pub struct Metrics {
     write_queue: Gauge,
     writes_dropped: Gauge,
     refused: Family<ReasonLabel, Gauge>,
+    address_table_overflows: Family<TableLabel, Gauge>,
 }
 
 impl Default for Metrics {
@@ -143,6 +151,7 @@ impl Default for Metrics {
             write_queue: Gauge::default(),
             writes_dropped: Gauge::default(),
             refused: Family::default(),
+            address_table_overflows: Family::default(),
             registry: Registry::default(),
         };
         registry.register("calls_started", "Calls whose stream started, by agent", m.calls_started.clone());
@@ -196,6 +205,11 @@ impl Default for Metrics {
         registry.register("call_log_queue", "Call-log writes waiting", m.write_queue.clone());
         registry.register("call_log_writes_dropped", "Call-log writes dropped (queue full)", m.writes_dropped.clone());
         registry.register("refused", "Connections and requests refused, by reason", m.refused.clone());
+        registry.register(
+            "address_table_overflows",
+            "Times a bounded table of addresses behind a limit was full and let addresses go, by table",
+            m.address_table_overflows.clone(),
+        );
         Self { registry, ..m }
     }
 }
@@ -278,6 +292,12 @@ impl Metrics {
             for (state, n) in states {
                 let labels = ContactLabels { campaign: campaign.clone(), state: state.clone() };
                 self.campaign_contacts.get_or_create(&labels).set(*n);
+            }
+        }
+        if let Some(by_table) = r.address_tables.as_object() {
+            for (name, n) in by_table {
+                let table = name.strip_suffix("_overflows").unwrap_or(name).to_string();
+                self.address_table_overflows.get_or_create(&TableLabel { table }).set(n.as_i64().unwrap_or(0));
             }
         }
         if let Some(by_reason) = r.refused.as_object() {

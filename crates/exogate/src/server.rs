@@ -73,6 +73,7 @@ pub async fn start_with_agents(config: Config, agents: Registry) -> anyhow::Resu
         drain: watch::Sender::new(false),
         refusals: Default::default(),
         key_guesses: Default::default(),
+        conn_rate_overflows: Default::default(),
         metrics: Default::default(),
     });
     state.reload_caches().await?;

@@ -294,7 +294,10 @@ async fn an_agent_in_the_url_connects_before_start_and_serves_the_call() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_twilio_bot_can_hang_up_through_the_emulated_rest_api() {
-    let gw = TestGateway::start().await;
+    let gw = TestGateway::start_with(|c| {
+        c.access.trusted_proxies = exogate::access::IpList::parse("TRUSTED_PROXIES", "127.0.0.1").unwrap();
+    })
+    .await;
     let bot = bot(BotProtocol::Twilio, Behavior::Echo).await;
     let token = "tok-0123456789abcdef";
     agent(
@@ -325,6 +328,22 @@ async fn a_twilio_bot_can_hang_up_through_the_emulated_rest_api() {
     let wrong = post(url(&call_sid), "not-the-token-at-all").await.unwrap();
     assert_eq!(wrong.status(), 401);
     assert_eq!(wrong.json::<Value>().await.unwrap()["code"], 20003);
+    // The auth token is a key: an address that keeps guessing it is stopped, even with the right one.
+    let from = |password: &'static str| {
+        gw.http
+            .post(url(&call_sid))
+            .header("x-forwarded-for", "192.0.2.77")
+            .basic_auth(&account, Some(password))
+            .form(&[("Status", "completed")])
+            .send()
+    };
+    for i in 0..exogate::access::MAX_KEY_GUESSES {
+        assert_eq!(from("a-wrong-guess-0000").await.unwrap().status(), 401, "guess {i}");
+    }
+    let stopped = from("tok-0123456789abcdef").await.unwrap();
+    assert_eq!(stopped.status(), 429);
+    assert!(stopped.headers()["retry-after"].to_str().unwrap().parse::<u64>().unwrap() > 500);
+    assert_eq!(stopped.json::<Value>().await.unwrap()["code"], 20429);
     let unknown = post(url("CA00000000000000000000000000000000"), "tok-0123456789abcdef").await.unwrap();
     assert_eq!(unknown.status(), 404);
     assert_eq!(unknown.json::<Value>().await.unwrap()["code"], 20404);

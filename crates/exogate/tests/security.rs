@@ -163,7 +163,7 @@ async fn an_address_that_keeps_sending_wrong_api_keys_is_stopped_however_it_send
     let wait: u64 = refused_key.headers()["retry-after"].to_str().unwrap().parse().unwrap();
     assert!((590..=600).contains(&wait), "the rest of the ten-minute window: {wait}");
     let body: Value = refused_key.json().await.unwrap();
-    assert!(body["error"].as_str().unwrap().contains("too many wrong API keys"), "{body}");
+    assert!(body["error"].as_str().unwrap().contains("too many wrong keys"), "{body}");
     assert_eq!(sign_in(KEY, guesser).await.unwrap().status(), 429);
     // Another address, and the right key, are served as ever.
     let other = list(KEY, "192.0.2.10").await.unwrap();
@@ -541,4 +541,46 @@ async fn a_console_session_that_signed_out_is_refused_even_from_a_copy_of_its_co
     assert_ne!(fresh_cookie, cookie);
     assert_eq!(get("/api/calls", &fresh_cookie).await.unwrap().status(), 200);
     assert_eq!(get("/api/calls", &cookie).await.unwrap().status(), 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_metrics_tokens_count_as_wrong_keys_and_a_scrape_without_one_does_not() {
+    const TOKEN: &str = "metrics-token-0123";
+    let gw = TestGateway::start_with(|c| {
+        c.access.metrics_token = Some(Secret(TOKEN.into()));
+        c.access.trusted_proxies = IpList::parse("TRUSTED_PROXIES", "127.0.0.1").unwrap();
+    })
+    .await;
+    let scrape = |token: Option<&str>, from: &str| {
+        let r = gw.http.get(gw.http_url("/metrics")).header("x-forwarded-for", from);
+        match token {
+            Some(t) => r.bearer_auth(t),
+            None => r,
+        }
+        .send()
+    };
+    // A scraper not given the token yet is not guessing.
+    for _ in 0..exogate::access::MAX_KEY_GUESSES + 2 {
+        assert_eq!(scrape(None, "192.0.2.51").await.unwrap().status(), 401);
+    }
+    assert_eq!(scrape(Some(TOKEN), "192.0.2.51").await.unwrap().status(), 200);
+    for i in 0..exogate::access::MAX_KEY_GUESSES {
+        assert_eq!(scrape(Some("wrong-token"), "192.0.2.50").await.unwrap().status(), 401, "guess {i}");
+    }
+    let stopped = scrape(Some(TOKEN), "192.0.2.50").await.unwrap();
+    assert_eq!(stopped.status(), 429);
+    assert!(stopped.headers().contains_key("retry-after"));
+    let text = scrape(Some(TOKEN), "192.0.2.52").await.unwrap().text().await.unwrap();
+    for series in [
+        r#"exogate_refused{reason="too_many_wrong_keys"} 1"#,
+        r#"exogate_address_table_overflows{table="key_guess"} 0"#,
+        r#"exogate_address_table_overflows{table="connection_rate"} 0"#,
+    ] {
+        assert!(text.lines().any(|l| l == series), "{series} in:\n{text}");
+    }
+    let health: Value = gw.http.get(gw.http_url("/health")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(
+        health["address_tables"],
+        serde_json::json!({ "connection_rate_overflows": 0, "key_guess_overflows": 0 })
+    );
 }

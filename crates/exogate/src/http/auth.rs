@@ -2,6 +2,7 @@
 //! <EXOGATE_API_KEY>`. Exotel can't send our key: its webhooks (dynamic URL, Passthru) are guarded
 //! by ALLOW_IPS and WEBHOOK_SECRET instead, and the status callback carries its own per-call token.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -123,9 +124,10 @@ pub(crate) enum KeyCheck {
     Refused(Response),
 }
 
-/// Whether `given` is the API key, the one way every key is checked (the API's header, the
-/// console's sign-in): an address that sent too many wrong keys lately gets 429 before its key is
-/// even looked at, and a wrong key counts against its address.
+/// Whether `given` is `expected`, the one way every key and token a client sends is checked (the
+/// API key in the API's header or the console's sign-in, METRICS_TOKEN): an address that sent too
+/// many wrong ones lately gets 429 before its key is even looked at, and a wrong one counts
+/// against its address.
 pub(crate) fn check_key(
     app: &AppState,
     extensions: &Extensions,
@@ -133,27 +135,44 @@ pub(crate) fn check_key(
     given: &str,
     expected: &Secret,
 ) -> KeyCheck {
-    // No address for a router driven without a socket (in tests): nothing to count against.
+    let client = match may_guess(app, extensions, headers) {
+        Ok(client) => client,
+        Err(secs) => return KeyCheck::Refused(too_many_guesses(secs)),
+    };
+    if keys_match(given, &expected.0) {
+        return KeyCheck::Right;
+    }
+    wrong_guess(app, client);
+    KeyCheck::Wrong
+}
+
+/// The address a request's key is counted against (None for a router driven without a socket, in
+/// tests), or, when it sent too many wrong keys lately, how many seconds it must wait (counted as
+/// a refusal). For secrets compared elsewhere; [`check_key`] does it all for the rest.
+pub(crate) fn may_guess(app: &AppState, extensions: &Extensions, headers: &HeaderMap) -> Result<Option<IpAddr>, u64> {
     let client = extensions
         .get::<ConnectInfo<std::net::SocketAddr>>()
         .map(|ConnectInfo(peer)| client_ip(peer.ip(), headers, &app.config.access.trusted_proxies));
     if let Some(Err(wait)) = client.map(|ip| app.key_guesses.may_try(ip, Instant::now())) {
         Refusals::count(&app.refusals.key_guesses);
         // Rounded up: a client that waits exactly this long is let in.
-        let secs = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
-        let message = format!("too many wrong API keys from this address: try again in {secs} s");
-        let headers = [(header::RETRY_AFTER, secs.to_string())];
-        return KeyCheck::Refused(
-            (StatusCode::TOO_MANY_REQUESTS, headers, Json(json!({ "error": message }))).into_response(),
-        );
+        return Err((wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1));
     }
-    if keys_match(given, &expected.0) {
-        return KeyCheck::Right;
-    }
+    Ok(client)
+}
+
+/// A wrong key from `client` (see [`may_guess`]).
+pub(crate) fn wrong_guess(app: &AppState, client: Option<IpAddr>) {
     if let Some(ip) = client {
         app.key_guesses.failed(ip, Instant::now());
     }
-    KeyCheck::Wrong
+}
+
+/// 429 with `Retry-After` and a JSON error.
+fn too_many_guesses(secs: u64) -> Response {
+    let message = format!("too many wrong keys from this address: try again in {secs} s");
+    let headers = [(header::RETRY_AFTER, secs.to_string())];
+    (StatusCode::TOO_MANY_REQUESTS, headers, Json(json!({ "error": message }))).into_response()
 }
 
 fn unauthorized(message: &str) -> Response {

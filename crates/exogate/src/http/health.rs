@@ -32,6 +32,27 @@ pub(crate) struct Health {
     /// Connections and requests turned away since start, by reason.
     #[schema(value_type = Refused)]
     refused: Value,
+    #[schema(value_type = AddressTables)]
+    address_tables: Value,
+}
+
+/// The bounded tables of addresses behind the limits: times one was full and let addresses go,
+/// whose counts then started again (see docs/reliability.md, "Limits").
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // Describes `address_tables`, a JSON value shared with /metrics.
+pub(crate) struct AddressTables {
+    /// A listener's connections-per-second table (CONNS_PER_IP_PER_SEC) was cleared.
+    connection_rate_overflows: u64,
+    /// Addresses let go from the table of wrong keys (never one that is being refused).
+    key_guess_overflows: u64,
+}
+
+fn address_tables(app: &AppState) -> Value {
+    json!({
+        "connection_rate_overflows": app.conn_rate_overflows.load(Ordering::Relaxed),
+        "key_guess_overflows": app.key_guesses.overflows.load(Ordering::Relaxed),
+    })
 }
 
 /// `degraded` while the database does not answer or call-log writes fail (calls keep flowing).
@@ -54,7 +75,8 @@ pub(crate) struct Refused {
     over_max_calls: u64,
     over_connection_rate: u64,
     bad_host: u64,
-    /// Key checks refused to an address that sent too many wrong API keys.
+    /// Key checks refused to an address that sent too many wrong keys (the API key,
+    /// METRICS_TOKEN, a bridged Twilio bot's auth token).
     too_many_wrong_keys: u64,
 }
 
@@ -87,6 +109,7 @@ pub(crate) async fn health(State(app): State<Arc<AppState>>) -> (StatusCode, Rep
             decisions_dropped: app.decisions.dropped(),
             // Connections and requests turned away (auth, ALLOW_IPS, MAX_CALLS, connection rate).
             refused: app.refusals.snapshot(),
+            address_tables: address_tables(&app),
         }),
     )
 }
@@ -106,11 +129,15 @@ pub(crate) async fn ws_health(State(app): State<Arc<AppState>>) -> Json<Value> {
         (status = 200, description = "Counters and gauges in the OpenMetrics text format",
             content_type = "application/openmetrics-text", body = String),
         (status = 401, description = "METRICS_TOKEN is set and was not sent", content_type = "text/plain", body = String),
+        (status = 429, description = "Too many wrong keys or tokens from this address: try again after `Retry-After` \
+            seconds", body = super::error::ErrorBody),
     ))]
 pub(crate) async fn metrics(
     State(app): State<Arc<AppState>>,
+    extensions: axum::http::Extensions,
     headers: axum::http::HeaderMap,
 ) -> axum::response::Response {
+    use super::auth::KeyCheck;
     use axum::response::IntoResponse;
     if let Some(token) = &app.config.access.metrics_token {
         let given = headers
@@ -118,8 +145,16 @@ pub(crate) async fn metrics(
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or_default();
-        if !crate::secrets::keys_match(given, &token.0) {
-            return (StatusCode::UNAUTHORIZED, "metrics token required\n").into_response();
+        // A scrape without a token is a scraper not set up yet, not a guess.
+        let check = if given.is_empty() {
+            KeyCheck::Wrong
+        } else {
+            super::auth::check_key(&app, &extensions, &headers, given, token)
+        };
+        match check {
+            KeyCheck::Right => {}
+            KeyCheck::Wrong => return (StatusCode::UNAUTHORIZED, "metrics token required\n").into_response(),
+            KeyCheck::Refused(refused) => return refused,
         }
     }
     let writer = app.store.writer_health();
@@ -140,6 +175,7 @@ pub(crate) async fn metrics(
         queued: app.store.queued(),
         dropped: writer.dropped.load(Ordering::Relaxed),
         refused: &refused,
+        address_tables: &address_tables(&app),
         recordings: app.recordings.as_ref().map(|r| &*r.stats),
         live_unlisted: app.live.unlisted.load(Ordering::Relaxed),
         campaigns: &campaigns,

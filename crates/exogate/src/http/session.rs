@@ -156,7 +156,7 @@ pub(crate) async fn show(State(app): State<Arc<AppState>>, headers: HeaderMap) -
         (status = 400, description = "Not a sign-in body", body = ErrorBody),
         (status = 401, description = "Wrong API key", body = ErrorBody),
         (status = 403, description = "No API key is set and the Host is not local", body = ErrorBody),
-        (status = 429, description = "Too many wrong API keys from this address: try again after `Retry-After` \
+        (status = 429, description = "Too many wrong keys from this address: try again after `Retry-After` \
             seconds", body = ErrorBody),
     ))]
 pub(crate) async fn sign_in(
