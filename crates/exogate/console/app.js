@@ -1677,8 +1677,8 @@ async function viewPhones(main, ctx) {
 // ---------------------------------------------------------------------------------------------
 // Campaigns
 
-const FINAL_CONTACT = ['completed', 'failed', 'exhausted'];
-const PROGRESS_STATES = ['pending', 'dialing', 'in_progress', 'retry_scheduled', 'completed', 'failed', 'exhausted'];
+const FINAL_CONTACT = ['completed', 'failed', 'exhausted', 'cancelled'];
+const PROGRESS_STATES = ['pending', 'dialing', 'in_progress', 'retry_scheduled', 'completed', 'failed', 'exhausted', 'cancelled'];
 
 function progressOf(c) {
   const p = (c && c.progress) || {};

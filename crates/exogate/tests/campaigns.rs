@@ -297,6 +297,31 @@ async fn the_rate_limit_and_the_window_hold_calls_back() {
     assert_eq!(rig.campaign(&id).await["status"], "paused");
     assert_eq!(rig.post(&format!("/api/campaigns/{id}/cancel"), json!({})).await.0, 200);
     assert_eq!(rig.post(&format!("/api/campaigns/{id}/resume"), json!({})).await.0, 409);
+    // The five never dialed say so, in the progress and in the results.
+    let c = rig.campaign(&id).await;
+    assert_eq!((c["progress"]["pending"].as_i64(), c["progress"]["cancelled"].as_i64()), (Some(0), Some(5)), "{c}");
+    let results = rig
+        .gw
+        .http
+        .get(rig.gw.http_url(&format!("/api/campaigns/{id}/results.csv")))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(results.lines().filter(|l| l.contains(",cancelled,")).count(), 5, "{results}");
+    // A call still in the air when it was cancelled, whose outcome would have earned another try,
+    // gets none.
+    let store = &rig.gw.gw.state.store;
+    store.settle_contact(&id, 0, "retry-scheduled", Some("2026-01-01T00:00:00Z"), Some("busy"), false).await.unwrap();
+    let c = rig.campaign(&id).await;
+    assert_eq!(
+        (c["progress"]["retry_scheduled"].as_i64(), c["progress"]["cancelled"].as_i64()),
+        (Some(0), Some(6)),
+        "{c}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -92,6 +92,8 @@ pub(crate) struct Progress {
     retry_scheduled: i64,
     failed: i64,
     exhausted: i64,
+    /// Never dialed (or not tried again): the campaign was cancelled.
+    cancelled: i64,
     total: i64,
 }
 
@@ -285,6 +287,7 @@ async fn view(app: &AppState, row: CampaignRow) -> Result<CampaignView, ApiError
             "retry-scheduled" => &mut progress.retry_scheduled,
             "failed" => &mut progress.failed,
             "exhausted" => &mut progress.exhausted,
+            "cancelled" => &mut progress.cancelled,
             other => return Err(anyhow::anyhow!("contact state {other:?} has no place in Progress").into()),
         };
         *count = n;
@@ -386,7 +389,7 @@ pub(crate) async fn act(
 #[into_params(parameter_in = Query)]
 pub(crate) struct ContactQuery {
     /// Only contacts in this state: `pending`, `dialing`, `in-progress`, `completed`,
-    /// `retry-scheduled`, `failed`, `exhausted` (`_` for `-` also accepted).
+    /// `retry-scheduled`, `failed`, `exhausted`, `cancelled` (`_` for `-` also accepted).
     state: Option<String>,
     /// Contacts per page, 1..1000 (default 100; others are brought into range).
     limit: Option<i64>,

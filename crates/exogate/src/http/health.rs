@@ -159,17 +159,11 @@ pub(crate) async fn metrics(
     }
     let writer = app.store.writer_health();
     // A database that is slow or away leaves the campaigns out (within a second), not the scrape.
-    let campaigns = tokio::time::timeout(std::time::Duration::from_secs(1), async {
-        let mut out = Vec::new();
-        for c in app.store.campaigns().await.unwrap_or_default() {
-            if matches!(c.status.as_str(), "running" | "paused") {
-                out.push((c.id.clone(), app.store.campaign_progress(&c.id).await.unwrap_or_default()));
-            }
-        }
-        out
-    })
-    .await
-    .unwrap_or_default();
+    let campaigns = tokio::time::timeout(std::time::Duration::from_secs(1), app.store.unfinished_campaigns_progress())
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default();
     let refused = app.refusals.snapshot();
     let text = app.metrics.render(&crate::metrics::Readings {
         queued: app.store.queued(),

@@ -318,6 +318,11 @@ impl Store {
         Ok(campaigns::progress(&self.pool, id).await?)
     }
 
+    /// Every running or paused campaign's progress, by campaign id.
+    pub async fn unfinished_campaigns_progress(&self) -> anyhow::Result<Vec<(String, Vec<(String, i64)>)>> {
+        Ok(campaigns::progress_of_unfinished(&self.pool).await?)
+    }
+
     /// Moves a campaign from one of `from` to `to`; false if it was in none of them.
     pub async fn campaign_transition(
         &self,
