@@ -319,6 +319,16 @@ async fn a_twilio_bot_can_hang_up_through_the_emulated_rest_api() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let call_sid = start["start"]["callSid"].as_str().expect("the bot got start").to_string();
+    // The handshake is signed as Twilio signs it: base64 HMAC-SHA1 of the URL, keyed with the token.
+    let signature = {
+        use base64::Engine;
+        use hmac::Mac;
+        let mut mac = hmac::Hmac::<sha1::Sha1>::new_from_slice(token.as_bytes()).unwrap();
+        mac.update(bot.url().as_bytes());
+        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+    };
+    let headers = &bot.sessions()[0].headers;
+    assert!(headers.iter().any(|(k, v)| k == "x-twilio-signature" && *v == signature), "{headers:?}");
     let account = start["start"]["accountSid"].as_str().unwrap().to_string();
     assert_eq!(account, "AC0000000000000000000000000000beef");
     let url = |sid: &str| gw.http_url(&format!("/2010-04-01/Accounts/{account}/Calls/{sid}.json"));

@@ -1,5 +1,5 @@
-//! Dialing the bot: headers, a connect timeout covering TCP, TLS and the upgrade, and socket
-//! buffers sized for telephony audio.
+//! Dialing the bot: headers (Twilio's signature for a Twilio bot given its auth token), a connect
+//! timeout covering TCP, TLS and the upgrade, and socket buffers sized for telephony audio.
 
 use exotel::redact::redact_url;
 use tokio::net::TcpStream;
@@ -8,6 +8,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use super::BridgeSettings;
+use super::settings::Protocol;
 use crate::agent::AgentError;
 
 pub(crate) type BotSocket = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -27,6 +28,12 @@ pub(crate) async fn connect(url: &str, settings: &BridgeSettings) -> Result<BotS
             request.headers_mut().insert(n, v);
         }
     }
+    // Twilio signs its handshake, and Twilio bots may check it before they start a model session.
+    if let (Protocol::Twilio, Some(token)) = (settings.protocol, &settings.auth_token)
+        && let Ok(v) = axum::http::HeaderValue::from_str(&twilio_signature(token, url))
+    {
+        request.headers_mut().insert("x-twilio-signature", v);
+    }
     let config = WebSocketConfig::default()
         .read_buffer_size(4 * 1024)
         .write_buffer_size(0)
@@ -40,5 +47,30 @@ pub(crate) async fn connect(url: &str, settings: &BridgeSettings) -> Result<BotS
         Err(_) => {
             Err(AgentError(format!("bot {shown} did not accept within {} ms", settings.connect_timeout.as_millis())))
         }
+    }
+}
+
+/// Twilio's `X-Twilio-Signature` for a GET of `url`: base64 of HMAC-SHA1 over the exact URL, keyed
+/// with the account's auth token (a GET has no parameters to append).
+pub(crate) fn twilio_signature(auth_token: &str, url: &str) -> String {
+    use base64::Engine;
+    use hmac::{Hmac, Mac};
+    // HMAC takes a key of any length.
+    let Ok(mut mac) = Hmac::<sha1::Sha1>::new_from_slice(auth_token.as_bytes()) else { return String::new() };
+    mac.update(url.as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn twilio_signature_is_hmac_sha1_of_the_url_as_twilio_computes_it() {
+        // Both from Python's hmac module: base64(hmac.new(token, url, sha1).digest()).
+        let sig = super::twilio_signature("tok-0123456789abcdef", "wss://bot.example.com/media?call=CA1&x=y");
+        assert_eq!(sig, "qRhDrk8fOSreTHKaEHtVrxSgmj0=");
+        assert_eq!(
+            super::twilio_signature("12345", "https://mycompany.com/myapp.php?foo=1&bar=2"),
+            "zYQTYrRWXE7LtzbG4PfP7/bkkGo="
+        );
     }
 }
