@@ -588,7 +588,10 @@ async function signOut() {
   try {
     await api('DELETE', '/api/session');
   } catch (e) {
-    if (!(e instanceof ApiError && e.status === 401)) {
+    // 503: signed out here (the cookie is gone), but other gateways were not told.
+    if (e instanceof ApiError && e.status === 503) {
+      toast(e.message, 'error');
+    } else if (!(e instanceof ApiError && e.status === 401)) {
       toast(`Sign out failed: ${e.message}`, 'error');
       return;
     }

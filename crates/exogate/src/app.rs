@@ -110,6 +110,8 @@ pub struct AppState {
     pub key_guesses: crate::access::KeyGuesses,
     /// Times a listener's table of connection rates by address was full and cleared.
     pub conn_rate_overflows: Arc<std::sync::atomic::AtomicU64>,
+    /// Console sessions signed out before their cookies expired.
+    pub signed_out: crate::http::session::SignedOut,
     pub metrics: crate::metrics::Metrics,
     /// Calls in progress here, for the console.
     pub live: crate::live::LiveCalls,
@@ -150,6 +152,9 @@ impl AppState {
     pub async fn reload_caches(&self) -> anyhow::Result<()> {
         let defs = self.store.agents().await?;
         let phones = self.store.phones().await?;
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let signed_out = self.store.signed_out(i64::try_from(now).unwrap_or(i64::MAX)).await?;
+        self.signed_out.add(signed_out.into_iter().map(|(nonce, e)| (nonce, u64::try_from(e).unwrap_or(0))));
         if let Ok(mut d) = self.agent_defs.write() {
             *d = defs.iter().map(|a| (a.id.clone(), Arc::new(AgentSpec::from_def(a, &self.secrets)))).collect();
         }

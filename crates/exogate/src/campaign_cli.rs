@@ -192,11 +192,11 @@ fn status_line(c: &Value) -> String {
     let p = &c["progress"];
     let n = |k: &str| p[k].as_i64().unwrap_or(0);
     let total = n("total").max(1);
-    let finished = n("completed") + n("failed") + n("exhausted");
+    let finished = n("completed") + n("failed") + n("exhausted") + n("cancelled");
     let width = 30;
     let filled = (finished * width / total) as usize;
     format!(
-        "{:<10} [{}{}] {finished}/{} done · {} dialing · {} in progress · {} to retry · {} pending · completed {} failed {} exhausted {}{}",
+        "{:<10} [{}{}] {finished}/{} done · {} dialing · {} in progress · {} to retry · {} pending · completed {} failed {} exhausted {} cancelled {}{}",
         c["status"].as_str().unwrap_or("?"),
         "#".repeat(filled),
         "-".repeat(width as usize - filled),
@@ -208,6 +208,7 @@ fn status_line(c: &Value) -> String {
         n("completed"),
         n("failed"),
         n("exhausted"),
+        n("cancelled"),
         c["status_reason"].as_str().map(|r| format!(" ({r})")).unwrap_or_default(),
     )
 }

@@ -207,7 +207,8 @@ impl Default for Metrics {
         registry.register("refused", "Connections and requests refused, by reason", m.refused.clone());
         registry.register(
             "address_table_overflows",
-            "Times a bounded table of addresses behind a limit was full and let addresses go, by table",
+            "A bounded table of addresses behind a limit was full: connection_rate counts the times it was cleared, \
+             key_guess the addresses let go",
             m.address_table_overflows.clone(),
         );
         Self { registry, ..m }

@@ -74,6 +74,7 @@ pub async fn start_with_agents(config: Config, agents: Registry) -> anyhow::Resu
         refusals: Default::default(),
         key_guesses: Default::default(),
         conn_rate_overflows: Default::default(),
+        signed_out: Default::default(),
         metrics: Default::default(),
     });
     state.reload_caches().await?;

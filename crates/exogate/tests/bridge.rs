@@ -294,10 +294,7 @@ async fn an_agent_in_the_url_connects_before_start_and_serves_the_call() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_twilio_bot_can_hang_up_through_the_emulated_rest_api() {
-    let gw = TestGateway::start_with(|c| {
-        c.access.trusted_proxies = exogate::access::IpList::parse("TRUSTED_PROXIES", "127.0.0.1").unwrap();
-    })
-    .await;
+    let gw = TestGateway::start().await;
     let bot = bot(BotProtocol::Twilio, Behavior::Echo).await;
     let token = "tok-0123456789abcdef";
     agent(
@@ -319,16 +316,9 @@ async fn a_twilio_bot_can_hang_up_through_the_emulated_rest_api() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let call_sid = start["start"]["callSid"].as_str().expect("the bot got start").to_string();
-    // The handshake is signed as Twilio signs it: base64 HMAC-SHA1 of the URL, keyed with the token.
-    let signature = {
-        use base64::Engine;
-        use hmac::Mac;
-        let mut mac = hmac::Hmac::<sha1::Sha1>::new_from_slice(token.as_bytes()).unwrap();
-        mac.update(bot.url().as_bytes());
-        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
-    };
+    // Twilio signs only over TLS (see the unit test in bridge::connect); this bot is on ws://.
     let headers = &bot.sessions()[0].headers;
-    assert!(headers.iter().any(|(k, v)| k == "x-twilio-signature" && *v == signature), "{headers:?}");
+    assert!(!headers.iter().any(|(k, _)| k == "x-twilio-signature"), "{headers:?}");
     let account = start["start"]["accountSid"].as_str().unwrap().to_string();
     assert_eq!(account, "AC0000000000000000000000000000beef");
     let url = |sid: &str| gw.http_url(&format!("/2010-04-01/Accounts/{account}/Calls/{sid}.json"));
@@ -338,22 +328,11 @@ async fn a_twilio_bot_can_hang_up_through_the_emulated_rest_api() {
     let wrong = post(url(&call_sid), "not-the-token-at-all").await.unwrap();
     assert_eq!(wrong.status(), 401);
     assert_eq!(wrong.json::<Value>().await.unwrap()["code"], 20003);
-    // The auth token is a key: an address that keeps guessing it is stopped, even with the right one.
-    let from = |password: &'static str| {
-        gw.http
-            .post(url(&call_sid))
-            .header("x-forwarded-for", "192.0.2.77")
-            .basic_auth(&account, Some(password))
-            .form(&[("Status", "completed")])
-            .send()
-    };
-    for i in 0..exogate::access::MAX_KEY_GUESSES {
-        assert_eq!(from("a-wrong-guess-0000").await.unwrap().status(), 401, "guess {i}");
+    // The token is not guessable through a live call: wrong ones are never held against the
+    // address (which may be the bot's own), so the right one still works after many.
+    for _ in 0..exogate::access::MAX_KEY_GUESSES {
+        assert_eq!(post(url(&call_sid), "a-wrong-guess-0000").await.unwrap().status(), 401);
     }
-    let stopped = from("tok-0123456789abcdef").await.unwrap();
-    assert_eq!(stopped.status(), 429);
-    assert!(stopped.headers()["retry-after"].to_str().unwrap().parse::<u64>().unwrap() > 500);
-    assert_eq!(stopped.json::<Value>().await.unwrap()["code"], 20429);
     let unknown = post(url("CA00000000000000000000000000000000"), "tok-0123456789abcdef").await.unwrap();
     assert_eq!(unknown.status(), 404);
     assert_eq!(unknown.json::<Value>().await.unwrap()["code"], 20404);

@@ -438,3 +438,60 @@ async fn calls_flow_while_the_disk_is_full_and_their_rows_arrive_after() {
     }
     drop(gw);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_console_sign_out_reaches_every_gateway_and_holds_through_a_database_outage() {
+    let Some(admin) = common::postgres_admin_url() else {
+        eprintln!("skipped: EXOGATE_TEST_POSTGRES is not set");
+        return;
+    };
+    use sqlx::Connection as _;
+    const KEY: &str = "right-key-0123456789";
+    let dir = tempfile::tempdir().unwrap();
+    let url = common::test_database(dir.path(), Some("postgres")).await;
+    let db = url.rsplit_once('/').unwrap().1.to_string();
+    let start = || {
+        TestGateway::start_with(|c| {
+            c.database_url = url.clone();
+            c.api_key = Some(exogate::config::Secret(KEY.into()));
+        })
+    };
+    let (one, two) = (start().await, start().await);
+    let sign_in = async |gw: &TestGateway| {
+        let r =
+            gw.http.post(gw.http_url("/api/session")).json(&serde_json::json!({ "key": KEY })).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        r.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_string()
+    };
+    let live = async |gw: &TestGateway, cookie: &str| {
+        gw.http.get(gw.http_url("/api/live")).header("cookie", cookie).send().await.unwrap().status().as_u16()
+    };
+    let sign_out = async |gw: &TestGateway, cookie: &str| {
+        gw.http.delete(gw.http_url("/api/session")).header("cookie", cookie).send().await.unwrap().status().as_u16()
+    };
+    // The cookie is the API key's, so it is good on both gateways; signed out on one, it is
+    // refused by the other as soon as that one hears of it.
+    let (a, b) = (sign_in(&one).await, sign_in(&one).await);
+    assert_eq!((live(&one, &a).await, live(&two, &a).await), (200, 200));
+    assert_eq!(sign_out(&one, &a).await, 204);
+    assert_eq!(live(&one, &a).await, 401);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while live(&two, &a).await != 401 {
+        assert!(tokio::time::Instant::now() < deadline, "the other gateway still honours a signed-out cookie");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The database goes away: nobody is signed out or back in by it.
+    let mut admin = sqlx::PgConnection::connect(&admin).await.unwrap();
+    for sql in [
+        format!("ALTER DATABASE {db} ALLOW_CONNECTIONS false"),
+        format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}'"),
+    ] {
+        sqlx::Executor::execute(&mut admin, sql.as_str()).await.unwrap();
+    }
+    assert_eq!((live(&two, &a).await, live(&two, &b).await), (401, 200));
+    // A sign-out the database can't record still holds where it was made, and says so.
+    assert_eq!(sign_out(&two, &b).await, 503);
+    assert_eq!(live(&two, &b).await, 401);
+    sqlx::Executor::execute(&mut admin, format!("ALTER DATABASE {db} ALLOW_CONNECTIONS true").as_str()).await.unwrap();
+}

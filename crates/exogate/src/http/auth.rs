@@ -92,7 +92,7 @@ pub(crate) async fn require_key(State(app): State<Arc<AppState>>, req: Request, 
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.get(..7).is_some_and(|p| p.eq_ignore_ascii_case("bearer ")));
     if !bearer {
-        if let Some(session) = super::session::signed_in(&app, req.headers(), expected).await {
+        if let Some(session) = super::session::signed_in(&app, req.headers(), expected) {
             if !super::session::csrf_ok(req.method(), req.headers(), &session) {
                 Refusals::count(&app.refusals.auth);
                 let message = "a write with the session cookie needs its X-CSRF-Token header";
@@ -148,8 +148,8 @@ pub(crate) fn check_key(
 
 /// The address a request's key is counted against (None for a router driven without a socket, in
 /// tests), or, when it sent too many wrong keys lately, how many seconds it must wait (counted as
-/// a refusal). For secrets compared elsewhere; [`check_key`] does it all for the rest.
-pub(crate) fn may_guess(app: &AppState, extensions: &Extensions, headers: &HeaderMap) -> Result<Option<IpAddr>, u64> {
+/// a refusal).
+fn may_guess(app: &AppState, extensions: &Extensions, headers: &HeaderMap) -> Result<Option<IpAddr>, u64> {
     let client = extensions
         .get::<ConnectInfo<std::net::SocketAddr>>()
         .map(|ConnectInfo(peer)| client_ip(peer.ip(), headers, &app.config.access.trusted_proxies));
@@ -162,7 +162,7 @@ pub(crate) fn may_guess(app: &AppState, extensions: &Extensions, headers: &Heade
 }
 
 /// A wrong key from `client` (see [`may_guess`]).
-pub(crate) fn wrong_guess(app: &AppState, client: Option<IpAddr>) {
+fn wrong_guess(app: &AppState, client: Option<IpAddr>) {
     if let Some(ip) = client {
         app.key_guesses.failed(ip, Instant::now());
     }

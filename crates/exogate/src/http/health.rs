@@ -75,8 +75,7 @@ pub(crate) struct Refused {
     over_max_calls: u64,
     over_connection_rate: u64,
     bad_host: u64,
-    /// Key checks refused to an address that sent too many wrong keys (the API key,
-    /// METRICS_TOKEN, a bridged Twilio bot's auth token).
+    /// Key checks refused to an address that sent too many wrong keys (the API key, METRICS_TOKEN).
     too_many_wrong_keys: u64,
 }
 

@@ -14,7 +14,7 @@ mod outbound;
 mod passthru;
 mod phones;
 mod recording;
-mod session;
+pub(crate) mod session;
 pub(crate) mod status_callback;
 mod twilio_api;
 mod voicebot;

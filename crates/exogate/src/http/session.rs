@@ -76,16 +76,48 @@ fn issue(api_key: &Secret) -> (String, Session) {
     (cookie, Session { csrf, nonce, expires: now_secs() + LIFETIME.as_secs() })
 }
 
-/// The session the request's cookie proves, unless it signed out. A database that can't say is
-/// taken as a no: a session that may have ended is not honoured.
-pub(crate) async fn signed_in(app: &AppState, headers: &HeaderMap, api_key: &Secret) -> Option<Session> {
-    let session = from_cookie(headers, api_key)?;
-    match app.store.signed_out(&session.nonce).await {
-        Ok(false) => Some(session),
-        Ok(true) => None,
-        Err(e) => {
-            tracing::warn!(error = %e, "console session not honoured: the database can't say whether it signed out");
-            None
+/// The session the request's cookie proves, unless it signed out.
+pub(crate) fn signed_in(app: &AppState, headers: &HeaderMap, api_key: &Secret) -> Option<Session> {
+    from_cookie(headers, api_key).filter(|s| !app.signed_out.contains(&s.nonce))
+}
+
+/// Sessions signed out, by nonce, with when their cookies expire. Checked in memory: no database
+/// round trip per request, and a database that is away signs nobody out or back in. Filled from
+/// the database at start and whenever the caches reload (at once on every gateway after a
+/// sign-out on PostgreSQL, through its change notification).
+#[derive(Default)]
+pub struct SignedOut {
+    by_nonce: std::sync::RwLock<std::collections::HashMap<String, u64>>,
+    /// Sign-outs forgotten before their cookies expired: the set was full.
+    pub forgotten: std::sync::atomic::AtomicU64,
+}
+
+/// Far more sign-outs than 12 hours of operators make; each one took a signed-in session.
+const MAX_SIGNED_OUT: usize = 100_000;
+
+impl SignedOut {
+    fn contains(&self, nonce: &str) -> bool {
+        self.by_nonce.read().is_ok_and(|m| m.contains_key(nonce))
+    }
+
+    /// Adds sign-outs (nonce, expires at); the expired ones go. When full, those expiring soonest
+    /// are forgotten first (counted).
+    pub fn add(&self, entries: impl IntoIterator<Item = (String, u64)>) {
+        let Ok(mut m) = self.by_nonce.write() else { return };
+        let now = now_secs();
+        m.retain(|_, expires| *expires > now);
+        for (nonce, expires) in entries {
+            if expires <= now {
+                continue;
+            }
+            if m.len() >= MAX_SIGNED_OUT && !m.contains_key(&nonce) {
+                let soonest = m.iter().min_by_key(|(_, e)| **e).map(|(n, _)| n.clone());
+                if let Some(n) = soonest {
+                    m.remove(&n);
+                    self.forgotten.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+            m.insert(nonce, expires);
         }
     }
 }
@@ -141,7 +173,6 @@ pub(crate) async fn show(State(app): State<Arc<AppState>>, headers: HeaderMap) -
         None if super::auth::host_is_local(&headers) => Ok(Json(SessionInfo { csrf: String::new(), open: true })),
         None => Err(ApiError::new(StatusCode::FORBIDDEN, super::auth::OPEN_ONLY_LOCAL)),
         Some(key) => signed_in(&app, &headers, key)
-            .await
             .map(|s| Json(SessionInfo { csrf: s.csrf, open: false }))
             .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "not signed in")),
     }
@@ -186,20 +217,25 @@ pub(crate) async fn sign_in(
 /// from now on (a copy of it, too) until it would have expired.
 #[utoipa::path(delete, path = "/api/session", operation_id = "sign_out", tag = "console", security(()),
     responses(
-        (status = 204, description = "Signed out: the cookie is cleared, and refused from now on"),
-        (status = 503, description = "The cookie is cleared, but the database could not record the sign-out: \
-            a copy of the cookie stays valid until it expires", body = ErrorBody),
+        (status = 204, description = "Signed out: the cookie is cleared, and refused from now on by every gateway on \
+            the database"),
+        (status = 503, description = "Signed out on this gateway (the cookie is cleared and refused here), but the \
+            database could not record it for the others: try again", body = ErrorBody),
     ))]
 pub(crate) async fn sign_out(State(app): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     let clear = [(header::SET_COOKIE, cookie_header(&app, &headers, "", 0))];
     let session = app.api_key.as_ref().and_then(|key| from_cookie(&headers, key));
     if let Some(s) = session {
+        app.signed_out.add([(s.nonce.clone(), s.expires)]);
         let expires = i64::try_from(s.expires).unwrap_or(i64::MAX);
         let now = i64::try_from(now_secs()).unwrap_or(i64::MAX);
-        if let Err(e) = app.store.sign_out(&s.nonce, expires, now).await {
-            tracing::warn!(error = %e, "sign-out could not be recorded; the cookie stays valid until it expires");
-            let message =
-                "signed out here, but the database could not record it: the cookie stays valid until it expires";
+        let recorded = match app.store.sign_out(&s.nonce, expires, now).await {
+            Ok(()) => app.store.notify(crate::shared::CHANNEL).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = recorded {
+            tracing::warn!(error = %e, "sign-out not recorded in the database; other gateways honour the cookie");
+            let message = "signed out on this gateway, but the database could not record it for the others: try again";
             return (clear, ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message)).into_response();
         }
     }

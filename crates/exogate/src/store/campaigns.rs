@@ -163,15 +163,17 @@ fn every_state(counted: &[(String, i64)]) -> Vec<(String, i64)> {
 
 /// [`progress`] of every running or paused campaign, in one query (for /metrics), by campaign id.
 pub(super) async fn progress_of_unfinished(pool: &AnyPool) -> sqlx::Result<Vec<(String, Vec<(String, i64)>)>> {
-    let rows: Vec<(String, String, i64)> = sqlx::query_as(
-        "SELECT c.id, cc.state, COUNT(*) FROM campaigns c JOIN campaign_contacts cc ON cc.campaign_id = c.id \
+    // A campaign without contacts still has its row of zeros (the LEFT JOIN's NULL state).
+    let rows: Vec<(String, Option<String>, i64)> = sqlx::query_as(
+        "SELECT c.id, cc.state, COUNT(cc.seq) FROM campaigns c \
+         LEFT JOIN campaign_contacts cc ON cc.campaign_id = c.id \
          WHERE c.status IN ('running', 'paused') GROUP BY c.id, cc.state ORDER BY c.id",
     )
     .fetch_all(pool)
     .await?;
     let mut out: Vec<(String, Vec<(String, i64)>)> = Vec::new();
     for chunk in rows.chunk_by(|a, b| a.0 == b.0) {
-        let counted: Vec<(String, i64)> = chunk.iter().map(|(_, state, n)| (state.clone(), *n)).collect();
+        let counted: Vec<(String, i64)> = chunk.iter().filter_map(|(_, state, n)| Some((state.clone()?, *n))).collect();
         out.push((chunk[0].0.clone(), every_state(&counted)));
     }
     Ok(out)
@@ -199,7 +201,7 @@ pub(super) async fn transition(
         sql.push_str(&format!("${}", i + 5));
     }
     sql.push(')');
-    let mut tx = pool.begin().await?;
+    let mut tx = super::db::begin(pool).await?;
     let mut q = sqlx::query(&sql).bind(to).bind(reason).bind(&now).bind(id);
     for f in from {
         q = q.bind(*f);
@@ -305,25 +307,34 @@ pub(super) async fn settle(
     outcome: Option<&str>,
     refund: bool,
 ) -> sqlx::Result<()> {
-    // A contact that would wait for another try in a cancelled campaign never gets one.
+    let mut tx = super::db::begin(pool).await?;
+    // A contact that would wait for another try in a cancelled campaign never gets one. The
+    // campaign's row is read under a lock (PostgreSQL; SQLite's transaction holds the whole
+    // database): a cancel committing in between would otherwise miss this contact, left waiting
+    // for a try that never comes.
+    let postgres = pool.connect_options().database_url.scheme() != "sqlite";
+    let lock = if postgres { " FOR SHARE" } else { "" };
+    let status: Option<String> = sqlx::query_scalar(&format!("SELECT status FROM campaigns WHERE id = $1{lock}"))
+        .bind(campaign)
+        .fetch_optional(&mut *tx)
+        .await?;
+    let cancelled = status.as_deref() == Some("cancelled");
+    let state = if cancelled && matches!(state, "pending" | "retry-scheduled") { "cancelled" } else { state };
     sqlx::query(
-        "UPDATE campaign_contacts SET \
-         state = CASE WHEN $3 IN ('pending', 'retry-scheduled') \
-             AND (SELECT status FROM campaigns WHERE id = $1) = 'cancelled' THEN 'cancelled' ELSE $3 END, \
-         next_at = CASE WHEN (SELECT status FROM campaigns WHERE id = $1) = 'cancelled' THEN NULL ELSE $4 END, \
-         last_outcome = COALESCE($5, last_outcome), \
+        "UPDATE campaign_contacts SET state = $3, next_at = $4, last_outcome = COALESCE($5, last_outcome), \
          attempts = attempts - $6, lease_owner = NULL, lease_until = NULL, updated_at = $7 \
          WHERE campaign_id = $1 AND seq = $2",
     )
     .bind(campaign)
     .bind(seq)
     .bind(state)
-    .bind(next_at)
+    .bind(if cancelled { None } else { next_at })
     .bind(outcome)
     .bind(if refund { 1i64 } else { 0 })
     .bind(now_text())
-    .execute(pool)
+    .execute(&mut *tx)
     .await?;
+    tx.commit().await?;
     Ok(())
 }
 

@@ -106,9 +106,9 @@ impl Store {
         Ok(signed_out::add(&self.pool, nonce, expires_at, now).await?)
     }
 
-    /// Whether the console session `nonce` signed out.
-    pub async fn signed_out(&self, nonce: &str) -> anyhow::Result<bool> {
-        Ok(signed_out::contains(&self.pool, nonce).await?)
+    /// Console sessions signed out whose cookies have not expired by `now`: (nonce, expires_at).
+    pub async fn signed_out(&self, now: i64) -> anyhow::Result<Vec<(String, i64)>> {
+        Ok(signed_out::list(&self.pool, now).await?)
     }
 
     /// Merges fields into the call's row (created if it doesn't exist). Never blocks.

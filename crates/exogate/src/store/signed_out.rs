@@ -1,5 +1,6 @@
 //! Console sessions signed out before their cookie expired (see `http::session`): a nonce here is
-//! refused by every gateway on the database until its cookie would have expired anyway.
+//! refused by every gateway on the database until its cookie would have expired anyway. Gateways
+//! keep the set in memory and reload it (see `AppState::reload_caches`).
 
 use sqlx::AnyPool;
 
@@ -9,15 +10,15 @@ pub(super) async fn add(pool: &AnyPool, nonce: &str, expires_at: i64, now: i64) 
         .bind(expires_at)
         .execute(pool)
         .await?;
-    // Expired cookies are refused without it: the table holds only sessions that could still be used.
-    sqlx::query("DELETE FROM signed_out WHERE expires_at <= $1").bind(now).execute(pool).await?;
+    // Expired cookies are refused without it: the table holds only sessions that could still be
+    // used. Tidying only, so it can't fail the sign-out that is already recorded.
+    if let Err(e) = sqlx::query("DELETE FROM signed_out WHERE expires_at <= $1").bind(now).execute(pool).await {
+        tracing::warn!(error = %e, "cannot delete expired sign-outs");
+    }
     Ok(())
 }
 
-pub(super) async fn contains(pool: &AnyPool, nonce: &str) -> sqlx::Result<bool> {
-    let found: Option<i64> = sqlx::query_scalar("SELECT expires_at FROM signed_out WHERE nonce = $1")
-        .bind(nonce)
-        .fetch_optional(pool)
-        .await?;
-    Ok(found.is_some())
+/// Every sign-out whose cookie has not expired by `now`.
+pub(super) async fn list(pool: &AnyPool, now: i64) -> sqlx::Result<Vec<(String, i64)>> {
+    sqlx::query_as("SELECT nonce, expires_at FROM signed_out WHERE expires_at > $1").bind(now).fetch_all(pool).await
 }
