@@ -195,13 +195,17 @@ pub fn verify_media_token(secrets: &Secrets, token: &str) -> Result<TokenCall, T
 /// the window is over, right or wrong, so a guesser learns nothing from more tries.
 pub const MAX_KEY_GUESSES: u32 = 10;
 pub const KEY_GUESS_WINDOW: Duration = Duration::from_secs(10 * 60);
-/// Addresses tracked. Past it, windows that are over go, then addresses not stopped yet (counted
-/// in `overflows`); a stopped address stays stopped, and while the table holds nothing else, keys
+/// Wrong keys from all the /64s of one IPv6 /48 (one site's block, which one party holds whole;
+/// a tunnel broker hands /48s out free) before the whole block waits out the window: without it
+/// one party could fill the table below with its /64s and stop everyone else.
+pub const MAX_BLOCK_GUESSES: u32 = 10 * MAX_KEY_GUESSES;
+/// Guessers tracked. Past it, windows that are over go, then guessers not stopped yet (counted
+/// in `overflows`); a stopped one stays stopped, and while the table holds nothing else, keys
 /// from addresses it doesn't hold are not checked either (a flood of addresses gets ten guesses
 /// each, not more).
 const MAX_GUESSERS: usize = 10_000;
 
-/// Wrong API keys by address.
+/// Wrong keys by address (and IPv6 block).
 #[derive(Debug, Default)]
 pub struct KeyGuesses {
     table: Mutex<Guessers>,
@@ -211,17 +215,39 @@ pub struct KeyGuesses {
 
 #[derive(Debug, Default)]
 struct Guessers {
-    /// When each address's window began, and its wrong keys in it.
-    by_address: HashMap<IpAddr, (Instant, u32)>,
+    /// When each guesser's window began, and its wrong keys in it.
+    by_address: HashMap<Guesser, (Instant, u32)>,
     /// The table is full of stopped addresses until then (when the first of them is let go).
     full_until: Option<Instant>,
 }
 
-/// Who a key comes from: an IPv6 address counts by its /64, what one host is usually given.
-fn guesser(ip: IpAddr) -> IpAddr {
-    match canonical(ip) {
-        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !(u128::from(u64::MAX))).into()),
-        v4 => v4,
+/// Who a key comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Guesser {
+    V4(std::net::Ipv4Addr),
+    /// An IPv6 address counts by its /64, what one host is usually given…
+    V6Host(u64),
+    /// …and by its /48 too (see [`MAX_BLOCK_GUESSES`]).
+    V6Block(u64),
+}
+
+impl Guesser {
+    /// The host, and for IPv6 the block it is in.
+    fn of(ip: IpAddr) -> (Self, Option<Self>) {
+        match canonical(ip) {
+            IpAddr::V4(v4) => (Self::V4(v4), None),
+            IpAddr::V6(v6) => {
+                let bits = u128::from(v6);
+                (Self::V6Host((bits >> 64) as u64), Some(Self::V6Block((bits >> 80) as u64)))
+            }
+        }
+    }
+
+    fn limit(self) -> u32 {
+        match self {
+            Self::V6Block(_) => MAX_BLOCK_GUESSES,
+            _ => MAX_KEY_GUESSES,
+        }
     }
 }
 
@@ -229,26 +255,35 @@ impl KeyGuesses {
     /// Whether a key from `ip` may be checked now; if not, how long until it may.
     pub fn may_try(&self, ip: IpAddr, now: Instant) -> Result<(), Duration> {
         let Ok(mut table) = self.table.lock() else { return Ok(()) };
-        if let Some(&(since, n)) = table.by_address.get(&guesser(ip)) {
-            let left = KEY_GUESS_WINDOW.saturating_sub(now.saturating_duration_since(since));
-            return if n >= MAX_KEY_GUESSES && !left.is_zero() { Err(left) } else { Ok(()) };
+        let (host, block) = Guesser::of(ip);
+        let mut known = false;
+        for g in std::iter::once(host).chain(block) {
+            if let Some(&(since, n)) = table.by_address.get(&g) {
+                known |= g == host;
+                let left = KEY_GUESS_WINDOW.saturating_sub(now.saturating_duration_since(since));
+                if n >= g.limit() && !left.is_zero() {
+                    return Err(left);
+                }
+            }
         }
-        self.room(&mut table, now)
+        if known { Ok(()) } else { self.room(&mut table, now) }
     }
 
     /// A wrong key came from `ip`.
     pub fn failed(&self, ip: IpAddr, now: Instant) {
-        let ip = guesser(ip);
         let Ok(mut table) = self.table.lock() else { return };
-        if !table.by_address.contains_key(&ip) && self.room(&mut table, now).is_err() {
-            return;
+        let (host, block) = Guesser::of(ip);
+        for g in std::iter::once(host).chain(block) {
+            if !table.by_address.contains_key(&g) && self.room(&mut table, now).is_err() {
+                return;
+            }
+            let (since, n) = table.by_address.entry(g).or_insert((now, 0));
+            if now.saturating_duration_since(*since) >= KEY_GUESS_WINDOW {
+                *since = now;
+                *n = 0;
+            }
+            *n += 1;
         }
-        let (since, n) = table.by_address.entry(ip).or_insert((now, 0));
-        if now.saturating_duration_since(*since) >= KEY_GUESS_WINDOW {
-            *since = now;
-            *n = 0;
-        }
-        *n += 1;
     }
 
     /// Room for one more address; if every address held is stopped, how long until one is not.
@@ -263,7 +298,7 @@ impl KeyGuesses {
         table.by_address.retain(|_, (since, _)| open(since));
         if table.by_address.len() >= MAX_GUESSERS {
             let before = table.by_address.len();
-            table.by_address.retain(|_, (_, n)| *n >= MAX_KEY_GUESSES);
+            table.by_address.retain(|g, (_, n)| *n >= g.limit());
             self.overflows.fetch_add((before - table.by_address.len()) as u64, Ordering::Relaxed);
         }
         if table.by_address.len() < MAX_GUESSERS {
@@ -339,6 +374,30 @@ mod tests {
         }
         assert!(guesses.may_try(v6b, later).is_err(), "another address of the same /64");
         assert_eq!(guesses.may_try("2001:db8:1:3::1".parse().unwrap(), later), Ok(()), "another /64");
+    }
+
+    #[test]
+    fn one_ipv6_block_can_not_fill_the_table_with_its_64s() {
+        let guesses = KeyGuesses::default();
+        let t0 = Instant::now();
+        // Ten wrong keys from each /64 of one /48, until the /48 as a whole is stopped.
+        let in_block =
+            |i: u128| IpAddr::from(std::net::Ipv6Addr::from((0x2001_0db8_0001_0000_u128 << 64) | (i << 64) | 1));
+        let mut sent = 0;
+        for i in 0..u128::from(MAX_BLOCK_GUESSES) {
+            let ip = in_block(i);
+            while guesses.may_try(ip, t0).is_ok() {
+                guesses.failed(ip, t0);
+                sent += 1;
+            }
+        }
+        assert_eq!(sent, MAX_BLOCK_GUESSES, "the block's allowance, spread over its /64s");
+        assert!(guesses.may_try(in_block(5000), t0).is_err(), "a fresh /64 of the block waits too");
+        let held = guesses.table.lock().unwrap().by_address.len();
+        assert!(held <= 1 + (MAX_BLOCK_GUESSES / MAX_KEY_GUESSES) as usize, "{held} entries");
+        assert_eq!(guesses.may_try("2001:db8:2::1".parse().unwrap(), t0), Ok(()), "another /48");
+        assert_eq!(guesses.may_try("192.0.2.1".parse().unwrap(), t0), Ok(()));
+        assert_eq!(guesses.may_try(in_block(5000), t0 + KEY_GUESS_WINDOW), Ok(()), "the window is over");
     }
 
     #[test]
