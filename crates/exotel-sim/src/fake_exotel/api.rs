@@ -469,9 +469,9 @@ pub(crate) fn validate_connect(form: &[(String, String)], account: &str) -> Resu
         return Err(invalid(format!("CustomField is longer than {MAX_CUSTOM_FIELD} characters")));
     }
     let status_callback = field(form, "StatusCallback").map(str::to_string);
-    if let Some(url) = &status_callback
-        && !reqwest::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.has_host())
-    {
+    let web_url =
+        |url: &str| reqwest::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.has_host());
+    if status_callback.as_deref().is_some_and(|url| !web_url(url)) {
         return Err(invalid("StatusCallback must be an http(s) URL"));
     }
     let callback_content_type = match field(form, "StatusCallbackContentType") {
