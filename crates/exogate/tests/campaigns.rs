@@ -97,6 +97,14 @@ impl Rig {
         self.get(&format!("/api/campaigns/{id}")).await["campaign"].clone()
     }
 
+    /// `results.csv`, which must answer 200.
+    async fn results(&self, id: &str) -> String {
+        let url = self.gw.http_url(&format!("/api/campaigns/{id}/results.csv"));
+        let r = self.gw.http.get(url).bearer_auth(KEY).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        r.text().await.unwrap()
+    }
+
     async fn wait_status(&self, id: &str, status: &str, within: Duration) -> Value {
         let deadline = Instant::now() + within;
         loop {
@@ -234,16 +242,7 @@ async fn a_campaign_dials_everyone_within_its_limits_and_retries_by_outcome() {
     }
 
     // The results: each contact's columns, attempts and outcome.
-    let r = rig
-        .gw
-        .http
-        .get(rig.gw.http_url(&format!("/api/campaigns/{id}/results.csv")))
-        .bearer_auth(KEY)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let text = r.text().await.unwrap();
+    let text = rig.results(&id).await;
     let mut lines = text.lines();
     assert_eq!(lines.next(), Some("name,phone,due,state,attempts,outcome,last_call_id"));
     let first = lines.next().unwrap();
@@ -300,17 +299,7 @@ async fn the_rate_limit_and_the_window_hold_calls_back() {
     // The five never dialed say so, in the progress and in the results.
     let c = rig.campaign(&id).await;
     assert_eq!((c["progress"]["pending"].as_i64(), c["progress"]["cancelled"].as_i64()), (Some(0), Some(5)), "{c}");
-    let results = rig
-        .gw
-        .http
-        .get(rig.gw.http_url(&format!("/api/campaigns/{id}/results.csv")))
-        .bearer_auth(KEY)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let results = rig.results(&id).await;
     assert_eq!(results.lines().filter(|l| l.contains(",cancelled,")).count(), 5, "{results}");
     // A call still in the air when it was cancelled, whose outcome would have earned another try,
     // gets none.
