@@ -588,10 +588,7 @@ async function signOut() {
   try {
     await api('DELETE', '/api/session');
   } catch (e) {
-    // 503: signed out here (the cookie is gone), but other gateways were not told.
-    if (e instanceof ApiError && e.status === 503) {
-      toast(e.message, 'error');
-    } else if (!(e instanceof ApiError && e.status === 401)) {
+    if (!(e instanceof ApiError && e.status === 401)) {
       toast(`Sign out failed: ${e.message}`, 'error');
       return;
     }

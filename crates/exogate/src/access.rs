@@ -233,12 +233,12 @@ enum Guesser {
 
 impl Guesser {
     /// The host, and for IPv6 the block it is in.
-    fn of(ip: IpAddr) -> (Self, Option<Self>) {
+    fn of(ip: IpAddr) -> [Option<Self>; 2] {
         match canonical(ip) {
-            IpAddr::V4(v4) => (Self::V4(v4), None),
+            IpAddr::V4(v4) => [Some(Self::V4(v4)), None],
             IpAddr::V6(v6) => {
                 let bits = u128::from(v6);
-                (Self::V6Host((bits >> 64) as u64), Some(Self::V6Block((bits >> 80) as u64)))
+                [Some(Self::V6Host((bits >> 64) as u64)), Some(Self::V6Block((bits >> 80) as u64))]
             }
         }
     }
@@ -255,27 +255,28 @@ impl KeyGuesses {
     /// Whether a key from `ip` may be checked now; if not, how long until it may.
     pub fn may_try(&self, ip: IpAddr, now: Instant) -> Result<(), Duration> {
         let Ok(mut table) = self.table.lock() else { return Ok(()) };
-        let (host, block) = Guesser::of(ip);
-        let mut known = false;
-        for g in std::iter::once(host).chain(block) {
-            if let Some(&(since, n)) = table.by_address.get(&g) {
-                known |= g == host;
+        let mine = Guesser::of(ip);
+        for g in mine.iter().flatten() {
+            if let Some(&(since, n)) = table.by_address.get(g) {
                 let left = KEY_GUESS_WINDOW.saturating_sub(now.saturating_duration_since(since));
                 if n >= g.limit() && !left.is_zero() {
                     return Err(left);
                 }
             }
         }
-        if known { Ok(()) } else { self.room(&mut table, now) }
+        // Whoever can't be counted is not let guess.
+        self.room(&mut table, now, &mine)
     }
 
     /// A wrong key came from `ip`.
     pub fn failed(&self, ip: IpAddr, now: Instant) {
         let Ok(mut table) = self.table.lock() else { return };
-        let (host, block) = Guesser::of(ip);
-        for g in std::iter::once(host).chain(block) {
-            if !table.by_address.contains_key(&g) && self.room(&mut table, now).is_err() {
-                return;
+        let mine = Guesser::of(ip);
+        let room = self.room(&mut table, now, &mine).is_ok();
+        for g in mine.into_iter().flatten() {
+            // Counts already held go on counting even when no new one fits.
+            if !room && !table.by_address.contains_key(&g) {
+                continue;
             }
             let (since, n) = table.by_address.entry(g).or_insert((now, 0));
             if now.saturating_duration_since(*since) >= KEY_GUESS_WINDOW {
@@ -286,9 +287,13 @@ impl KeyGuesses {
         }
     }
 
-    /// Room for one more address; if every address held is stopped, how long until one is not.
-    fn room(&self, table: &mut Guessers, now: Instant) -> Result<(), Duration> {
-        if table.by_address.len() < MAX_GUESSERS {
+    /// Room for the counts of `mine` not held yet (never made by letting go of one of them); if
+    /// every count held is of a stopped guesser, how long until one is not.
+    fn room(&self, table: &mut Guessers, now: Instant, mine: &[Option<Guesser>; 2]) -> Result<(), Duration> {
+        let held = |t: &Guessers| mine.iter().flatten().filter(|g| t.by_address.contains_key(g)).count();
+        let wanted = mine.iter().flatten().count();
+        let fits = |t: &Guessers| t.by_address.len() + wanted - held(t) <= MAX_GUESSERS;
+        if fits(table) {
             return Ok(());
         }
         if let Some(until) = table.full_until.filter(|until| now < *until) {
@@ -296,12 +301,13 @@ impl KeyGuesses {
         }
         let open = |since: &Instant| now.saturating_duration_since(*since) < KEY_GUESS_WINDOW;
         table.by_address.retain(|_, (since, _)| open(since));
-        if table.by_address.len() >= MAX_GUESSERS {
+        if !fits(table) {
             let before = table.by_address.len();
-            table.by_address.retain(|g, (_, n)| *n >= g.limit());
+            let ours = |g: &Guesser| mine.contains(&Some(*g));
+            table.by_address.retain(|g, (_, n)| *n >= g.limit() || ours(g));
             self.overflows.fetch_add((before - table.by_address.len()) as u64, Ordering::Relaxed);
         }
-        if table.by_address.len() < MAX_GUESSERS {
+        if fits(table) {
             table.full_until = None;
             return Ok(());
         }
@@ -374,6 +380,35 @@ mod tests {
         }
         assert!(guesses.may_try(v6b, later).is_err(), "another address of the same /64");
         assert_eq!(guesses.may_try("2001:db8:1:3::1".parse().unwrap(), later), Ok(()), "another /64");
+    }
+
+    #[test]
+    fn an_ipv6_guesser_needs_room_for_both_its_counts_and_never_pushes_one_out_with_the_other() {
+        let t0 = Instant::now();
+        let stopped = |n: usize| {
+            let guesses = KeyGuesses::default();
+            for i in 0..n {
+                let ip = IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i as u32));
+                for _ in 0..MAX_KEY_GUESSES {
+                    guesses.failed(ip, t0);
+                }
+            }
+            guesses
+        };
+        let v6: IpAddr = "2001:db8:9::1".parse().unwrap();
+        // Room for one count, not two: the newcomer waits (it would otherwise push its own /64's
+        // count out to make room for its /48's, and guess for ever).
+        let almost = stopped(MAX_GUESSERS - 1);
+        assert!(almost.may_try(v6, t0).is_err());
+        // Room for both: counted like anyone else.
+        let roomy = stopped(MAX_GUESSERS - 2);
+        let mut tries = 0;
+        while roomy.may_try(v6, t0).is_ok() {
+            roomy.failed(v6, t0);
+            tries += 1;
+            assert!(tries <= MAX_KEY_GUESSES, "no limit");
+        }
+        assert_eq!(tries, MAX_KEY_GUESSES);
     }
 
     #[test]

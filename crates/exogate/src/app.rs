@@ -152,9 +152,6 @@ impl AppState {
     pub async fn reload_caches(&self) -> anyhow::Result<()> {
         let defs = self.store.agents().await?;
         let phones = self.store.phones().await?;
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        let signed_out = self.store.signed_out(i64::try_from(now).unwrap_or(i64::MAX)).await?;
-        self.signed_out.add(signed_out.into_iter().map(|(nonce, e)| (nonce, u64::try_from(e).unwrap_or(0))));
         if let Ok(mut d) = self.agent_defs.write() {
             *d = defs.iter().map(|a| (a.id.clone(), Arc::new(AgentSpec::from_def(a, &self.secrets)))).collect();
         }
@@ -163,6 +160,12 @@ impl AppState {
                 .into_iter()
                 .filter_map(|ph: Phone| ph.default_agent.map(|a| (number_key(&ph.number), a)))
                 .collect();
+        }
+        // Console sign-outs made on any gateway; only added to, never taken from.
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        match self.store.signed_out(i64::try_from(now).unwrap_or(i64::MAX)).await {
+            Ok(rows) => self.signed_out.add(rows.into_iter().map(|(n, e)| (n, u64::try_from(e).unwrap_or(0)))),
+            Err(e) => tracing::warn!(error = %e, "cannot read console sign-outs"),
         }
         Ok(())
     }

@@ -93,6 +93,7 @@ pub async fn start_with_agents(config: Config, agents: Registry) -> anyhow::Resu
     }
     tokio::spawn(crate::dialer::reconcile_loop(state.clone()));
     tokio::spawn(crate::campaign::runner::run(state.clone()));
+    tokio::spawn(crate::http::session::resave_loop(state.clone()));
     if state.recordings.is_some() {
         tokio::spawn(sweep_recordings(state.clone()));
     }

@@ -328,11 +328,6 @@ async fn a_twilio_bot_can_hang_up_through_the_emulated_rest_api() {
     let wrong = post(url(&call_sid), "not-the-token-at-all").await.unwrap();
     assert_eq!(wrong.status(), 401);
     assert_eq!(wrong.json::<Value>().await.unwrap()["code"], 20003);
-    // The token is not guessable through a live call: wrong ones are never held against the
-    // address (which may be the bot's own), so the right one still works after many.
-    for _ in 0..exogate::access::MAX_KEY_GUESSES {
-        assert_eq!(post(url(&call_sid), "a-wrong-guess-0000").await.unwrap().status(), 401);
-    }
     let unknown = post(url("CA00000000000000000000000000000000"), "tok-0123456789abcdef").await.unwrap();
     assert_eq!(unknown.status(), 404);
     assert_eq!(unknown.json::<Value>().await.unwrap()["code"], 20404);

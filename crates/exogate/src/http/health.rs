@@ -29,6 +29,8 @@ pub(crate) struct Health {
     decisions_pending: u64,
     /// Bot decisions dropped because too many waited.
     decisions_dropped: u64,
+    /// Console sign-outs forgotten before their cookies expired (more than 100,000 were held).
+    sign_outs_forgotten: u64,
     /// Connections and requests turned away since start, by reason.
     #[schema(value_type = Refused)]
     refused: Value,
@@ -106,6 +108,7 @@ pub(crate) async fn health(State(app): State<Arc<AppState>>) -> (StatusCode, Rep
             database: db,
             decisions_pending: app.decisions.pending() as u64,
             decisions_dropped: app.decisions.dropped(),
+            sign_outs_forgotten: app.signed_out.forgotten.load(Ordering::Relaxed),
             // Connections and requests turned away (auth, ALLOW_IPS, MAX_CALLS, connection rate).
             refused: app.refusals.snapshot(),
             address_tables: address_tables(&app),

@@ -83,41 +83,96 @@ pub(crate) fn signed_in(app: &AppState, headers: &HeaderMap, api_key: &Secret) -
 
 /// Sessions signed out, by nonce, with when their cookies expire. Checked in memory: no database
 /// round trip per request, and a database that is away signs nobody out or back in. Filled from
-/// the database at start and whenever the caches reload (at once on every gateway after a
-/// sign-out on PostgreSQL, through its change notification).
+/// the database at start and whenever the caches reload (on PostgreSQL, on every gateway as soon
+/// as one announces a sign-out, and every 30 s regardless).
 #[derive(Default)]
 pub struct SignedOut {
-    by_nonce: std::sync::RwLock<std::collections::HashMap<String, u64>>,
+    set: std::sync::RwLock<SignedOutSet>,
     /// Sign-outs forgotten before their cookies expired: the set was full.
     pub forgotten: std::sync::atomic::AtomicU64,
 }
 
+#[derive(Default)]
+struct SignedOutSet {
+    by_nonce: std::collections::HashMap<String, u64>,
+    by_expiry: std::collections::BTreeSet<(u64, String)>,
+    /// Made here while the database could not record them: written (and announced) once it can.
+    unsaved: Vec<(String, u64)>,
+}
+
 /// Far more sign-outs than 12 hours of operators make; each one took a signed-in session.
 const MAX_SIGNED_OUT: usize = 100_000;
+/// How often sign-outs the database could not take are tried again.
+pub(crate) const RESAVE_EVERY: Duration = Duration::from_secs(5);
 
 impl SignedOut {
     fn contains(&self, nonce: &str) -> bool {
-        self.by_nonce.read().is_ok_and(|m| m.contains_key(nonce))
+        self.set.read().is_ok_and(|s| s.by_nonce.contains_key(nonce))
     }
 
-    /// Adds sign-outs (nonce, expires at); the expired ones go. When full, those expiring soonest
+    /// Adds sign-outs (nonce, expires at). The expired ones go; when full, those expiring soonest
     /// are forgotten first (counted).
     pub fn add(&self, entries: impl IntoIterator<Item = (String, u64)>) {
-        let Ok(mut m) = self.by_nonce.write() else { return };
+        let Ok(mut s) = self.set.write() else { return };
         let now = now_secs();
-        m.retain(|_, expires| *expires > now);
+        while let Some((expires, nonce)) = s.by_expiry.first().cloned() {
+            if expires > now {
+                break;
+            }
+            s.by_expiry.pop_first();
+            s.by_nonce.remove(&nonce);
+        }
+        s.unsaved.retain(|(_, expires)| *expires > now);
         for (nonce, expires) in entries {
-            if expires <= now {
+            if expires <= now || s.by_nonce.contains_key(&nonce) {
                 continue;
             }
-            if m.len() >= MAX_SIGNED_OUT && !m.contains_key(&nonce) {
-                let soonest = m.iter().min_by_key(|(_, e)| **e).map(|(n, _)| n.clone());
-                if let Some(n) = soonest {
-                    m.remove(&n);
+            if s.by_nonce.len() >= MAX_SIGNED_OUT {
+                if let Some((_, soonest)) = s.by_expiry.pop_first() {
+                    s.by_nonce.remove(&soonest);
                     self.forgotten.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
             }
-            m.insert(nonce, expires);
+            s.by_expiry.insert((expires, nonce.clone()));
+            s.by_nonce.insert(nonce, expires);
+        }
+    }
+
+    fn unsaved(&self, nonce: String, expires: u64) {
+        if let Ok(mut s) = self.set.write() {
+            if s.unsaved.len() < MAX_SIGNED_OUT {
+                s.unsaved.push((nonce, expires));
+            }
+        }
+    }
+}
+
+/// Records a sign-out in the database and tells the other gateways.
+async fn save(app: &AppState, nonce: &str, expires: u64) -> anyhow::Result<()> {
+    let expires = i64::try_from(expires).unwrap_or(i64::MAX);
+    let now = i64::try_from(now_secs()).unwrap_or(i64::MAX);
+    app.store.sign_out(nonce, expires, now).await?;
+    // Recorded: a gateway that misses the announcement reads it at its next reload.
+    if let Err(e) = app.store.notify(crate::shared::CHANNEL).await {
+        tracing::warn!(error = %e, "sign-out recorded but not announced; other gateways read it within 30 s");
+    }
+    Ok(())
+}
+
+/// Writes the sign-outs the database could not take when they were made, until it takes them.
+pub(crate) async fn resave_loop(app: Arc<AppState>) {
+    let mut every = tokio::time::interval(RESAVE_EVERY);
+    loop {
+        every.tick().await;
+        let pending = app.signed_out.set.read().map(|s| s.unsaved.clone()).unwrap_or_default();
+        for (nonce, expires) in pending {
+            if save(&app, &nonce, expires).await.is_err() {
+                break;
+            }
+            if let Ok(mut s) = app.signed_out.set.write() {
+                s.unsaved.retain(|(n, _)| *n != nonce);
+            }
+            tracing::info!("a sign-out the database missed is recorded now");
         }
     }
 }
@@ -216,27 +271,17 @@ pub(crate) async fn sign_in(
 /// `DELETE /api/session`: signs out. The browser drops the cookie, and the gateway refuses it
 /// from now on (a copy of it, too) until it would have expired.
 #[utoipa::path(delete, path = "/api/session", operation_id = "sign_out", tag = "console", security(()),
-    responses(
-        (status = 204, description = "Signed out: the cookie is cleared, and refused from now on by every gateway on \
-            the database"),
-        (status = 503, description = "Signed out on this gateway (the cookie is cleared and refused here), but the \
-            database could not record it for the others: try again", body = ErrorBody),
-    ))]
+    responses((status = 204, description = "Signed out: the cookie is cleared and refused from now on, here at once \
+        and on the other gateways sharing the database as soon as they hear of it (a database that is away takes \
+        the sign-out when it is back)")))]
 pub(crate) async fn sign_out(State(app): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     let clear = [(header::SET_COOKIE, cookie_header(&app, &headers, "", 0))];
     let session = app.api_key.as_ref().and_then(|key| from_cookie(&headers, key));
     if let Some(s) = session {
         app.signed_out.add([(s.nonce.clone(), s.expires)]);
-        let expires = i64::try_from(s.expires).unwrap_or(i64::MAX);
-        let now = i64::try_from(now_secs()).unwrap_or(i64::MAX);
-        let recorded = match app.store.sign_out(&s.nonce, expires, now).await {
-            Ok(()) => app.store.notify(crate::shared::CHANNEL).await,
-            Err(e) => Err(e),
-        };
-        if let Err(e) = recorded {
-            tracing::warn!(error = %e, "sign-out not recorded in the database; other gateways honour the cookie");
-            let message = "signed out on this gateway, but the database could not record it for the others: try again";
-            return (clear, ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message)).into_response();
+        if let Err(e) = save(&app, &s.nonce, s.expires).await {
+            tracing::warn!(error = %e, "sign-out not recorded in the database yet; trying again every 5 s");
+            app.signed_out.unsaved(s.nonce, s.expires);
         }
     }
     (StatusCode::NO_CONTENT, clear).into_response()

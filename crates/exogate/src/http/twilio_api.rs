@@ -20,9 +20,8 @@ pub(crate) async fn update(
     body: Bytes,
 ) -> Response {
     let call_sid = call.strip_suffix(".json").unwrap_or(&call).to_string();
-    // No guess limit here: the token is only compared for a call that is live now, named by its
-    // CallSid (random, 128 bits), and a limit would let whoever shares the bot's address stop its
-    // hang-ups and transfers.
+    // Wrong tokens are limited per call (see `MAX_WRONG_PER_CALL`), not per address: whoever
+    // shares the bot's address can't stop its hang-ups.
     let (user, password) = basic_auth(&headers).unwrap_or_default();
     let mut fields: Vec<(String, String)> =
         serde_urlencoded::from_str(query.as_deref().unwrap_or("")).unwrap_or_default();
@@ -45,6 +44,11 @@ pub(crate) async fn update(
         }))
         .into_response(),
         UpdateOutcome::Unauthorized => twilio_error(StatusCode::UNAUTHORIZED, 20003, "Authenticate"),
+        UpdateOutcome::TooManyWrong => twilio_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            20429,
+            "Too many requests with wrong credentials for this call: it takes no more",
+        ),
         UpdateOutcome::NotFound => twilio_error(
             StatusCode::NOT_FOUND,
             20404,
