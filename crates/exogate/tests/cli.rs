@@ -338,6 +338,20 @@ fn the_render_blueprint_serves_everything_on_its_one_port() {
         .and_then(|v| v.parse().ok())
         .expect("render.yaml sets DRAIN_SECS");
     assert!(drain < 30, "DRAIN_SECS {drain} does not fit Render's 30 s");
+    // Behind Cloudflare and Render's proxy, the client's own address is the one seen.
+    let trusted = blueprint
+        .split("key: TRUSTED_PROXIES")
+        .nth(1)
+        .and_then(|rest| rest.split('"').nth(1))
+        .map(|v| exogate::access::IpList::parse("TRUSTED_PROXIES", v).expect("render.yaml's TRUSTED_PROXIES parse"))
+        .expect("render.yaml sets TRUSTED_PROXIES");
+    let mut via = axum::http::HeaderMap::new();
+    via.insert("x-forwarded-for", "99.61.165.29, 104.22.17.40".parse().unwrap());
+    let peer: std::net::IpAddr = "10.21.157.68".parse().unwrap();
+    assert_eq!(exogate::access::client_ip(peer, &via, &trusted), "99.61.165.29".parse::<std::net::IpAddr>().unwrap());
+    // One that skips Cloudflare and writes its own header is seen as itself.
+    via.insert("x-forwarded-for", "198.51.100.7, 104.22.17.40, 203.0.113.9".parse().unwrap());
+    assert_eq!(exogate::access::client_ip(peer, &via, &trusted), "203.0.113.9".parse::<std::net::IpAddr>().unwrap());
     // As Render runs it: one public port, the media URL derived from RENDER_EXTERNAL_URL.
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", dir.path().join("calls.db").display());
