@@ -190,8 +190,8 @@ pub fn verify_media_token(secrets: &Secrets, token: &str) -> Result<TokenCall, T
     })
 }
 
-/// Wrong API keys one address may send (by `Authorization: Bearer` or the console's sign-in)
-/// within [`KEY_GUESS_WINDOW`] of its first; past it, that address's keys are not checked until
+/// Wrong keys one address may send (the API key by `Authorization: Bearer` or the console's
+/// sign-in, and METRICS_TOKEN) within [`KEY_GUESS_WINDOW`] of its first; past it, that address's keys are not checked until
 /// the window is over, right or wrong, so a guesser learns nothing from more tries.
 pub const MAX_KEY_GUESSES: u32 = 10;
 pub const KEY_GUESS_WINDOW: Duration = Duration::from_secs(10 * 60);

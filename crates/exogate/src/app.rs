@@ -162,11 +162,7 @@ impl AppState {
                 .collect();
         }
         // Console sign-outs made on any gateway; only added to, never taken from.
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        match self.store.signed_out(i64::try_from(now).unwrap_or(i64::MAX)).await {
-            Ok(rows) => self.signed_out.add(rows.into_iter().map(|(n, e)| (n, u64::try_from(e).unwrap_or(0)))),
-            Err(e) => tracing::warn!(error = %e, "cannot read console sign-outs"),
-        }
+        crate::http::session::load_signed_out(self).await;
         Ok(())
     }
 

@@ -69,11 +69,12 @@ fn now_secs() -> u64 {
 }
 
 fn issue(api_key: &Secret) -> (String, Session) {
-    let expires = (now_secs() + LIFETIME.as_secs()).to_string();
+    let expires = now_secs() + LIFETIME.as_secs();
     let nonce = uuid::Uuid::new_v4().simple().to_string();
-    let cookie = format!("{expires}.{nonce}.{}", mac(api_key, "exogate-session", &[&expires, &nonce]));
+    let text = expires.to_string();
+    let cookie = format!("{text}.{nonce}.{}", mac(api_key, "exogate-session", &[&text, &nonce]));
     let csrf = mac(api_key, "exogate-csrf", &[&nonce]);
-    (cookie, Session { csrf, nonce, expires: now_secs() + LIFETIME.as_secs() })
+    (cookie, Session { csrf, nonce, expires })
 }
 
 /// The session the request's cookie proves, unless it signed out.
@@ -144,6 +145,14 @@ impl SignedOut {
                 s.unsaved.push((nonce, expires));
             }
         }
+    }
+}
+
+/// Adds the sign-outs recorded in the database (by any gateway) to the set.
+pub(crate) async fn load_signed_out(app: &AppState) {
+    match app.store.signed_out(i64::try_from(now_secs()).unwrap_or(i64::MAX)).await {
+        Ok(rows) => app.signed_out.add(rows.into_iter().map(|(n, e)| (n, u64::try_from(e).unwrap_or(0)))),
+        Err(e) => tracing::warn!(error = %e, "cannot read console sign-outs"),
     }
 }
 

@@ -11,9 +11,8 @@ use crate::campaign::import::Contact;
 /// Contacts per INSERT: 7 values each stays under both databases' parameter limits.
 const INSERT_CHUNK: usize = 500;
 
-/// Every state a contact can be in, as stored and as counted in `progress`.
-/// A contact's states. `cancelled`: its campaign was cancelled before it was dialed (or before its
-/// next attempt).
+/// Every state a contact can be in, as stored and as counted in `progress`. `cancelled`: its
+/// campaign was cancelled before it was dialed (or before its next attempt).
 pub const CONTACT_STATES: [&str; 8] =
     ["pending", "dialing", "in-progress", "completed", "retry-scheduled", "failed", "exhausted", "cancelled"];
 
@@ -312,8 +311,7 @@ pub(super) async fn settle(
     // campaign's row is read under a lock (PostgreSQL; SQLite's transaction holds the whole
     // database): a cancel committing in between would otherwise miss this contact, left waiting
     // for a try that never comes.
-    let postgres = pool.connect_options().database_url.scheme() != "sqlite";
-    let lock = if postgres { " FOR SHARE" } else { "" };
+    let lock = if super::db::is_sqlite(pool) { "" } else { " FOR SHARE" };
     let status: Option<String> = sqlx::query_scalar(&format!("SELECT status FROM campaigns WHERE id = $1{lock}"))
         .bind(campaign)
         .fetch_optional(&mut *tx)

@@ -174,13 +174,14 @@ pub(super) async fn begin_on(
     }
 }
 
+/// Whether the pool is a SQLite file's (else PostgreSQL's).
+pub(super) fn is_sqlite(pool: &AnyPool) -> bool {
+    pool.connect_options().database_url.scheme() == "sqlite"
+}
+
 /// Opens a transaction. SQLite's take the write lock up front (`BEGIN IMMEDIATE`): a deferred
 /// transaction that reads and then writes fails with SQLITE_BUSY_SNAPSHOT when another connection
 /// wrote in between, which no busy timeout waits out; an immediate one waits its turn instead.
 pub(super) async fn begin(pool: &AnyPool) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Any>> {
-    if pool.connect_options().database_url.scheme() == "sqlite" {
-        pool.begin_with("BEGIN IMMEDIATE").await
-    } else {
-        pool.begin().await
-    }
+    if is_sqlite(pool) { pool.begin_with("BEGIN IMMEDIATE").await } else { pool.begin().await }
 }

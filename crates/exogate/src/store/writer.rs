@@ -116,7 +116,7 @@ async fn apply(
         Some(conn) => conn,
         None => held.insert(pool.acquire().await?),
     };
-    let sqlite = pool.connect_options().database_url.scheme() == "sqlite";
+    let sqlite = super::db::is_sqlite(pool);
     let result = apply_on(conn, sqlite, batch, waiters).await;
     if let Err(e) = &result {
         if let Some(mut conn) = held.take() {

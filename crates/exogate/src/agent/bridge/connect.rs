@@ -101,7 +101,7 @@ mod tests {
         let sig = twilio_signature("tok-0123456789abcdef", "wss://bot.example.com/media?call=CA1&x=y");
         assert_eq!(sig, "qRhDrk8fOSreTHKaEHtVrxSgmj0=");
         assert_eq!(
-            super::twilio_signature("12345", "https://mycompany.com/myapp.php?foo=1&bar=2"),
+            twilio_signature("12345", "https://mycompany.com/myapp.php?foo=1&bar=2"),
             "zYQTYrRWXE7LtzbG4PfP7/bkkGo="
         );
     }
