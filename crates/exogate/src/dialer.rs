@@ -359,6 +359,9 @@ pub async fn reconcile_loop(app: std::sync::Arc<AppState>) {
             if let Err(e) = reconcile(&app, &id).await {
                 tracing::debug!(call = %id, error = %e, "reconcile failed");
             }
+            // Exotel's 200 requests a minute cover these lookups too (PROTOCOL.md §8.5): after a
+            // restart with many calls in flight, a burst of them would leave new dials a 429.
+            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
         }
     }
 }

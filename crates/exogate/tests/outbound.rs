@@ -373,7 +373,8 @@ async fn status_callbacks_need_their_token_accept_every_encoding_and_are_idempot
     let form = reqwest::multipart::Form::new()
         .text("CallSid", "x")
         .text("Status", "in-progress")
-        .text("EventType", "answered");
+        .text("EventType", "answered")
+        .text("RecordingUrl", "https://recordings.exotel.com/r.mp3");
     let r = rig.gw.http.post(&url).multipart(form).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let r = rig
@@ -395,7 +396,18 @@ async fn status_callbacks_need_their_token_accept_every_encoding_and_are_idempot
         .await
         .unwrap();
     assert_eq!(dup.json::<Value>().await.unwrap()["duplicate"], true);
+    // JSON nulls are absent fields, not the text "null" over what an earlier callback said.
+    let r = rig
+        .gw
+        .http
+        .post(&url)
+        .json(&json!({"CallSid": "x", "Status": "completed", "EventType": "summary", "RecordingUrl": null, "ConversationDuration": null}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
     let row = rig.get(&format!("/api/calls/{id2}")).await;
+    assert_eq!(row["recording_url"], "https://recordings.exotel.com/r.mp3");
     assert_eq!(row["conversation_duration"], 42, "the retry did not apply twice");
     assert_eq!(row["legs"][0]["OnCallDuration"], "44");
 }

@@ -95,7 +95,16 @@ async fn a_media_token_opens_only_its_own_call() {
     ws.send(Message::text(media_json(2, &[1u8; 3200]))).await.unwrap();
     ws.send(Message::text(r#"{"event":"stop","stop":{"reason":"callended"}}"#)).await.unwrap();
     assert_eq!(close_code(&mut ws).await, Some(1000));
+    // A start of a documented form with no call_sid (PROTOCOL.md §4.2) names no other call.
+    let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str()).await.unwrap();
+    ws.send(Message::text(r#"{"event":"start","stream_sid":"st-bare","start":{"stream_sid":"st-bare"}}"#))
+        .await
+        .unwrap();
+    ws.send(Message::text(media_json(2, &[1u8; 3200]))).await.unwrap();
+    ws.send(Message::text(r#"{"event":"stop","stop":{"reason":"callended"}}"#)).await.unwrap();
+    assert_eq!(close_code(&mut ws).await, Some(1000));
     gw.gw.state.store.flush().await;
+    assert_eq!(gw.call("st-bare").await["frames_in"], 1);
     let one = gw.call("CA-one").await;
     assert_eq!(one["frames_in"], 1, "{one}");
     // The call log keeps the URL without its token.

@@ -232,6 +232,43 @@ struct RawStop {
     reason: Option<String>,
 }
 
+/// Each documented field's other spelling, as the `alias`es above take them.
+const ALIASES: [(&str, &str); 9] = [
+    ("event", "Event"),
+    ("sequence_number", "sequenceNumber"),
+    ("stream_sid", "streamSid"),
+    ("call_sid", "callSid"),
+    ("account_sid", "accountSid"),
+    ("custom_parameters", "customParameters"),
+    ("media_format", "mediaFormat"),
+    ("sample_rate", "sampleRate"),
+    ("bit_rate", "bitRate"),
+];
+
+/// `value` with the other spelling dropped wherever both spellings of a field are present (the
+/// custom parameters, the caller's own data, are left as sent); `None` if nothing was doubled.
+fn without_doubled_aliases(mut value: Value) -> Option<Value> {
+    fn walk(v: &mut Value, changed: &mut bool) {
+        let Value::Object(map) = v else { return };
+        for (canonical, alias) in ALIASES {
+            if map.contains_key(canonical) && map.remove(alias).is_some() {
+                *changed = true;
+            }
+        }
+        if map.contains_key("to") && map.remove("to ").is_some() {
+            *changed = true;
+        }
+        for (k, child) in map.iter_mut() {
+            if k != "custom_parameters" && k != "customParameters" {
+                walk(child, changed);
+            }
+        }
+    }
+    let mut changed = false;
+    walk(&mut value, &mut changed);
+    changed.then_some(value)
+}
+
 const KNOWN: [&str; 7] = ["connected", "start", "media", "dtmf", "mark", "stop", "clear"];
 
 impl InboundEvent {
@@ -246,11 +283,20 @@ impl InboundEvent {
                     .get("event")
                     .or_else(|| value.get("Event"))
                     .and_then(Value::as_str)
-                    .ok_or(ParseError::NoEvent)?;
-                if KNOWN.contains(&event) {
-                    Err(ParseError::Malformed { event: event.to_string(), source })
+                    .ok_or(ParseError::NoEvent)?
+                    .to_string();
+                if KNOWN.contains(&event.as_str()) {
+                    // Both spellings of one field (PROTOCOL.md §4.8 documents each) make serde
+                    // refuse the whole object as a duplicate: the documented spelling wins.
+                    match without_doubled_aliases(value).map(|v| v.to_string()) {
+                        Some(text) => match serde_json::from_str::<RawEnvelope<'_>>(&text) {
+                            Ok(raw) => Self::from_raw(raw),
+                            Err(_) => Err(ParseError::Malformed { event, source }),
+                        },
+                        None => Err(ParseError::Malformed { event, source }),
+                    }
                 } else {
-                    Ok(Self::Unknown { event: event.to_string() })
+                    Ok(Self::Unknown { event })
                 }
             }
         }
@@ -491,6 +537,27 @@ mod tests {
         assert_eq!(s.account_sid.as_deref(), Some("A1"));
         assert_eq!(s.custom_parameters.get("n").map(String::as_str), Some("5"));
         assert_eq!(s.media_format.rate(), Some(SampleRate::Hz16000));
+    }
+
+    #[test]
+    fn both_spellings_of_a_field_still_parse_and_the_documented_one_wins() {
+        let s = start(
+            r#"{"event":"start","sequence_number":"1","sequenceNumber":"9","stream_sid":"S1","streamSid":"S9","start":{"call_sid":"C1","callSid":"C9","customParameters":{"call_sid":"x","callSid":"y"},"media_format":{"sample_rate":"16000","sampleRate":"8000"},"mediaFormat":{}}}"#,
+        );
+        assert_eq!(
+            (s.sequence_number, s.stream_sid.as_deref(), s.call_sid.as_deref()),
+            (Some(1), Some("S1"), Some("C1"))
+        );
+        assert_eq!(s.media_format.rate(), Some(SampleRate::Hz16000));
+        assert_eq!(s.custom_parameters.len(), 2, "the caller's own parameters are left as sent");
+        let m = InboundEvent::parse(
+            r#"{"event":"media","stream_sid":"S1","streamSid":"S1","media":{"chunk":1,"timestamp":"20","payload":"AAA="}}"#,
+        );
+        assert!(matches!(m, Ok(InboundEvent::Media(_))), "{m:?}");
+        assert!(matches!(
+            InboundEvent::parse(r#"{"event":"start","stream_sid":"S","streamSid":"S","start":"not an object"}"#),
+            Err(ParseError::Malformed { .. })
+        ));
     }
 
     #[test]

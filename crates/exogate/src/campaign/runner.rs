@@ -107,7 +107,8 @@ async fn step(app: &Arc<AppState>, c: &CampaignRow, backoff: &mut HashMap<String
         }
     }
     if let Some(wait) = wait {
-        backoff.insert(account_key, Instant::now() + wait);
+        // Exotel's Retry-After, bounded where it is parsed; bounded here all the same.
+        backoff.insert(account_key, Instant::now() + wait.min(Duration::from_secs(3600)));
         tracing::warn!(campaign = %c.id, secs = wait.as_secs(), "Exotel rate limit: dialing backs off");
     }
     Ok(())

@@ -73,13 +73,17 @@ pub(crate) async fn passthru(State(app): State<Arc<AppState>>, input: WebhookInp
         "passthru"
     );
     // The bot's decision picks the flow's branch: 302 (B) to transfer, 200 (A) otherwise.
-    let decision =
-        match app.take_decision(&call_sid) {
-            Some(d) => Some(d),
-            None => app.store.find_call(&call_sid).await?.and_then(|c| {
+    let decision = match app
+        .take_decision(&call_sid)
+        .or_else(|| stream.stream_sid.as_deref().and_then(|s| app.take_decision(s)))
+    {
+        Some(d) => Some(d),
+        None => {
+            app.store.find_call(&call_sid).await?.and_then(|c| {
                 (c.bot_decision.as_deref() == Some("transfer")).then_some(Decision::Transfer(c.transfer_to))
-            }),
-        };
+            })
+        }
+    };
     if let Some(Decision::Transfer(target)) = decision {
         tracing::info!(call_sid = %call_sid, "passthru: bot asked for a transfer; answering 302");
         let mut location = format!("/api/exotel/passthru?CallSid={}&decision=transfer", urlencode(&call_sid));

@@ -113,16 +113,14 @@ async fn read_fields(req: Request) -> Result<Vec<(String, String)>, ApiError> {
         let v: Value =
             serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("body is not valid JSON: {e}")))?;
         let obj = v.as_object().ok_or_else(|| ApiError::bad_request("JSON body must be an object"))?;
+        // A JSON null is an absent field (Exotel sends `"RecordingUrl": null` for an unrecorded
+        // call), not the text "null".
         return Ok(obj
             .iter()
-            .map(|(k, v)| {
-                (
-                    k.clone(),
-                    match v {
-                        Value::String(s) => s.clone(),
-                        other => other.to_string(),
-                    },
-                )
+            .filter_map(|(k, v)| match v {
+                Value::Null => None,
+                Value::String(s) => Some((k.clone(), s.clone())),
+                other => Some((k.clone(), other.to_string())),
             })
             .collect());
     }

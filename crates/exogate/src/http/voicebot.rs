@@ -22,6 +22,42 @@ use crate::store::{CallKey, CallPatch, Status};
 const MAX_CUSTOM_PARAMS: usize = 3;
 const MAX_CUSTOM_CHARS: usize = 256;
 
+/// The custom parameters that fit Exotel's limits, `agentId` first and `callLogId` last, and the
+/// names of those that did not. Too many or too long is answered with what fits, not refused:
+/// Exotel may add keys nobody documented (PROTOCOL.md §2.3), and a refusal would make it skip the
+/// bot for every call.
+fn fit_custom(
+    mut custom: BTreeMap<String, String>,
+    call_log_id: Option<String>,
+) -> (BTreeMap<String, String>, Vec<String>) {
+    let agent = custom.keys().find(|k| k.eq_ignore_ascii_case("agentId")).cloned();
+    let mut order: Vec<(String, String)> = Vec::with_capacity(custom.len() + 1);
+    if let Some(k) = agent {
+        if let Some(v) = custom.remove(&k) {
+            order.push((k, v));
+        }
+    }
+    order.extend(custom);
+    let with_log_id = call_log_id.is_some();
+    order.extend(call_log_id.map(|id| ("callLogId".to_string(), id)));
+    let mut kept = BTreeMap::new();
+    let mut left_out = Vec::new();
+    for (k, v) in order {
+        let fits = kept.len() < MAX_CUSTOM_PARAMS && {
+            let mut trial = kept.clone();
+            trial.insert(k.clone(), v.clone());
+            serde_urlencoded::to_string(&trial).map_or(usize::MAX, |q| q.len()) <= MAX_CUSTOM_CHARS
+        };
+        if fits {
+            kept.insert(k, v);
+        } else if !(with_log_id && k == "callLogId") {
+            // Our own id finding no room is not the caller's loss: the call still runs.
+            left_out.push(k);
+        }
+    }
+    (kept, left_out)
+}
+
 /// Call-detail keys Exotel adds to applet requests that `CallDetails` keeps as extras; they are
 /// not the applet's custom parameters.
 const EXOTEL_KEYS: &[&str] = &[
@@ -54,13 +90,16 @@ pub(crate) async fn dynamic_url(
     let d = input.details;
     let mut custom = BTreeMap::new();
     let mut rate = None;
+    let mut left_out = Vec::new();
     for (k, v) in &d.extra {
         let lower = k.to_ascii_lowercase();
         if lower == "sample-rate" || lower == "sample_rate" {
-            rate = Some(
-                SampleRate::parse(v)
-                    .ok_or_else(|| ApiError::bad_request(format!("{k} must be 8000, 16000 or 24000, got {v:?}")))?,
-            );
+            // A refusal would make Exotel skip the bot: the stream falls back to the start
+            // event's rate instead, and the call's timeline says why.
+            rate = SampleRate::parse(v);
+            if rate.is_none() {
+                left_out.push(format!("{k} (must be 8000, 16000 or 24000)"));
+            }
         } else if !EXOTEL_KEYS.contains(&lower.as_str()) && !lower.starts_with("stream[") {
             custom.insert(k.clone(), v.clone());
         }
@@ -78,29 +117,13 @@ pub(crate) async fn dynamic_url(
         }
     }
     // A call we placed with variables: our id lets the media session find them (when there is room).
-    if let Some(c) = placed.filter(|c| c.vars.is_some() && c.direction.as_deref() == Some("outbound-api")) {
-        if custom.len() < MAX_CUSTOM_PARAMS && !custom.contains_key("callLogId") {
-            custom.insert("callLogId".to_string(), c.id);
-            if serde_urlencoded::to_string(&custom).map_or(0, |q| q.len()) > MAX_CUSTOM_CHARS {
-                custom.remove("callLogId");
-            }
-        }
-    }
-    if custom.len() > MAX_CUSTOM_PARAMS {
-        let names: Vec<&str> = custom.keys().map(String::as_str).collect();
-        return Err(ApiError::bad_request(format!(
-            "Exotel allows at most {MAX_CUSTOM_PARAMS} custom parameters; got {}: {}",
-            custom.len(),
-            names.join(", ")
-        )));
-    }
+    let call_log_id = placed
+        .filter(|c| c.vars.is_some() && c.direction.as_deref() == Some("outbound-api"))
+        .map(|c| c.id)
+        .filter(|_| !custom.contains_key("callLogId"));
+    let (custom, dropped) = fit_custom(custom, call_log_id);
+    left_out.extend(dropped);
     let custom_query = serde_urlencoded::to_string(&custom).unwrap_or_default();
-    if custom_query.len() > MAX_CUSTOM_CHARS {
-        return Err(ApiError::bad_request(format!(
-            "custom parameters take {} characters; Exotel allows at most {MAX_CUSTOM_CHARS}",
-            custom_query.len()
-        )));
-    }
     let mut pairs: Vec<String> = (!custom_query.is_empty()).then_some(custom_query).into_iter().collect();
     if let Some(r) = rate {
         pairs.push(format!("sample-rate={}", r.hz()));
@@ -129,7 +152,11 @@ pub(crate) async fn dynamic_url(
                 .json("custom_params", &json!(custom))
                 .status(Status::Connecting),
         );
-        app.store.event(key, "voicebot-url", json!({ "url": shown, "method": input.method.as_str() }));
+        app.store.event(
+            key,
+            "voicebot-url",
+            json!({ "url": shown, "method": input.method.as_str(), "left_out": left_out }),
+        );
     }
     tracing::info!(
         call_sid = d.call_sid.as_deref().unwrap_or("-"),
@@ -139,5 +166,12 @@ pub(crate) async fn dynamic_url(
         params = custom.len(),
         "voicebot url requested"
     );
+    if !left_out.is_empty() {
+        tracing::warn!(
+            call_sid = d.call_sid.as_deref().unwrap_or("-"),
+            left_out = %left_out.join(", "),
+            "voicebot url: parameters left out of the stream URL (Exotel passes at most {MAX_CUSTOM_PARAMS}, {MAX_CUSTOM_CHARS} characters)"
+        );
+    }
     Ok(Json(json!({ "url": url })))
 }

@@ -385,8 +385,9 @@ impl Session {
         };
         if let Some(seq) = event.sequence_number() {
             if let Some(last) = self.last_seq {
-                if seq > last + 1 {
-                    self.seq_gaps += seq - last - 1;
+                // Saturating: the number is Exotel's, and may be anything.
+                if seq > last.saturating_add(1) {
+                    self.seq_gaps = self.seq_gaps.saturating_add(seq - last - 1);
                 }
             }
             self.last_seq = Some(self.last_seq.map_or(seq, |l| l.max(seq)));
@@ -406,7 +407,12 @@ impl Session {
                 self.record("clear-from-exotel", json!({}));
                 self.deliver(Held::Clear);
             }
-            InboundEvent::Unknown { event } => self.bad_input("unknown-event", json!({ "event": event })),
+            // Events added later (`silence` is one, PROTOCOL.md §4.7) are not mistakes: ignored,
+            // and not counted as bad messages.
+            InboundEvent::Unknown { event } => {
+                let shown: String = event.chars().take(40).collect();
+                tracing::debug!(event = %shown, "unknown Exotel event ignored");
+            }
         }
         false
     }
@@ -423,7 +429,9 @@ impl Session {
         let reference = custom.get("callLogId").cloned().or_else(|| start.call_sid.clone());
         let token_ok = match &self.params.token {
             None | Some(TokenCall::Any) => true,
-            Some(TokenCall::Sid(sid)) => start.call_sid.as_deref() == Some(sid.as_str()),
+            // Some documented start forms carry no call_sid (PROTOCOL.md §4.2): only a different
+            // call is refused.
+            Some(TokenCall::Sid(sid)) => start.call_sid.as_deref().is_none_or(|c| c == sid),
             Some(TokenCall::Ours(id)) => custom.get("callLogId") == Some(id),
         };
         if !token_ok {
@@ -503,6 +511,7 @@ impl Session {
             rate = rate.hz(),
             "call started"
         );
+        let decision_stream_sid = stream_sid.clone();
         self.ctl.begin(stream_sid, rate, self.app.config.out_chunk_ms);
         let (app, decision_key, call_sid) = (self.app.clone(), key.clone(), start.call_sid.clone());
         self.ctl.on_decision(Box::new(move |d: Decision| {
@@ -512,9 +521,13 @@ impl Session {
                 CallPatch::new().text("bot_decision", Some(d.as_str())).text("transfer_to", target.clone()),
             );
             app.store.event(decision_key.clone(), "decision", json!({ "decision": d.as_str(), "target": target }));
+            // The Passthru that follows names the call by CallSid and the stream by
+            // Stream[StreamSID]; that the CallSid is the start event's is not documented
+            // (PROTOCOL.md §13.6), so the decision waits under both.
             if let Some(sid) = &call_sid {
-                app.decide(sid, d);
+                app.decide(sid, d.clone());
             }
+            app.decide(&decision_stream_sid, d);
         }));
         self.active = Some(Active { info, key, started: Instant::now() });
         if let Some(plan) = self.failed_early.take() {
