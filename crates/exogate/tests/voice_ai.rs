@@ -188,6 +188,57 @@ async fn barge_in_clears_at_once_and_truncates_to_what_the_caller_heard() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn barge_in_before_any_mark_echo_still_truncates_the_playing_item() {
+    // Exotel never echoes: the gateway has no proof the caller heard any of the answer, so the
+    // model must be told the caller heard 0 ms of it (not nothing at all).
+    let (ai, gw) = rig(
+        "openai-realtime",
+        "asha",
+        FakeAiConfig {
+            answer_pcm24: exotel_sim::tone(300.0, 4000, SampleRate::Hz24000),
+            barge_in_after: Some(Duration::from_millis(1500)),
+            ..FakeAiConfig::default()
+        },
+        json!({}),
+    )
+    .await;
+    let mut cfg = call(&gw, "asha", SampleRate::Hz8000, "caller-order-status-8k.wav");
+    cfg.audio = AudioSource::Tone { hz: 440.0, ms: 5000 };
+    cfg.echo_marks = false;
+    let (report, session, _) = ai_call(&gw, &ai, cfg).await;
+    assert!(!report.clears.is_empty(), "Exotel got a clear");
+    let truncate = session.truncates.first().expect("a truncate though no mark came back");
+    assert_eq!(truncate["item_id"], "item_1");
+    assert_eq!(truncate["audio_end_ms"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn barge_in_before_the_first_delta_drops_the_answer_and_cancels_it_if_asked() {
+    // The caller speaks once the answer has started but before its audio: the deltas already
+    // in flight belong to a cancelled answer. With `interrupt_response: false` the server would
+    // go on generating, so the gateway cancels it (§A5 step 4).
+    let (ai, gw) = rig(
+        "openai-realtime",
+        "asha",
+        FakeAiConfig {
+            answer_pcm24: exotel_sim::tone(300.0, 2000, SampleRate::Hz24000),
+            barge_in_before_audio: true,
+            ..FakeAiConfig::default()
+        },
+        json!({ "turn_detection": { "interrupt_response": false } }),
+    )
+    .await;
+    let mut cfg = call(&gw, "asha", SampleRate::Hz8000, "caller-order-status-8k.wav");
+    cfg.audio = AudioSource::Tone { hz: 440.0, ms: 4000 };
+    let (report, session, _) = ai_call(&gw, &ai, cfg).await;
+    assert!(session.barge_in_at.is_some());
+    let heard = pcm_ms(report.received_pcm.len(), SampleRate::Hz8000);
+    assert_eq!(heard, 0, "{heard} ms of the cancelled answer reached the caller");
+    let cancel = session.messages.iter().find(|m| m["type"] == "response.cancel").expect("a response.cancel");
+    assert_eq!(cancel["response_id"], "resp_1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gemini_barge_in_clears_and_drops_the_rest_of_the_turn() {
     let (ai, gw) = rig(
         "gemini-live",

@@ -57,6 +57,10 @@ pub struct FakeAiConfig {
     pub delta_ms: u32,
     /// Caller barge-in this long after an answer's first audio went out (first answer only).
     pub barge_in_after: Option<Duration>,
+    /// OpenAI: the first answer is interrupted before any of its audio went out:
+    /// `speech_started` right after `response.created`, then the deltas already in flight, then
+    /// a cancelled `response.done`.
+    pub barge_in_before_audio: bool,
     /// Instead of the first answer: call this tool with these arguments; answer after its result.
     pub tool_call: Option<(String, Value)>,
     pub failure: Option<FakeAiFailure>,
@@ -76,6 +80,7 @@ impl Default for FakeAiConfig {
             answers: 1,
             delta_ms: 100,
             barge_in_after: None,
+            barge_in_before_audio: false,
             tool_call: None,
             failure: None,
             go_away_after: None,

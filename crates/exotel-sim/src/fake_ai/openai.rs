@@ -205,6 +205,12 @@ impl Fake<'_> {
         let item = json!({ "id": iid, "type": "message", "role": "assistant", "status": "in_progress", "content": [] });
         send(ws, json!({ "type": "response.output_item.added", "response_id": rid, "output_index": 0, "item": item }))
             .await?;
+        let early_barge = self.cfg.barge_in_before_audio && n == 1;
+        if early_barge {
+            let started = json!({ "type": "input_audio_buffer.speech_started", "audio_start_ms": 0, "item_id": "item_user_barge" });
+            send(ws, started).await?;
+            self.h.update(|s| s.barge_in_at = Some(std::time::Instant::now()));
+        }
         let chunks = answer_chunks(self.cfg, self.ulaw);
         let per_ms = if self.ulaw { 8 } else { 48 };
         let total: usize = chunks.iter().map(Vec::len).sum();
@@ -225,11 +231,16 @@ impl Fake<'_> {
         }
         send(ws, json!({ "type": "response.output_audio.done", "response_id": rid, "item_id": iid })).await?;
         send(ws, json!({ "type": "response.output_audio_transcript.done", "response_id": rid, "item_id": iid, "transcript": self.cfg.agent_transcript })).await?;
-        send(
-            ws,
-            json!({ "type": "response.done", "response": { "id": rid, "status": "completed", "usage": usage() } }),
-        )
-        .await?;
+        let status = if early_barge {
+            json!({ "status": "cancelled", "status_details": { "type": "cancelled", "reason": "turn_detected" } })
+        } else {
+            json!({ "status": "completed" })
+        };
+        let mut done = json!({ "id": rid, "usage": usage() });
+        if let (Some(d), Some(st)) = (done.as_object_mut(), status.as_object()) {
+            d.extend(st.clone());
+        }
+        send(ws, json!({ "type": "response.done", "response": done })).await?;
         self.schedule.answered(self.cfg, first);
         Ok(())
     }

@@ -205,6 +205,12 @@ impl Wire for OpenAiWire {
         )
     }
 
+    fn cancel(&mut self, response: &str) -> Option<String> {
+        // §A5 step 4: with `interrupt_response` true the server cancels by itself.
+        let interrupts = self.settings.turn_detection.get("interrupt_response").and_then(Value::as_bool);
+        (interrupts == Some(false)).then(|| json!({ "type": "response.cancel", "response_id": response }).to_string())
+    }
+
     fn tool_result(&mut self, id: &str, _name: &str, output: &Value) -> Vec<String> {
         let item = json!({ "type": "function_call_output", "call_id": id, "output": output.to_string() });
         vec![json!({ "type": "conversation.item.create", "item": item }).to_string()]

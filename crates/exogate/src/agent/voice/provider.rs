@@ -84,6 +84,11 @@ pub trait Wire: Send {
     fn truncate(&mut self, _item: &str, _ms: u64) -> Option<String> {
         None
     }
+    /// Barge-in during `response`: stop it, where the provider would not by itself (OpenAI with
+    /// `interrupt_response: false`).
+    fn cancel(&mut self, _response: &str) -> Option<String> {
+        None
+    }
     /// A tool's result; `then_respond` on OpenAI asks for the model's next answer.
     fn tool_result(&mut self, id: &str, name: &str, output: &Value) -> Vec<String>;
     /// OpenAI: after tool results, the model answers only when asked.

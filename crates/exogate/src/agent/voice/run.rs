@@ -69,6 +69,8 @@ struct State {
     interrupted: HashSet<String>,
     /// Gemini has no answer ids: after `interrupted`, audio is dropped until the turn ends.
     dropping_turn: bool,
+    /// Model audio came since the last finished answer (a turn is in progress).
+    turn_audio: bool,
     last_response: Option<String>,
     response_active: bool,
     /// Tool results sent; OpenAI answers only once asked, after the current answer is done.
@@ -97,6 +99,7 @@ pub(crate) async fn run(v: Voice, mut events: CallEvents, ctl: CallControl) {
         open: true,
         interrupted: HashSet::new(),
         dropping_turn: false,
+        turn_audio: false,
         last_response: None,
         response_active: false,
         respond_after: false,
@@ -229,6 +232,7 @@ impl State {
                 if self.dropping_turn || response.as_ref().is_some_and(|r| self.interrupted.contains(r)) {
                     return;
                 }
+                self.turn_audio = true;
                 if response.is_some() {
                     self.last_response = response;
                 }
@@ -250,6 +254,7 @@ impl State {
             Event::ResponseDone { failed, .. } => {
                 self.response_active = false;
                 self.dropping_turn = false;
+                self.turn_audio = false;
                 if let Some(reason) = failed {
                     return self.ctl.fail(format!("provider error: {reason}"));
                 }
@@ -280,11 +285,16 @@ impl State {
     async fn barge_in(&mut self) {
         self.last_voice = Instant::now();
         self.nudged = false;
-        if self.ctl.queued().is_zero() {
-            // Nothing is playing (Gemini can report a phantom interruption after its greeting).
+        let playing = !self.ctl.queued().is_zero();
+        // An answer still being generated is cut too, queued audio or not: its deltas already in
+        // flight must not play.
+        if !playing && !self.response_active && !self.turn_audio {
+            // Nothing playing or coming (Gemini can report a phantom interruption after its greeting).
             return;
         }
-        self.ctl.clear();
+        if playing {
+            self.ctl.clear();
+        }
         let heard = self.playout.heard(Instant::now());
         let mut detail = json!({});
         if let Some(h) = heard.filter(|h| h.cut) {
@@ -298,9 +308,17 @@ impl State {
                 if self.interrupted.len() > 256 {
                     self.interrupted.clear();
                 }
+                if self.response_active {
+                    // With `interrupt_response: false` the provider keeps generating unless told.
+                    if let Some(m) = self.v.wire.cancel(&r) {
+                        self.send(m).await;
+                    }
+                }
                 self.interrupted.insert(r);
             }
-            None => self.dropping_turn = true,
+            // Gemini has no ids: drop the rest of a turn still coming. A finished turn only had
+            // its queued audio to clear, and the next one must not be dropped.
+            None => self.dropping_turn = self.turn_audio,
         }
         self.v.wire.reset_output();
         self.playout.clear();
