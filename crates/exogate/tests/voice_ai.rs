@@ -401,6 +401,13 @@ async fn openai_failures_give_the_fallback_with_the_reason_on_the_call_log() {
         ("openai-realtime", None, true, "refused the API key (HTTP 401)"),
         ("openai-realtime", Some(FakeAiFailure::RateLimit), false, "rate_limit_exceeded"),
         ("openai-realtime", Some(FakeAiFailure::CloseAfter(Duration::from_millis(500))), false, "1011"),
+        // At once, with the provider's code and message: not a timeout after connect_timeout.
+        (
+            "openai-realtime",
+            Some(FakeAiFailure::RefuseSetup),
+            false,
+            "refused the session setup: invalid_value: Invalid value: 'nobody'",
+        ),
     ])
     .await;
 }

@@ -40,6 +40,9 @@ pub enum FakeAiFailure {
     CloseAfter(Duration),
     /// Unreadable messages, starting this long after the session is ready.
     Garbage(Duration),
+    /// OpenAI: `session.update` is answered with an `error` (`invalid_value`) and nothing is
+    /// applied, as the real service does with a field it refuses.
+    RefuseSetup,
 }
 
 #[derive(Debug, Clone)]

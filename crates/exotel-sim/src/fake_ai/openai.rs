@@ -114,6 +114,14 @@ impl Fake<'_> {
             let e = error("missing_required_parameter", "session.type", "Missing required parameter: 'session.type'.");
             return send(ws, e).await;
         }
+        if self.cfg.failure == Some(FakeAiFailure::RefuseSetup) {
+            let e = error(
+                "invalid_value",
+                "session.audio.output.voice",
+                "Invalid value: 'nobody'. Supported values are: 'alloy', 'marin' and 'cedar'.",
+            );
+            return send(ws, e).await;
+        }
         if session.get("temperature").is_some() {
             return send(
                 ws,
