@@ -559,6 +559,31 @@ async fn a_greeting_makes_the_agent_speak_first() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_response_create_is_sent_again_after_the_running_answer() {
+    // The greeting's response.create meets an answer VAD already started (§A6): it is asked
+    // again once that answer is done, and the greeting is heard.
+    let ai = fake(FakeAiConfig {
+        busy_first_create: true,
+        answer_after: Duration::from_secs(10),
+        ..FakeAiConfig::default()
+    })
+    .await;
+    let gw = TestGateway::start().await;
+    gw.create_agent("asha", "openai-realtime", settings(&ai, "openai-realtime", json!({ "greeting": "Namaste." })))
+        .await;
+    let mut cfg = call(&gw, "asha", SampleRate::Hz8000, "caller-order-status-8k.wav");
+    cfg.audio = AudioSource::Silence { ms: 4000 };
+    let (report, session, _) = ai_call(&gw, &ai, cfg).await;
+    let asks: Vec<&Value> = session
+        .messages
+        .iter()
+        .filter(|m| m["type"] == "response.create" && m.to_string().contains("Namaste."))
+        .collect();
+    assert_eq!(asks.len(), 2, "refused once, asked again: {:?}", session.messages);
+    assert!(report.first_audio_latency.is_some_and(|l| l < Duration::from_secs(3)), "the greeting was heard");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_caller_is_nudged_once_then_the_call_ends_politely() {
     let (ai, gw) = rig(
         "openai-realtime",

@@ -64,6 +64,10 @@ pub struct FakeAiConfig {
     /// `speech_started` right after `response.created`, then the deltas already in flight, then
     /// a cancelled `response.done`.
     pub barge_in_before_audio: bool,
+    /// OpenAI: the client's first `response.create` finds an answer already running (VAD
+    /// started it): refused with `conversation_already_has_active_response`, then that answer
+    /// ends with `response.done`.
+    pub busy_first_create: bool,
     /// Instead of the first answer: call this tool with these arguments; answer after its result.
     pub tool_call: Option<(String, Value)>,
     pub failure: Option<FakeAiFailure>,
@@ -84,6 +88,7 @@ impl Default for FakeAiConfig {
             delta_ms: 100,
             barge_in_after: None,
             barge_in_before_audio: false,
+            busy_first_create: false,
             tool_call: None,
             failure: None,
             go_away_after: None,

@@ -24,6 +24,7 @@ struct Fake<'a> {
     responses: u64,
     tool_called: bool,
     failed: bool,
+    busy_sent: bool,
 }
 
 pub(super) async fn serve(mut ws: Ws, cfg: &FakeAiConfig, h: &SessionHandle) -> String {
@@ -38,6 +39,7 @@ pub(super) async fn serve(mut ws: Ws, cfg: &FakeAiConfig, h: &SessionHandle) -> 
         responses: 0,
         tool_called: false,
         failed: false,
+        busy_sent: false,
     };
     let created = json!({ "type": "session.created", "event_id": "event_0", "session": { "type": "realtime", "id": "sess_fake" } });
     if send(&mut ws, created).await.is_err() {
@@ -85,6 +87,15 @@ impl Side for Fake<'_> {
         self.h.update(|s| s.messages.push(v.clone()));
         match kind.as_str() {
             "session.update" => self.on_session_update(ws, &v).await,
+            "response.create" if self.cfg.busy_first_create && !self.busy_sent => {
+                self.busy_sent = true;
+                let running = "resp_vad";
+                send(ws, json!({ "type": "response.created", "response": { "id": running, "status": "in_progress" } }))
+                    .await?;
+                let err = json!({ "type": "error", "error": { "type": "invalid_request_error", "code": "conversation_already_has_active_response", "message": "Conversation already has an active response in progress: resp_vad. Wait until the response is finished before creating a new one.", "event_id": v["event_id"] } });
+                send(ws, err).await?;
+                send(ws, json!({ "type": "response.done", "response": { "id": running, "status": "completed", "output": [] } })).await
+            }
             "response.create" => self.respond(ws).await,
             "conversation.item.create" => {
                 if v["item"]["type"] == "function_call_output" {

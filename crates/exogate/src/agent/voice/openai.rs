@@ -191,7 +191,13 @@ impl Wire for OpenAiWire {
                 let code = e["code"].as_str().unwrap_or_default();
                 let message = e["message"].as_str().unwrap_or_default();
                 let text = format!("{}{}{message}", code, if code.is_empty() { "" } else { ": " });
-                out.push(if FATAL_CODES.contains(&code) { Event::Fatal(text) } else { Event::Warning(text) });
+                out.push(if FATAL_CODES.contains(&code) {
+                    Event::Fatal(text)
+                } else if code == "conversation_already_has_active_response" {
+                    Event::ResponseBusy
+                } else {
+                    Event::Warning(text)
+                });
             }
             _ => {}
         }
@@ -284,6 +290,7 @@ mod tests {
             json!({ "type": "response.done", "response": { "id": "r1", "status": "failed", "status_details": { "error": { "code": "rate_limit_exceeded", "message": "slow down" } }, "usage": { "total_tokens": 5 } } }),
             json!({ "type": "error", "error": { "code": "invalid_api_key", "message": "bad key" } }),
             json!({ "type": "error", "error": { "code": "response_cancel_not_active", "message": "none" } }),
+            json!({ "type": "error", "error": { "code": "conversation_already_has_active_response", "message": "busy" } }),
         ] {
             w.parse(&e.to_string(), &mut ev).unwrap();
         }
@@ -303,6 +310,7 @@ mod tests {
         );
         assert!(matches!(&ev[8], Event::Fatal(m) if m.contains("bad key")));
         assert!(matches!(&ev[9], Event::Warning(_)));
+        assert_eq!(ev[10], Event::ResponseBusy);
         assert!(w.parse("garbage", &mut ev).is_err());
     }
 }

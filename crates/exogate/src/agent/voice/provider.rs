@@ -49,6 +49,8 @@ pub enum Event {
         response: Option<String>,
         failed: Option<String>,
     },
+    /// OpenAI refused a `response.create`: an answer is already running.
+    ResponseBusy,
     ToolCall {
         id: String,
         name: String,

@@ -47,6 +47,63 @@ struct PendingEnd {
     deadline: Instant,
 }
 
+/// A request for the model's next answer (OpenAI `response.create`, or Gemini text).
+#[derive(Debug, Clone, PartialEq)]
+struct Ask {
+    msgs: Vec<String>,
+    /// Instructions for what to say (greeting, nudge, goodbye), not only "answer now".
+    speech: bool,
+}
+
+/// OpenAI runs one answer at a time: a `response.create` while one runs is refused with
+/// `conversation_already_has_active_response` (§A6). An ask made then, or refused so, waits for
+/// that answer's `response.done`. Gemini never reports an answer running, so its asks go at once.
+#[derive(Debug, Default)]
+struct Asks {
+    active: bool,
+    deferred: Option<Ask>,
+    /// The last ask sent, to send again if it is refused.
+    last: Option<Ask>,
+}
+
+impl Asks {
+    /// What to send now, if anything.
+    fn ask(&mut self, ask: Ask) -> Option<Vec<String>> {
+        if self.active {
+            self.defer(ask);
+            return None;
+        }
+        self.last = Some(ask.clone());
+        Some(ask.msgs)
+    }
+
+    fn defer(&mut self, ask: Ask) {
+        // Words to say (a goodbye) win over a bare "answer now", which they include.
+        if ask.speech || !self.deferred.as_ref().is_some_and(|d| d.speech) {
+            self.deferred = Some(ask);
+        }
+    }
+
+    fn started(&mut self) {
+        self.active = true;
+    }
+
+    /// The last ask was refused: an answer is running after all (VAD started one).
+    fn busy(&mut self) {
+        self.active = true;
+        if let Some(ask) = self.last.take() {
+            self.defer(ask);
+        }
+    }
+
+    /// The running answer is over: the ask that waited for it, to send now.
+    fn done(&mut self) -> Option<Vec<String>> {
+        self.active = false;
+        let ask = self.deferred.take()?;
+        self.ask(ask)
+    }
+}
+
 type ToolFuture = BoxFuture<'static, (String, String, Value)>;
 
 pub(crate) struct Voice {
@@ -72,9 +129,7 @@ struct State {
     /// Model audio came since the last finished answer (a turn is in progress).
     turn_audio: bool,
     last_response: Option<String>,
-    response_active: bool,
-    /// Tool results sent; OpenAI answers only once asked, after the current answer is done.
-    respond_after: bool,
+    asks: Asks,
     pending_end: Option<PendingEnd>,
     tools: FuturesUnordered<ToolFuture>,
     cancelled_tools: HashSet<String>,
@@ -101,8 +156,7 @@ pub(crate) async fn run(v: Voice, mut events: CallEvents, ctl: CallControl) {
         dropping_turn: false,
         turn_audio: false,
         last_response: None,
-        response_active: false,
-        respond_after: false,
+        asks: Asks::default(),
         pending_end: None,
         tools: FuturesUnordered::new(),
         cancelled_tools: HashSet::new(),
@@ -122,7 +176,7 @@ pub(crate) async fn run(v: Voice, mut events: CallEvents, ctl: CallControl) {
     if let Some(greeting) = s.v.settings.greeting.clone() {
         let greeting = super::template::fill(&greeting, &s.v.call);
         let msgs = s.v.wire.speak(&format!("Start the call now by saying this to the caller: {greeting}"));
-        s.send_all(msgs).await;
+        s.ask(Ask { msgs, speech: true }).await;
     }
     loop {
         let deadline = s.next_deadline();
@@ -246,28 +300,30 @@ impl State {
             }
             Event::BargeIn => self.barge_in().await,
             Event::ResponseStarted(id) => {
-                self.response_active = true;
+                self.asks.started();
                 if id.is_some() {
                     self.last_response = id;
                 }
             }
             Event::ResponseDone { failed, .. } => {
-                self.response_active = false;
                 self.dropping_turn = false;
                 self.turn_audio = false;
+                let next = self.asks.done();
                 if let Some(reason) = failed {
                     return self.ctl.fail(format!("provider error: {reason}"));
                 }
-                if self.respond_after {
-                    self.respond_after = false;
-                    if let Some(m) = self.v.wire.respond() {
-                        self.send(m).await;
+                if let Some(msgs) = next {
+                    // The answer asked for comes after this one: that is the goodbye, if any.
+                    if let Some(end) = self.pending_end.as_mut() {
+                        end.spoke = false;
                     }
+                    return self.send_all(msgs).await;
                 }
                 if self.pending_end.as_ref().is_some_and(|e| e.spoke) {
                     self.finish_end();
                 }
             }
+            Event::ResponseBusy => self.asks.busy(),
             Event::ToolCall { id, name, args } => self.tool_call(id, name, args).await,
             Event::ToolCancelled(ids) => self.cancelled_tools.extend(ids),
             Event::Transcript { speaker, text } => self.ctl.transcript(speaker.as_str(), text),
@@ -288,7 +344,7 @@ impl State {
         let playing = !self.ctl.queued().is_zero();
         // An answer still being generated is cut too, queued audio or not: its deltas already in
         // flight must not play.
-        if !playing && !self.response_active && !self.turn_audio {
+        if !playing && !self.asks.active && !self.turn_audio {
             // Nothing playing or coming (Gemini can report a phantom interruption after its greeting).
             return;
         }
@@ -308,7 +364,7 @@ impl State {
                 if self.interrupted.len() > 256 {
                     self.interrupted.clear();
                 }
-                if self.response_active {
+                if self.asks.active {
                     // With `interrupt_response: false` the provider keeps generating unless told.
                     if let Some(m) = self.v.wire.cancel(&r) {
                         self.send(m).await;
@@ -383,12 +439,16 @@ impl State {
         self.ask_for_answer().await;
     }
 
-    /// OpenAI answers only when asked, and not while an answer is running: then once it is done.
+    /// OpenAI answers only when asked (after tool results, a key press).
     async fn ask_for_answer(&mut self) {
-        if self.response_active {
-            self.respond_after = true;
-        } else if let Some(m) = self.v.wire.respond() {
-            self.send(m).await;
+        if let Some(m) = self.v.wire.respond() {
+            self.ask(Ask { msgs: vec![m], speech: false }).await;
+        }
+    }
+
+    async fn ask(&mut self, ask: Ask) {
+        if let Some(msgs) = self.asks.ask(ask) {
+            self.send_all(msgs).await;
         }
     }
 
@@ -443,7 +503,7 @@ impl State {
         let Some(silence) = self.v.settings.silence else { return };
         // The agent speaking is no silence of the caller's.
         let playing = self.ctl.queued();
-        if !playing.is_zero() || self.response_active {
+        if !playing.is_zero() || self.asks.active {
             self.last_voice = now + playing;
             return;
         }
@@ -456,7 +516,7 @@ impl State {
             self.ctl.record("silence", json!({ "secs": silence.as_secs(), "action": "nudge" }));
             let msgs =
                 self.v.wire.speak("The caller has been silent for a while. Briefly ask whether they are still there.");
-            self.send_all(msgs).await;
+            self.ask(Ask { msgs, speech: true }).await;
         } else {
             self.ctl.record("silence", json!({ "secs": silence.as_secs(), "action": "end" }));
             self.say_goodbye("The caller is not responding. Say a short, polite goodbye now.").await;
@@ -465,8 +525,10 @@ impl State {
 
     async fn say_goodbye(&mut self, instruction: &str) {
         self.end_after_goodbye(Ending::HangUp("polite end"));
+        // Through the same queue as every ask: sent now, an answer already running would
+        // refuse it.
         let msgs = self.v.wire.speak(instruction);
-        self.send_all(msgs).await;
+        self.ask(Ask { msgs, speech: true }).await;
     }
 
     async fn garbage(&mut self, reason: &str) {
@@ -508,7 +570,10 @@ impl State {
                     let _ = timeout(CLOSE_WAIT, old.close(None)).await;
                 }
                 self.open = true;
-                self.response_active = false;
+                // Nothing runs on a new connection: what waited for an answer to end goes now.
+                if let Some(msgs) = self.asks.done() {
+                    Box::pin(self.send_all(msgs)).await;
+                }
                 self.ctl.record("provider-reconnected", json!({ "resumed": self.resume.is_some() }));
                 Box::pin(self.handle(early)).await;
             }
@@ -552,4 +617,32 @@ fn truncate_json(v: &Value) -> Value {
     }
     let cut = (0..=2000).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0);
     Value::String(format!("{}…", &text[..cut]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ask(text: &str, speech: bool) -> Ask {
+        Ask { msgs: vec![text.to_string()], speech }
+    }
+
+    #[test]
+    fn an_ask_waits_for_the_running_answer_and_a_refused_one_is_sent_again() {
+        let mut a = Asks::default();
+        assert_eq!(a.ask(ask("greet", true)), Some(vec!["greet".to_string()]));
+        // VAD started an answer first: the greeting was refused, and goes after that answer.
+        a.busy();
+        assert_eq!(a.ask(ask("respond", false)), None, "nothing while an answer runs");
+        assert_eq!(a.done(), Some(vec!["greet".to_string()]), "the greeting, not the bare ask it covers");
+        assert_eq!(a.done(), None);
+        // The time-limit goodbye while an answer runs: after it, and it wins over a bare ask.
+        a.started();
+        assert_eq!(a.ask(ask("goodbye", true)), None);
+        assert_eq!(a.ask(ask("respond", false)), None);
+        assert_eq!(a.done(), Some(vec!["goodbye".to_string()]));
+        a.started();
+        assert_eq!(a.ask(ask("respond", false)), None);
+        assert_eq!(a.done(), Some(vec!["respond".to_string()]));
+    }
 }
