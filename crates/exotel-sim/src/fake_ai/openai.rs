@@ -215,6 +215,12 @@ impl Fake<'_> {
             let arguments = args.to_string();
             send(ws, json!({ "type": "response.function_call_arguments.delta", "response_id": rid, "item_id": iid, "output_index": 0, "call_id": call_id, "delta": arguments })).await?;
             send(ws, json!({ "type": "response.function_call_arguments.done", "response_id": rid, "item_id": iid, "output_index": 0, "call_id": call_id, "name": name, "arguments": arguments })).await?;
+            let done = json!({ "id": iid, "type": "function_call", "status": "completed", "call_id": call_id, "name": name, "arguments": arguments });
+            send(
+                ws,
+                json!({ "type": "response.output_item.done", "response_id": rid, "output_index": 0, "item": done }),
+            )
+            .await?;
             return send(
                 ws,
                 json!({ "type": "response.done", "response": { "id": rid, "status": "completed", "usage": usage() } }),

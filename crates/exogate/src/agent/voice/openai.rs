@@ -3,6 +3,7 @@
 //! API takes no 8 kHz PCM); 16 and 24 kHz calls speak PCM16 at 24 kHz.
 //! See shared/providers/VOICE-AI-PROVIDERS.md §A.
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use base64::Engine;
@@ -33,7 +34,16 @@ pub struct OpenAiWire {
     down: Option<Resampler>,
     instructions: String,
     buf: Vec<u8>,
+    /// Function calls announced by `response.output_item.added`, by `call_id`: their names, for
+    /// a `.done` that lacks one.
+    calls: HashMap<String, String>,
+    /// Calls already handed on: `function_call_arguments.done` and `output_item.done` both
+    /// carry a finished call, and it runs once.
+    called: VecDeque<String>,
 }
+
+/// Remembered call ids, a bound for a peer that never finishes its calls.
+const MAX_CALLS: usize = 64;
 
 impl OpenAiWire {
     pub fn new(settings: Arc<VoiceSettings>, rate: SampleRate) -> Self {
@@ -41,7 +51,16 @@ impl OpenAiWire {
             SampleRate::Hz16000 => (Resampler::new(16_000, 24_000).ok(), Resampler::new(24_000, 16_000).ok()),
             _ => (None, None),
         };
-        Self { settings, rate, up, down, instructions: String::new(), buf: Vec::new() }
+        Self {
+            settings,
+            rate,
+            up,
+            down,
+            instructions: String::new(),
+            buf: Vec::new(),
+            calls: HashMap::new(),
+            called: VecDeque::new(),
+        }
     }
 
     fn ulaw(&self) -> bool {
@@ -71,6 +90,30 @@ impl OpenAiWire {
             td.remove("eagerness");
         }
         Value::Object(td)
+    }
+}
+
+impl OpenAiWire {
+    /// A finished function call, from `.arguments.done` or `output_item.done`, whichever first.
+    fn call_done(&mut self, call_id: Option<&str>, name: Option<&str>, arguments: Option<&str>, out: &mut Vec<Event>) {
+        let id = call_id.unwrap_or_default().to_string();
+        if !id.is_empty() && self.called.contains(&id) {
+            return;
+        }
+        let known = self.calls.remove(&id);
+        let name = name.filter(|n| !n.is_empty()).map(str::to_string).or(known).unwrap_or_default();
+        if !id.is_empty() {
+            if self.called.len() >= MAX_CALLS {
+                self.called.pop_front();
+            }
+            self.called.push_back(id.clone());
+        }
+        let args = match arguments {
+            Some(a) if a.trim().is_empty() => Ok(json!({})),
+            Some(a) => serde_json::from_str(a).map_err(|e| format!("arguments are not JSON: {e}")),
+            None => Ok(json!({})),
+        };
+        out.push(Event::ToolCall { id, name, args });
     }
 }
 
@@ -166,15 +209,22 @@ impl Wire for OpenAiWire {
                 }
                 out.push(Event::ResponseDone { response: r["id"].as_str().map(str::to_string), failed });
             }
+            "response.output_item.added" if v["item"]["type"] == "function_call" => {
+                let item = &v["item"];
+                if let (Some(id), Some(name)) = (item["call_id"].as_str(), item["name"].as_str()) {
+                    if self.calls.len() >= MAX_CALLS {
+                        self.calls.clear();
+                    }
+                    self.calls.insert(id.to_string(), name.to_string());
+                }
+            }
             "response.function_call_arguments.done" => {
-                let id = s("call_id").unwrap_or_default();
-                let name = s("name").unwrap_or_default();
-                let args = match v.get("arguments").and_then(Value::as_str) {
-                    Some(a) if a.trim().is_empty() => Ok(json!({})),
-                    Some(a) => serde_json::from_str(a).map_err(|e| format!("arguments are not JSON: {e}")),
-                    None => Ok(json!({})),
-                };
-                out.push(Event::ToolCall { id, name, args });
+                let args = v.get("arguments").and_then(Value::as_str);
+                self.call_done(v["call_id"].as_str(), v["name"].as_str(), args, out);
+            }
+            "response.output_item.done" if v["item"]["type"] == "function_call" => {
+                let item = &v["item"];
+                self.call_done(item["call_id"].as_str(), item["name"].as_str(), item["arguments"].as_str(), out);
             }
             "conversation.item.input_audio_transcription.completed" => {
                 if let Some(t) = s("transcript").filter(|t| !t.trim().is_empty()) {
@@ -312,5 +362,29 @@ mod tests {
         assert!(matches!(&ev[9], Event::Warning(_)));
         assert_eq!(ev[10], Event::ResponseBusy);
         assert!(w.parse("garbage", &mut ev).is_err());
+    }
+
+    #[test]
+    fn a_function_call_runs_once_with_its_name_from_wherever_it_came() {
+        let mut w = wire(SampleRate::Hz8000);
+        let mut ev = Vec::new();
+        for e in [
+            // The name only in output_item.added; .done without one, then output_item.done.
+            json!({ "type": "response.output_item.added", "item": { "id": "i1", "type": "function_call", "call_id": "c1", "name": "end_call", "arguments": "" } }),
+            json!({ "type": "response.function_call_arguments.done", "call_id": "c1", "arguments": "{}" }),
+            json!({ "type": "response.output_item.done", "item": { "type": "function_call", "call_id": "c1", "name": "end_call", "arguments": "{}" } }),
+            // Only output_item.done.
+            json!({ "type": "response.output_item.done", "item": { "type": "function_call", "call_id": "c2", "name": "lookup", "arguments": "{\"n\":1}" } }),
+            json!({ "type": "response.output_item.done", "item": { "type": "message", "id": "i3" } }),
+        ] {
+            w.parse(&e.to_string(), &mut ev).unwrap();
+        }
+        assert_eq!(
+            ev,
+            [
+                Event::ToolCall { id: "c1".into(), name: "end_call".into(), args: Ok(json!({})) },
+                Event::ToolCall { id: "c2".into(), name: "lookup".into(), args: Ok(json!({ "n": 1 })) },
+            ]
+        );
     }
 }
