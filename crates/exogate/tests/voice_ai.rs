@@ -679,6 +679,41 @@ async fn gemini_go_away_resumes_the_session_on_a_new_connection() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gemini_go_away_mid_answer_moves_after_the_turn_with_the_handle_that_covers_it() {
+    // goAway (timeLeft 20 s) halfway through a 2 s answer: the rest of the answer is still
+    // played, and the move waits for turnComplete and the handle sent after it.
+    let (ai, gw) = rig(
+        "gemini-live",
+        "gem",
+        FakeAiConfig {
+            go_away_in_answer: true,
+            go_away_time_left: Duration::from_secs(20),
+            answer_pcm24: exotel_sim::tone(300.0, 2000, SampleRate::Hz24000),
+            ..FakeAiConfig::default()
+        },
+        json!({}),
+    )
+    .await;
+    // 1.5 s of caller audio: one answer (after 1 s), none on the new connection.
+    let mut cfg = call(&gw, "gem", SampleRate::Hz8000, "caller-order-status-8k.wav");
+    cfg.audio = AudioSource::Tone { hz: 440.0, ms: 1500 };
+    let call_sid = cfg.call_sid.clone();
+    let report = run_call(cfg).await.unwrap();
+    assert_legal(&report);
+    let heard = pcm_ms(report.received_pcm.len(), SampleRate::Hz8000);
+    assert!(heard >= 1900, "{heard} ms of the 2 s answer reached the caller");
+    let sessions = ai.wait_ended(2, Duration::from_secs(10)).await;
+    assert_eq!(sessions.len(), 2, "one move");
+    assert_eq!(ai.sessions()[1].answers_ms.len(), 0, "the answer came on the first connection only");
+    let resumed = &ai.sessions()[1].setup.clone().unwrap()["setup"]["sessionResumption"]["handle"];
+    assert_eq!(resumed, "fake-handle-2", "the handle sent after the answer's turnComplete");
+    let row = gw.call(&call_sid).await;
+    assert!(row["agent_failure"].is_null(), "{row}");
+    let events = timeline(&gw, &row).await;
+    assert!(events.iter().any(|e| e["kind"] == "provider-go-away" && e["detail"]["time_left_ms"] == 20_000));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failure_prompt_plays_before_the_hang_up() {
     let ai = fake(FakeAiConfig::default()).await;
     let gw = TestGateway::start().await;

@@ -14,9 +14,6 @@ use super::{
     Due, FakeAiConfig, FakeAiFailure, Schedule, SessionHandle, Side, Ws, answer_chunks, close, drive, earliest,
 };
 
-/// After `goAway`, how long until the fake closes the connection.
-const GO_AWAY_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
-
 struct Fake<'a> {
     cfg: &'a FakeAiConfig,
     h: &'a SessionHandle,
@@ -52,7 +49,7 @@ async fn send(ws: &mut Ws, v: Value) -> Result<(), String> {
 impl Side for Fake<'_> {
     fn next_wake(&self) -> Option<Instant> {
         let go_away = match (self.went_away, self.cfg.go_away_after, self.schedule.ready_at) {
-            (Some(at), _, _) => Some(at + GO_AWAY_GRACE),
+            (Some(at), _, _) => Some(at + self.cfg.go_away_time_left),
             (None, Some(d), Some(r)) => Some(r + d),
             _ => None,
         };
@@ -74,11 +71,10 @@ impl Side for Fake<'_> {
             }
         }
         match (self.went_away, self.cfg.go_away_after, self.schedule.ready_at) {
-            (Some(at), _, _) if now >= at + GO_AWAY_GRACE => return Err(close(ws, 1000, "session time is up").await),
-            (None, Some(d), Some(r)) if now >= r + d => {
-                self.went_away = Some(now);
-                send(ws, json!({ "goAway": { "timeLeft": "2s" } })).await?;
+            (Some(at), _, _) if now >= at + self.cfg.go_away_time_left => {
+                return Err(close(ws, 1000, "session time is up").await);
             }
+            (None, Some(d), Some(r)) if now >= r + d => self.go_away(ws).await?,
             _ => {}
         }
         Ok(())
@@ -134,6 +130,12 @@ impl Side for Fake<'_> {
 }
 
 impl Fake<'_> {
+    async fn go_away(&mut self, ws: &mut Ws) -> Result<(), String> {
+        self.went_away = Some(Instant::now());
+        let left = format!("{}s", self.cfg.go_away_time_left.as_secs_f64());
+        send(ws, json!({ "goAway": { "timeLeft": left } })).await
+    }
+
     async fn new_handle(&mut self, ws: &mut Ws) -> Result<(), String> {
         self.handles += 1;
         let update = json!({ "newHandle": format!("fake-handle-{}", self.handles), "resumable": true });
@@ -181,7 +183,10 @@ impl Fake<'_> {
             s.answers_started.push(std::time::Instant::now());
             s.answers_ms.push((total / 48) as u64);
         });
-        for chunk in &chunks {
+        for (i, chunk) in chunks.iter().enumerate() {
+            if self.cfg.go_away_in_answer && self.went_away.is_none() && i == chunks.len() / 2 {
+                self.go_away(ws).await?;
+            }
             let part = json!({ "inlineData": { "mimeType": "audio/pcm;rate=24000", "data": B64.encode(chunk) } });
             send(ws, json!({ "serverContent": { "modelTurn": { "role": "model", "parts": [part] } } })).await?;
         }

@@ -74,6 +74,11 @@ pub struct FakeAiConfig {
     /// Gemini: `goAway` this long after the session is ready, then a close 2 s later (the
     /// connection's time is up; the client should resume on a new one).
     pub go_away_after: Option<Duration>,
+    /// Gemini: `goAway` halfway through the first answer's audio instead (the rest and
+    /// `turnComplete` follow on the same connection).
+    pub go_away_in_answer: bool,
+    /// Gemini: the `timeLeft` a `goAway` announces; the connection closes when it has passed.
+    pub go_away_time_left: Duration,
     pub agent_transcript: String,
     pub caller_transcript: String,
 }
@@ -92,6 +97,8 @@ impl Default for FakeAiConfig {
             tool_call: None,
             failure: None,
             go_away_after: None,
+            go_away_in_answer: false,
+            go_away_time_left: Duration::from_secs(2),
             agent_transcript: "Hello! How can I help you today?".into(),
             caller_transcript: "Hi, I have a question.".into(),
         }

@@ -68,8 +68,8 @@ pub enum Event {
     Fatal(String),
     /// Gemini: a handle to resume the session on a new connection.
     Resumable(String),
-    /// Gemini: the connection will close soon.
-    GoAway,
+    /// Gemini: the connection will close soon, in this long if the provider said.
+    GoAway(Option<std::time::Duration>),
 }
 
 /// One provider's protocol. Outgoing messages are JSON texts.

@@ -28,6 +28,12 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 const GOODBYE_WAIT: Duration = Duration::from_secs(10);
 /// Webhook tools running at once per call; more get an error result at once.
 const MAX_TOOLS_IN_FLIGHT: usize = 4;
+/// After `goAway`, switch connections this long before the old one's time is up.
+const GO_AWAY_MARGIN: Duration = Duration::from_secs(3);
+/// `goAway` without a readable `timeLeft`: the doc's "about 60 s", less a good margin.
+const GO_AWAY_DEFAULT: Duration = Duration::from_secs(30);
+/// After a turn completes, how long to wait for the handle that covers it before switching.
+const HANDLE_WAIT: Duration = Duration::from_millis(500);
 /// Caller audio per message to the provider.
 const FORWARD_MS: usize = 100;
 /// Caller audio louder than this (peak, PCM16) counts as the caller speaking.
@@ -104,6 +110,27 @@ impl Asks {
     }
 }
 
+/// A planned move to a new connection (Gemini `goAway`, §B9).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Switch {
+    /// Switch by then whatever is going on: the old connection's time is nearly up.
+    deadline: Instant,
+    /// A turn completed with no tool running: switch at the next resumption handle (it covers
+    /// that turn) or soon after.
+    between_turns: Option<Instant>,
+}
+
+impl Switch {
+    fn new(now: Instant, time_left: Option<Duration>) -> Self {
+        let left = time_left.unwrap_or(GO_AWAY_DEFAULT);
+        Self { deadline: now + left.saturating_sub(GO_AWAY_MARGIN), between_turns: None }
+    }
+
+    fn at(&self) -> Instant {
+        self.between_turns.map_or(self.deadline, |t| t.min(self.deadline))
+    }
+}
+
 type ToolFuture = BoxFuture<'static, (String, String, Value)>;
 
 pub(crate) struct Voice {
@@ -134,6 +161,8 @@ struct State {
     tools: FuturesUnordered<ToolFuture>,
     cancelled_tools: HashSet<String>,
     resume: Option<String>,
+    /// Gemini said the connection ends soon: switch by then, between turns if one comes.
+    switch: Option<Switch>,
     reconnected: bool,
     garbage_run: u32,
     last_voice: Instant,
@@ -161,6 +190,7 @@ pub(crate) async fn run(v: Voice, mut events: CallEvents, ctl: CallControl) {
         tools: FuturesUnordered::new(),
         cancelled_tools: HashSet::new(),
         resume: None,
+        switch: None,
         reconnected: false,
         garbage_run: 0,
         last_voice: Instant::now(),
@@ -271,6 +301,10 @@ impl State {
             Err(e) => return self.garbage(&e).await,
         }
         self.handle(batch).await;
+        // After the whole message: a handle later in it is one to resume with.
+        if self.switch.is_some_and(|sw| sw.at() <= Instant::now()) {
+            self.planned_switch().await;
+        }
     }
 
     async fn handle(&mut self, batch: Vec<Event>) {
@@ -287,6 +321,9 @@ impl State {
                     return;
                 }
                 self.turn_audio = true;
+                if let Some(sw) = self.switch.as_mut() {
+                    sw.between_turns = None;
+                }
                 if response.is_some() {
                     self.last_response = response;
                 }
@@ -308,6 +345,11 @@ impl State {
             Event::ResponseDone { failed, .. } => {
                 self.dropping_turn = false;
                 self.turn_audio = false;
+                if let Some(sw) = self.switch.as_mut() {
+                    if self.tools.is_empty() && sw.between_turns.is_none() {
+                        sw.between_turns = Some(Instant::now() + HANDLE_WAIT);
+                    }
+                }
                 let next = self.asks.done();
                 if let Some(reason) = failed {
                     return self.ctl.fail(format!("provider error: {reason}"));
@@ -333,8 +375,21 @@ impl State {
                 self.ctl.record("provider-warning", json!({ "message": w }));
             }
             Event::Fatal(reason) => self.ctl.fail(format!("provider error: {reason}")),
-            Event::Resumable(handle) => self.resume = Some(handle),
-            Event::GoAway => self.reconnect().await,
+            Event::Resumable(handle) => {
+                self.resume = Some(handle);
+                if let Some(sw) = self.switch.as_mut().filter(|sw| sw.between_turns.is_some()) {
+                    // The handle covering the finished turn: nothing is lost by moving now.
+                    sw.between_turns = Some(Instant::now());
+                }
+            }
+            Event::GoAway(left) => {
+                if self.switch.is_none() {
+                    self.ctl.record("provider-go-away", json!({ "time_left_ms": left.map(|d| d.as_millis() as u64) }));
+                    // Not at once: that would cut the answer being spoken. Between turns, or
+                    // just before the time is up.
+                    self.switch = Some(Switch::new(Instant::now(), left));
+                }
+            }
         }
     }
 
@@ -476,6 +531,9 @@ impl State {
     fn next_deadline(&self) -> Option<Instant> {
         let mut d: Option<Instant> = self.pending_end.as_ref().map(|e| e.deadline);
         let mut consider = |t: Instant| d = Some(d.map_or(t, |d| d.min(t)));
+        if let Some(sw) = &self.switch {
+            consider(sw.at());
+        }
         if self.pending_end.is_none() {
             if let Some(silence) = self.v.settings.silence {
                 consider(self.last_voice + silence);
@@ -489,6 +547,9 @@ impl State {
 
     async fn on_timer(&mut self) {
         let now = Instant::now();
+        if self.switch.is_some_and(|sw| sw.at() <= now) {
+            return self.planned_switch().await;
+        }
         if let Some(end) = &self.pending_end {
             if now >= end.deadline {
                 self.finish_end();
@@ -547,6 +608,10 @@ impl State {
         if self.ctl.end().is_some() {
             return;
         }
+        if self.switch.is_some() && !is_final(&reason) {
+            // The connection went as announced, before we moved: the planned move, now.
+            return self.planned_switch().await;
+        }
         // A refused key or an exhausted quota won't heal by dialing again.
         if self.reconnected || is_final(&reason) {
             return self.ctl.fail(reason);
@@ -555,6 +620,12 @@ impl State {
         self.ctl.record("provider-lost", json!({ "reason": reason }));
         self.reconnected = true;
         self.reconnect().await;
+    }
+
+    /// The move `goAway` asked for; it does not count as the one reconnect a lost connection gets.
+    async fn planned_switch(&mut self) {
+        self.switch = None;
+        Box::pin(self.reconnect()).await;
     }
 
     /// A new connection, resuming the session where the provider can (Gemini's handle). Planned
@@ -570,6 +641,9 @@ impl State {
                     let _ = timeout(CLOSE_WAIT, old.close(None)).await;
                 }
                 self.open = true;
+                // No turn is in progress on a new connection.
+                self.turn_audio = false;
+                self.dropping_turn = false;
                 // Nothing runs on a new connection: what waited for an answer to end goes now.
                 if let Some(msgs) = self.asks.done() {
                     Box::pin(self.send_all(msgs)).await;
