@@ -615,6 +615,36 @@ async fn a_silent_caller_is_nudged_once_then_the_call_ends_politely() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gemini_3_greets_with_a_seeded_turn_and_live_text_and_nudges_as_live_text() {
+    // §B8: clientContent cuts an answer in progress and starts none on 3.x; the nudge and the
+    // goodbye go as realtimeInput.text, the greeting as a seeded turn plus live text " ".
+    let (ai, gw) = rig(
+        "gemini-live",
+        "gem",
+        FakeAiConfig {
+            answers: 0,
+            answer_pcm24: exotel_sim::tone(300.0, 1000, SampleRate::Hz24000),
+            ..FakeAiConfig::default()
+        },
+        json!({ "model": "gemini-3.1-flash-live-preview", "greeting": "Namaste.", "silence_secs": 3 }),
+    )
+    .await;
+    let mut cfg = call(&gw, "gem", SampleRate::Hz8000, "caller-order-status-8k.wav");
+    cfg.audio = AudioSource::Silence { ms: 20_000 };
+    let (report, session, row) = ai_call(&gw, &ai, cfg).await;
+    assert!(report.first_audio_latency.is_some_and(|l| l < Duration::from_secs(3)), "the greeting was heard");
+    assert!(report.closed_by_bot, "{}", report.summary());
+    let seeded: Vec<&Value> = session.messages.iter().filter(|m| m.get("clientContent").is_some()).collect();
+    assert_eq!(seeded.len(), 1, "only the greeting is a seeded turn: {:?}", session.messages);
+    assert!(seeded[0].to_string().contains("Namaste."));
+    let live: Vec<&str> = session.messages.iter().filter_map(|m| m["realtimeInput"]["text"].as_str()).collect();
+    assert_eq!(live.len(), 3, "{live:?}");
+    assert_eq!(live[0], " ");
+    assert!(live[1].contains("still there") && live[2].contains("goodbye"), "{live:?}");
+    assert_eq!(row["agent_note"], "agent ended the call (polite end)");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_call_secs_ends_the_call_with_a_goodbye() {
     let (ai, gw) = rig(
         "openai-realtime",

@@ -25,6 +25,9 @@ struct Fake<'a> {
     tool_called: bool,
     went_away: Option<Instant>,
     handles: u32,
+    /// A 3.x model: a `clientContent` turn waits for live text before it is answered.
+    gemini3: bool,
+    seeded: bool,
 }
 
 pub(super) async fn serve(ws: Ws, cfg: &FakeAiConfig, h: &SessionHandle, authorized: bool) -> String {
@@ -38,6 +41,8 @@ pub(super) async fn serve(ws: Ws, cfg: &FakeAiConfig, h: &SessionHandle, authori
         tool_called: false,
         went_away: None,
         handles: 0,
+        gemini3: false,
+        seeded: false,
     };
     drive(ws, &mut f).await
 }
@@ -94,6 +99,7 @@ impl Side for Fake<'_> {
             if !setup["model"].as_str().is_some_and(|m| m.starts_with("models/")) {
                 return Err(close(ws, 1008, "models/? is not found for API version v1beta").await);
             }
+            self.gemini3 = setup["model"].as_str().is_some_and(|m| m.starts_with("models/gemini-3"));
             self.h.update(|s| s.setup = Some(v.clone()));
             self.schedule.ready_at = Some(Instant::now());
             send(ws, json!({ "setupComplete": {} })).await?;
@@ -114,10 +120,20 @@ impl Side for Fake<'_> {
             if chunks_is_other(input) {
                 self.h.update(|s| s.messages.push(v.clone()));
             }
+            // Live text is answered; blank text only starts a seeded turn (3.x).
+            if let Some(text) = input["text"].as_str() {
+                if !text.trim().is_empty() || std::mem::take(&mut self.seeded) {
+                    return self.answer(ws).await;
+                }
+            }
             return Ok(());
         }
         self.h.update(|s| s.messages.push(v.clone()));
         if v.get("clientContent").is_some() {
+            if self.gemini3 {
+                self.seeded = true;
+                return Ok(());
+            }
             return self.answer(ws).await;
         }
         if let Some(responses) = v["toolResponse"]["functionResponses"].as_array() {

@@ -113,8 +113,21 @@ impl Wire for GeminiWire {
     }
 
     fn speak(&mut self, instruction: &str) -> Vec<String> {
+        // Live text: `clientContent` would cut an answer in progress, and on 3.x models it
+        // starts no answer by itself (§B8).
+        vec![json!({ "realtimeInput": { "text": instruction } }).to_string()]
+    }
+
+    fn greet(&mut self, instruction: &str) -> Vec<String> {
+        // A seeded user turn, as §B8 and Exotel's bridge do at the start of a call.
         let turn = json!({ "role": "user", "parts": [{ "text": instruction }] });
-        vec![json!({ "clientContent": { "turns": [turn], "turnComplete": true } }).to_string()]
+        let mut msgs = vec![json!({ "clientContent": { "turns": [turn], "turnComplete": true } }).to_string()];
+        // Gemini 3.x starts no inference on that turn alone; pipecat adds live text " ".
+        let model = self.settings.model.trim_start_matches("models/");
+        if model.starts_with("gemini-3") {
+            msgs.push(json!({ "realtimeInput": { "text": " " } }).to_string());
+        }
+        msgs
     }
 
     fn audio(&mut self, pcm: &[u8], out: &mut Vec<String>) {
@@ -328,5 +341,23 @@ mod tests {
             ]
         );
         assert_eq!(duration("bad"), None);
+    }
+
+    #[test]
+    fn the_greeting_is_a_seeded_turn_and_later_words_are_live_text() {
+        let mut w = wire();
+        let greet: Vec<Value> = w.greet("Say hi.").iter().map(|m| serde_json::from_str(m).unwrap()).collect();
+        assert_eq!(greet.len(), 1, "2.5: the seeded turn alone starts the answer");
+        assert_eq!(greet[0]["clientContent"]["turns"][0]["parts"][0]["text"], "Say hi.");
+        let nudge: Value = serde_json::from_str(&w.speak("Still there?")[0]).unwrap();
+        assert_eq!(nudge, json!({ "realtimeInput": { "text": "Still there?" } }));
+        let s = VoiceSettings::parse(
+            ProviderKind::Gemini,
+            &json!({ "api_key": "k", "model": "gemini-3.1-flash-live-preview" }),
+        )
+        .unwrap();
+        let mut w3 = GeminiWire::new(Arc::new(s), SampleRate::Hz8000);
+        let greet: Vec<Value> = w3.greet("Say hi.").iter().map(|m| serde_json::from_str(m).unwrap()).collect();
+        assert_eq!(greet[1], json!({ "realtimeInput": { "text": " " } }), "3.x needs live text to start");
     }
 }

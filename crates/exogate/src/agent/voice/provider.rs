@@ -76,8 +76,12 @@ pub enum Event {
 pub trait Wire: Send {
     /// Sent as soon as the socket opens, to configure the session.
     fn setup(&mut self, instructions: &str, tools: &[ToolDecl], resume: Option<&str>) -> Vec<String>;
-    /// The model speaks first, told what to say.
+    /// The model speaks, told what to say (mid-call: a nudge, a goodbye).
     fn speak(&mut self, instruction: &str) -> Vec<String>;
+    /// The model speaks first, at the start of the call.
+    fn greet(&mut self, instruction: &str) -> Vec<String> {
+        self.speak(instruction)
+    }
     /// Caller audio (PCM16LE at the call's rate) → messages.
     fn audio(&mut self, pcm: &[u8], out: &mut Vec<String>);
     /// One message from the provider → events. Text and binary frames are both JSON.

@@ -205,7 +205,7 @@ pub(crate) async fn run(v: Voice, mut events: CallEvents, ctl: CallControl) {
     s.handle(early).await;
     if let Some(greeting) = s.v.settings.greeting.clone() {
         let greeting = super::template::fill(&greeting, &s.v.call);
-        let msgs = s.v.wire.speak(&format!("Start the call now by saying this to the caller: {greeting}"));
+        let msgs = s.v.wire.greet(&format!("Start the call now by saying this to the caller: {greeting}"));
         s.ask(Ask { msgs, speech: true }).await;
     }
     loop {
