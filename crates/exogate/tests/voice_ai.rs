@@ -672,6 +672,31 @@ async fn max_call_secs_ends_the_call_with_a_goodbye() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_openai_session_that_expires_ends_the_call_cleanly() {
+    // session_expired is the provider's session cap (§A9): the call ends as completed, not as a
+    // failure handed to on_failure, and no new session is dialed.
+    let (ai, gw) = rig(
+        "openai-realtime",
+        "asha",
+        FakeAiConfig {
+            failure: Some(FakeAiFailure::SessionExpired(Duration::from_millis(1500))),
+            ..FakeAiConfig::default()
+        },
+        json!({ "on_failure": "echo" }),
+    )
+    .await;
+    let mut cfg = call(&gw, "asha", SampleRate::Hz8000, "caller-order-status-8k.wav");
+    cfg.audio = AudioSource::Tone { hz: 440.0, ms: 8000 };
+    let (report, _, row) = ai_call(&gw, &ai, cfg).await;
+    assert!(report.closed_by_bot && report.close_code == Some(1000), "{}", report.summary());
+    assert!(report.duration < Duration::from_secs(6), "{:?}", report.duration);
+    assert!(row["agent_failure"].is_null(), "{row}");
+    assert_eq!(row["stop_reason"], "bot-hangup");
+    assert_eq!(row["agent_note"], "provider session reached its maximum length");
+    assert_eq!(ai.sessions().len(), 1, "no new session");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gemini_go_away_resumes_the_session_on_a_new_connection() {
     let (ai, gw) = rig(
         "gemini-live",

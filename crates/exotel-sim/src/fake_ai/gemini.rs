@@ -70,6 +70,7 @@ impl Side for Fake<'_> {
                     send(ws, json!({ "serverContent": { "turnComplete": true } })).await?;
                 }
                 Due::Close => return Err(close(ws, 1011, "Internal error encountered.").await),
+                Due::Expire => return Err(close(ws, 1000, "session time is up").await),
                 Due::Garbage => {
                     ws.send(Message::binary(b"\x00\x01 not json".to_vec())).await.map_err(|_| "dropped".to_string())?;
                 }

@@ -40,6 +40,9 @@ pub enum FakeAiFailure {
     CloseAfter(Duration),
     /// Unreadable messages, starting this long after the session is ready.
     Garbage(Duration),
+    /// OpenAI: the session hits its maximum length this long after it is ready: an `error`
+    /// with code `session_expired`, then a close (Gemini: a close 1000).
+    SessionExpired(Duration),
     /// OpenAI: `session.update` is answered with an `error` (`invalid_value`) and nothing is
     /// applied, as the real service does with a field it refuses.
     RefuseSetup,
@@ -358,6 +361,7 @@ pub(crate) struct Schedule {
 pub(crate) enum Due {
     BargeIn,
     Close,
+    Expire,
     Garbage,
 }
 
@@ -372,7 +376,7 @@ impl Schedule {
     pub(crate) fn next_wake(&self, cfg: &FakeAiConfig) -> Option<tokio::time::Instant> {
         let barge = self.barge_at.filter(|_| !self.barged);
         let failure = match (&cfg.failure, self.ready_at) {
-            (Some(FakeAiFailure::CloseAfter(d)), Some(r)) => Some(r + *d),
+            (Some(FakeAiFailure::CloseAfter(d) | FakeAiFailure::SessionExpired(d)), Some(r)) => Some(r + *d),
             (Some(FakeAiFailure::Garbage(d)), Some(r)) if self.garbage_sent < GARBAGE_MESSAGES => {
                 Some(r + *d + Duration::from_millis(10 * u64::from(self.garbage_sent)))
             }
@@ -391,6 +395,7 @@ impl Schedule {
         }
         match (&cfg.failure, self.ready_at) {
             (Some(FakeAiFailure::CloseAfter(d)), Some(r)) if now >= r + *d => due.push(Due::Close),
+            (Some(FakeAiFailure::SessionExpired(d)), Some(r)) if now >= r + *d => due.push(Due::Expire),
             (Some(FakeAiFailure::Garbage(d)), Some(r)) if now >= r + *d && self.garbage_sent < GARBAGE_MESSAGES => {
                 self.garbage_sent += 1;
                 due.push(Due::Garbage);

@@ -67,6 +67,11 @@ impl Side for Fake<'_> {
                     send(ws, started).await?;
                 }
                 Due::Close => return Err(close(ws, 1011, "internal server error").await),
+                Due::Expire => {
+                    let err = json!({ "type": "error", "error": { "type": "invalid_request_error", "code": "session_expired", "message": "Your session hit the maximum duration of 60 minutes." } });
+                    send(ws, err).await?;
+                    return Err(close(ws, 1000, "").await);
+                }
                 Due::Garbage => {
                     ws.send(Message::text("}{ not an event")).await.map_err(|_| "dropped".to_string())?;
                 }

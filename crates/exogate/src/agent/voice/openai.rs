@@ -17,14 +17,8 @@ use super::provider::{Event, Speaker, ToolDecl, Wire};
 use super::settings::VoiceSettings;
 
 /// Error codes after which the session can't go on.
-const FATAL_CODES: [&str; 6] = [
-    "invalid_api_key",
-    "session_expired",
-    "insufficient_quota",
-    "rate_limit_exceeded",
-    "beta_api_shape_disabled",
-    "model_not_found",
-];
+const FATAL_CODES: [&str; 5] =
+    ["invalid_api_key", "insufficient_quota", "rate_limit_exceeded", "beta_api_shape_disabled", "model_not_found"];
 
 pub struct OpenAiWire {
     settings: Arc<VoiceSettings>,
@@ -243,6 +237,8 @@ impl Wire for OpenAiWire {
                 let text = format!("{}{}{message}", code, if code.is_empty() { "" } else { ": " });
                 out.push(if FATAL_CODES.contains(&code) {
                     Event::Fatal(text)
+                } else if code == "session_expired" {
+                    Event::Expired(text)
                 } else if code == "conversation_already_has_active_response" {
                     Event::ResponseBusy
                 } else {
@@ -341,6 +337,7 @@ mod tests {
             json!({ "type": "error", "error": { "code": "invalid_api_key", "message": "bad key" } }),
             json!({ "type": "error", "error": { "code": "response_cancel_not_active", "message": "none" } }),
             json!({ "type": "error", "error": { "code": "conversation_already_has_active_response", "message": "busy" } }),
+            json!({ "type": "error", "error": { "code": "session_expired", "message": "Your session hit the maximum duration of 60 minutes." } }),
         ] {
             w.parse(&e.to_string(), &mut ev).unwrap();
         }
@@ -361,6 +358,7 @@ mod tests {
         assert!(matches!(&ev[8], Event::Fatal(m) if m.contains("bad key")));
         assert!(matches!(&ev[9], Event::Warning(_)));
         assert_eq!(ev[10], Event::ResponseBusy);
+        assert!(matches!(&ev[11], Event::Expired(m) if m.starts_with("session_expired")));
         assert!(w.parse("garbage", &mut ev).is_err());
     }
 

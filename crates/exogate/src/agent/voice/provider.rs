@@ -66,6 +66,9 @@ pub enum Event {
     Warning(String),
     /// A provider error that ends the session (a refused key, a quota).
     Fatal(String),
+    /// The provider's session reached its maximum length (OpenAI `session_expired`): the
+    /// conversation is over, not broken.
+    Expired(String),
     /// Gemini: a handle to resume the session on a new connection.
     Resumable(String),
     /// Gemini: the connection will close soon, in this long if the provider said.

@@ -28,6 +28,8 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 const GOODBYE_WAIT: Duration = Duration::from_secs(10);
 /// Webhook tools running at once per call; more get an error result at once.
 const MAX_TOOLS_IN_FLIGHT: usize = 4;
+/// Before the provider's session cap (OpenAI 60 min, Azure 30): time for a goodbye.
+const SESSION_MARGIN: Duration = Duration::from_secs(60);
 /// After `goAway`, switch connections this long before the old one's time is up.
 const GO_AWAY_MARGIN: Duration = Duration::from_secs(3);
 /// `goAway` without a readable `timeLeft`: the doc's "about 60 s", less a good margin.
@@ -168,6 +170,8 @@ struct State {
     last_voice: Instant,
     nudged: bool,
     max_call_at: Option<Instant>,
+    /// The provider's session ends soon after: the call ends politely first.
+    session_end_at: Option<Instant>,
     out: Vec<String>,
     /// Caller audio not yet forwarded, and how much makes a message.
     caller: Vec<u8>,
@@ -196,11 +200,13 @@ pub(crate) async fn run(v: Voice, mut events: CallEvents, ctl: CallControl) {
         last_voice: Instant::now(),
         nudged: false,
         max_call_at,
+        session_end_at: None,
         out: Vec::new(),
         caller: Vec::new(),
         forward_bytes: rate.bytes_per_ms() * FORWARD_MS,
         v,
     };
+    s.session_end_at = s.session_limit();
     let early = std::mem::take(&mut s.v.early);
     s.handle(early).await;
     if let Some(greeting) = s.v.settings.greeting.clone() {
@@ -375,6 +381,16 @@ impl State {
                 self.ctl.record("provider-warning", json!({ "message": w }));
             }
             Event::Fatal(reason) => self.ctl.fail(format!("provider error: {reason}")),
+            Event::Expired(reason) => {
+                // The cap came before our goodbye (a clock behind the provider's): the call
+                // ends as completed, not as an agent failure, and no new session is dialed.
+                self.ctl.record("session-limit", json!({ "reason": reason }));
+                self.open = false;
+                let _ = timeout(CLOSE_WAIT, self.v.ws.close(None)).await;
+                self.pending_end = None;
+                self.ctl.note("provider session reached its maximum length");
+                self.ctl.hang_up();
+            }
             Event::Resumable(handle) => {
                 self.resume = Some(handle);
                 if let Some(sw) = self.switch.as_mut().filter(|sw| sw.between_turns.is_some()) {
@@ -541,6 +557,9 @@ impl State {
             if let Some(t) = self.max_call_at {
                 consider(t);
             }
+            if let Some(t) = self.session_end_at {
+                consider(t);
+            }
         }
         d
     }
@@ -559,6 +578,12 @@ impl State {
         if self.max_call_at.is_some_and(|t| now >= t) {
             self.max_call_at = None;
             self.ctl.record("time-limit", json!({ "max_call_secs": self.v.settings.max_call.map(|d| d.as_secs()) }));
+            return self.say_goodbye("The call has reached its time limit. Say a short, polite goodbye now.").await;
+        }
+        if self.session_end_at.is_some_and(|t| now >= t) {
+            self.session_end_at = None;
+            let cap = self.v.settings.session_cap().map(|d| d.as_secs() / 60);
+            self.ctl.record("session-limit", json!({ "session_cap_mins": cap }));
             return self.say_goodbye("The call has reached its time limit. Say a short, polite goodbye now.").await;
         }
         let Some(silence) = self.v.settings.silence else { return };
@@ -622,6 +647,12 @@ impl State {
         self.reconnect().await;
     }
 
+    /// When to say goodbye before the provider's session cap.
+    fn session_limit(&self) -> Option<Instant> {
+        let cap = self.v.settings.session_cap()?;
+        Some(Instant::now() + cap.saturating_sub(SESSION_MARGIN))
+    }
+
     /// The move `goAway` asked for; it does not count as the one reconnect a lost connection gets.
     async fn planned_switch(&mut self) {
         self.switch = None;
@@ -641,6 +672,10 @@ impl State {
                     let _ = timeout(CLOSE_WAIT, old.close(None)).await;
                 }
                 self.open = true;
+                // A new OpenAI session, a new cap (it has none of the old one's context either).
+                if self.session_end_at.is_some() {
+                    self.session_end_at = self.session_limit();
+                }
                 // No turn is in progress on a new connection.
                 self.turn_audio = false;
                 self.dropping_turn = false;
