@@ -225,6 +225,12 @@ impl Wire for OpenAiWire {
                     out.push(Event::Transcript { speaker: Speaker::Caller, text: t.trim().to_string() });
                 }
             }
+            "conversation.item.input_audio_transcription.failed" => {
+                // The model still heard the caller; only the call log misses the line.
+                let e = &v["error"];
+                let why = e["message"].as_str().or(e["code"].as_str()).unwrap_or("no reason given");
+                out.push(Event::Warning(format!("caller transcription failed: {why}")));
+            }
             "response.output_audio_transcript.done" | "response.audio_transcript.done" => {
                 if let Some(t) = s("transcript").filter(|t| !t.trim().is_empty()) {
                     out.push(Event::Transcript { speaker: Speaker::Agent, text: t.trim().to_string() });
@@ -338,6 +344,8 @@ mod tests {
             json!({ "type": "error", "error": { "code": "response_cancel_not_active", "message": "none" } }),
             json!({ "type": "error", "error": { "code": "conversation_already_has_active_response", "message": "busy" } }),
             json!({ "type": "error", "error": { "code": "session_expired", "message": "Your session hit the maximum duration of 60 minutes." } }),
+            json!({ "type": "conversation.item.input_audio_transcription.failed", "item_id": "u1", "error": { "code": "audio_unintelligible", "message": "could not transcribe" } }),
+            json!({ "type": "rate_limits.updated", "rate_limits": [{ "name": "tokens", "limit": 1000, "remaining": 900 }] }),
         ] {
             w.parse(&e.to_string(), &mut ev).unwrap();
         }
@@ -359,6 +367,8 @@ mod tests {
         assert!(matches!(&ev[9], Event::Warning(_)));
         assert_eq!(ev[10], Event::ResponseBusy);
         assert!(matches!(&ev[11], Event::Expired(m) if m.starts_with("session_expired")));
+        assert_eq!(ev[12], Event::Warning("caller transcription failed: could not transcribe".into()));
+        assert_eq!(ev.len(), 13, "rate_limits.updated is read and ignored");
         assert!(w.parse("garbage", &mut ev).is_err());
     }
 

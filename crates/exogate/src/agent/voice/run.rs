@@ -695,10 +695,14 @@ impl State {
 }
 
 /// Close reasons that mean the provider refuses this agent, not that the connection broke
-/// (Gemini: 1007 bad key or request, 1008 unknown model or policy, quota exhaustion).
+/// (Gemini: 1007 bad key or request, quota exhaustion). Gemini's 1008 is classified by its
+/// reason (§B9): an unknown model or a disabled API is final, but 1008 is reportedly also
+/// routine session expiry, which a resumed connection outlives.
 fn is_final(reason: &str) -> bool {
     let lower = reason.to_ascii_lowercase();
-    ["(1007", "(1008", "quota", "resource_exhausted", "api key", "permission"].iter().any(|w| lower.contains(w))
+    let refused = ["not found", "not supported", "disabled", "denied", "billing"];
+    ["(1007", "quota", "resource_exhausted", "api key", "permission"].iter().any(|w| lower.contains(w))
+        || (lower.contains("(1008") && refused.iter().any(|w| lower.contains(w)))
 }
 
 fn is_voice(pcm: &[u8]) -> bool {
@@ -753,5 +757,15 @@ mod tests {
         a.started();
         assert_eq!(a.ask(ask("respond", false)), None);
         assert_eq!(a.done(), Some(vec!["respond".to_string()]));
+    }
+
+    #[test]
+    fn a_gemini_1008_is_final_only_when_its_reason_is_a_refusal() {
+        let closed = |reason: &str| format!("provider closed the connection ({reason})");
+        assert!(is_final(&closed("1008: models/x is not found for API version v1beta, or is not supported")));
+        assert!(is_final(&closed("1008: Generative Language API has not been used in project 1 or it is disabled")));
+        assert!(!is_final(&closed("1008: session expired")), "expiry: the one reconnect may resume it");
+        assert!(is_final(&closed("1007: API key not valid. Please pass a valid API key.")));
+        assert!(!is_final(&closed("1011: Internal error encountered.")));
     }
 }
