@@ -188,6 +188,57 @@ async fn barge_in_clears_at_once_and_truncates_to_what_the_caller_heard() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn barge_in_before_any_mark_echo_still_truncates_the_playing_item() {
+    // Exotel never echoes: the gateway has no proof the caller heard any of the answer, so the
+    // model must be told the caller heard 0 ms of it (not nothing at all).
+    let (ai, gw) = rig(
+        "openai-realtime",
+        "asha",
+        FakeAiConfig {
+            answer_pcm24: exotel_sim::tone(300.0, 4000, SampleRate::Hz24000),
+            barge_in_after: Some(Duration::from_millis(1500)),
+            ..FakeAiConfig::default()
+        },
+        json!({}),
+    )
+    .await;
+    let mut cfg = call(&gw, "asha", SampleRate::Hz8000, "caller-order-status-8k.wav");
+    cfg.audio = AudioSource::Tone { hz: 440.0, ms: 5000 };
+    cfg.echo_marks = false;
+    let (report, session, _) = ai_call(&gw, &ai, cfg).await;
+    assert!(!report.clears.is_empty(), "Exotel got a clear");
+    let truncate = session.truncates.first().expect("a truncate though no mark came back");
+    assert_eq!(truncate["item_id"], "item_1");
+    assert_eq!(truncate["audio_end_ms"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn barge_in_before_the_first_delta_drops_the_answer_and_cancels_it_if_asked() {
+    // The caller speaks once the answer has started but before its audio: the deltas already
+    // in flight belong to a cancelled answer. With `interrupt_response: false` the server would
+    // go on generating, so the gateway cancels it (§A5 step 4).
+    let (ai, gw) = rig(
+        "openai-realtime",
+        "asha",
+        FakeAiConfig {
+            answer_pcm24: exotel_sim::tone(300.0, 2000, SampleRate::Hz24000),
+            barge_in_before_audio: true,
+            ..FakeAiConfig::default()
+        },
+        json!({ "turn_detection": { "interrupt_response": false } }),
+    )
+    .await;
+    let mut cfg = call(&gw, "asha", SampleRate::Hz8000, "caller-order-status-8k.wav");
+    cfg.audio = AudioSource::Tone { hz: 440.0, ms: 4000 };
+    let (report, session, _) = ai_call(&gw, &ai, cfg).await;
+    assert!(session.barge_in_at.is_some());
+    let heard = pcm_ms(report.received_pcm.len(), SampleRate::Hz8000);
+    assert_eq!(heard, 0, "{heard} ms of the cancelled answer reached the caller");
+    let cancel = session.messages.iter().find(|m| m["type"] == "response.cancel").expect("a response.cancel");
+    assert_eq!(cancel["response_id"], "resp_1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gemini_barge_in_clears_and_drops_the_rest_of_the_turn() {
     let (ai, gw) = rig(
         "gemini-live",
@@ -350,6 +401,13 @@ async fn openai_failures_give_the_fallback_with_the_reason_on_the_call_log() {
         ("openai-realtime", None, true, "refused the API key (HTTP 401)"),
         ("openai-realtime", Some(FakeAiFailure::RateLimit), false, "rate_limit_exceeded"),
         ("openai-realtime", Some(FakeAiFailure::CloseAfter(Duration::from_millis(500))), false, "1011"),
+        // At once, with the provider's code and message: not a timeout after connect_timeout.
+        (
+            "openai-realtime",
+            Some(FakeAiFailure::RefuseSetup),
+            false,
+            "refused the session setup: invalid_value: Invalid value: 'nobody'",
+        ),
     ])
     .await;
 }
@@ -501,6 +559,31 @@ async fn a_greeting_makes_the_agent_speak_first() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_response_create_is_sent_again_after_the_running_answer() {
+    // The greeting's response.create meets an answer VAD already started (§A6): it is asked
+    // again once that answer is done, and the greeting is heard.
+    let ai = fake(FakeAiConfig {
+        busy_first_create: true,
+        answer_after: Duration::from_secs(10),
+        ..FakeAiConfig::default()
+    })
+    .await;
+    let gw = TestGateway::start().await;
+    gw.create_agent("asha", "openai-realtime", settings(&ai, "openai-realtime", json!({ "greeting": "Namaste." })))
+        .await;
+    let mut cfg = call(&gw, "asha", SampleRate::Hz8000, "caller-order-status-8k.wav");
+    cfg.audio = AudioSource::Silence { ms: 4000 };
+    let (report, session, _) = ai_call(&gw, &ai, cfg).await;
+    let asks: Vec<&Value> = session
+        .messages
+        .iter()
+        .filter(|m| m["type"] == "response.create" && m.to_string().contains("Namaste."))
+        .collect();
+    assert_eq!(asks.len(), 2, "refused once, asked again: {:?}", session.messages);
+    assert!(report.first_audio_latency.is_some_and(|l| l < Duration::from_secs(3)), "the greeting was heard");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_caller_is_nudged_once_then_the_call_ends_politely() {
     let (ai, gw) = rig(
         "openai-realtime",
@@ -532,6 +615,36 @@ async fn a_silent_caller_is_nudged_once_then_the_call_ends_politely() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gemini_3_greets_with_a_seeded_turn_and_live_text_and_nudges_as_live_text() {
+    // §B8: clientContent cuts an answer in progress and starts none on 3.x; the nudge and the
+    // goodbye go as realtimeInput.text, the greeting as a seeded turn plus live text " ".
+    let (ai, gw) = rig(
+        "gemini-live",
+        "gem",
+        FakeAiConfig {
+            answers: 0,
+            answer_pcm24: exotel_sim::tone(300.0, 1000, SampleRate::Hz24000),
+            ..FakeAiConfig::default()
+        },
+        json!({ "model": "gemini-3.1-flash-live-preview", "greeting": "Namaste.", "silence_secs": 3 }),
+    )
+    .await;
+    let mut cfg = call(&gw, "gem", SampleRate::Hz8000, "caller-order-status-8k.wav");
+    cfg.audio = AudioSource::Silence { ms: 20_000 };
+    let (report, session, row) = ai_call(&gw, &ai, cfg).await;
+    assert!(report.first_audio_latency.is_some_and(|l| l < Duration::from_secs(3)), "the greeting was heard");
+    assert!(report.closed_by_bot, "{}", report.summary());
+    let seeded: Vec<&Value> = session.messages.iter().filter(|m| m.get("clientContent").is_some()).collect();
+    assert_eq!(seeded.len(), 1, "only the greeting is a seeded turn: {:?}", session.messages);
+    assert!(seeded[0].to_string().contains("Namaste."));
+    let live: Vec<&str> = session.messages.iter().filter_map(|m| m["realtimeInput"]["text"].as_str()).collect();
+    assert_eq!(live.len(), 3, "{live:?}");
+    assert_eq!(live[0], " ");
+    assert!(live[1].contains("still there") && live[2].contains("goodbye"), "{live:?}");
+    assert_eq!(row["agent_note"], "agent ended the call (polite end)");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_call_secs_ends_the_call_with_a_goodbye() {
     let (ai, gw) = rig(
         "openai-realtime",
@@ -556,6 +669,31 @@ async fn max_call_secs_ends_the_call_with_a_goodbye() {
     assert!(session.messages.iter().any(|m| m["type"] == "response.create" && m.to_string().contains("time limit")));
     let events = timeline(&gw, &row).await;
     assert!(events.iter().any(|e| e["kind"] == "time-limit"), "{events:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_openai_session_that_expires_ends_the_call_cleanly() {
+    // session_expired is the provider's session cap (§A9): the call ends as completed, not as a
+    // failure handed to on_failure, and no new session is dialed.
+    let (ai, gw) = rig(
+        "openai-realtime",
+        "asha",
+        FakeAiConfig {
+            failure: Some(FakeAiFailure::SessionExpired(Duration::from_millis(1500))),
+            ..FakeAiConfig::default()
+        },
+        json!({ "on_failure": "echo" }),
+    )
+    .await;
+    let mut cfg = call(&gw, "asha", SampleRate::Hz8000, "caller-order-status-8k.wav");
+    cfg.audio = AudioSource::Tone { hz: 440.0, ms: 8000 };
+    let (report, _, row) = ai_call(&gw, &ai, cfg).await;
+    assert!(report.closed_by_bot && report.close_code == Some(1000), "{}", report.summary());
+    assert!(report.duration < Duration::from_secs(6), "{:?}", report.duration);
+    assert!(row["agent_failure"].is_null(), "{row}");
+    assert_eq!(row["stop_reason"], "bot-hangup");
+    assert_eq!(row["agent_note"], "provider session reached its maximum length");
+    assert_eq!(ai.sessions().len(), 1, "no new session");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -593,6 +731,41 @@ async fn gemini_go_away_resumes_the_session_on_a_new_connection() {
     assert!(row["agent_failure"].is_null(), "{row}");
     let events = timeline(&gw, &row).await;
     assert!(events.iter().any(|e| e["kind"] == "provider-reconnected" && e["detail"]["resumed"] == true), "{events:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gemini_go_away_mid_answer_moves_after_the_turn_with_the_handle_that_covers_it() {
+    // goAway (timeLeft 20 s) halfway through a 2 s answer: the rest of the answer is still
+    // played, and the move waits for turnComplete and the handle sent after it.
+    let (ai, gw) = rig(
+        "gemini-live",
+        "gem",
+        FakeAiConfig {
+            go_away_in_answer: true,
+            go_away_time_left: Duration::from_secs(20),
+            answer_pcm24: exotel_sim::tone(300.0, 2000, SampleRate::Hz24000),
+            ..FakeAiConfig::default()
+        },
+        json!({}),
+    )
+    .await;
+    // 1.5 s of caller audio: one answer (after 1 s), none on the new connection.
+    let mut cfg = call(&gw, "gem", SampleRate::Hz8000, "caller-order-status-8k.wav");
+    cfg.audio = AudioSource::Tone { hz: 440.0, ms: 1500 };
+    let call_sid = cfg.call_sid.clone();
+    let report = run_call(cfg).await.unwrap();
+    assert_legal(&report);
+    let heard = pcm_ms(report.received_pcm.len(), SampleRate::Hz8000);
+    assert!(heard >= 1900, "{heard} ms of the 2 s answer reached the caller");
+    let sessions = ai.wait_ended(2, Duration::from_secs(10)).await;
+    assert_eq!(sessions.len(), 2, "one move");
+    assert_eq!(ai.sessions()[1].answers_ms.len(), 0, "the answer came on the first connection only");
+    let resumed = &ai.sessions()[1].setup.clone().unwrap()["setup"]["sessionResumption"]["handle"];
+    assert_eq!(resumed, "fake-handle-2", "the handle sent after the answer's turnComplete");
+    let row = gw.call(&call_sid).await;
+    assert!(row["agent_failure"].is_null(), "{row}");
+    let events = timeline(&gw, &row).await;
+    assert!(events.iter().any(|e| e["kind"] == "provider-go-away" && e["detail"]["time_left_ms"] == 20_000));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

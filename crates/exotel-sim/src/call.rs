@@ -514,6 +514,9 @@ impl<'a> Session<'a> {
 
     fn echo_reached_marks(&mut self, now: Instant) {
         for name in self.playback.advance(now) {
+            if !self.cfg.echo_marks {
+                continue;
+            }
             let event = InboundEvent::Mark(Mark {
                 sequence_number: self.next_seq(),
                 stream_sid: Some(self.cfg.stream_sid.clone()),

@@ -382,6 +382,7 @@ pub fn call_config(args: CallArgs) -> anyhow::Result<CallConfig> {
         connect_timeout: Duration::from_millis(args.connect_timeout_ms),
         inject: defaults.inject,
         put_rate_in_url: defaults.put_rate_in_url,
+        echo_marks: defaults.echo_marks,
         ca_cert: args.ca_cert,
     })
 }

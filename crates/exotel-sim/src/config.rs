@@ -84,6 +84,9 @@ pub struct CallConfig {
     pub max_tail: Duration,
     /// End with `stop` (then close 1000); otherwise only close 1000.
     pub send_stop: bool,
+    /// Echo the bot's marks as playback reaches them. Off: a caller whose echoes never come (or
+    /// come too late to matter), to test what a bot does before its first echo.
+    pub echo_marks: bool,
     pub stop_reason: String,
     /// For the dynamic-URL request and for the WebSocket handshake, each.
     pub connect_timeout: Duration,
@@ -112,6 +115,7 @@ impl Default for CallConfig {
             idle_tail: Duration::from_millis(1500),
             max_tail: Duration::from_secs(10),
             send_stop: true,
+            echo_marks: true,
             stop_reason: "callended".into(),
             connect_timeout: Duration::from_secs(10),
             ca_cert: None,

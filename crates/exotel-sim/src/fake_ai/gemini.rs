@@ -14,9 +14,6 @@ use super::{
     Due, FakeAiConfig, FakeAiFailure, Schedule, SessionHandle, Side, Ws, answer_chunks, close, drive, earliest,
 };
 
-/// After `goAway`, how long until the fake closes the connection.
-const GO_AWAY_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
-
 struct Fake<'a> {
     cfg: &'a FakeAiConfig,
     h: &'a SessionHandle,
@@ -28,6 +25,9 @@ struct Fake<'a> {
     tool_called: bool,
     went_away: Option<Instant>,
     handles: u32,
+    /// A 3.x model: a `clientContent` turn waits for live text before it is answered.
+    gemini3: bool,
+    seeded: bool,
 }
 
 pub(super) async fn serve(ws: Ws, cfg: &FakeAiConfig, h: &SessionHandle, authorized: bool) -> String {
@@ -41,6 +41,8 @@ pub(super) async fn serve(ws: Ws, cfg: &FakeAiConfig, h: &SessionHandle, authori
         tool_called: false,
         went_away: None,
         handles: 0,
+        gemini3: false,
+        seeded: false,
     };
     drive(ws, &mut f).await
 }
@@ -52,7 +54,7 @@ async fn send(ws: &mut Ws, v: Value) -> Result<(), String> {
 impl Side for Fake<'_> {
     fn next_wake(&self) -> Option<Instant> {
         let go_away = match (self.went_away, self.cfg.go_away_after, self.schedule.ready_at) {
-            (Some(at), _, _) => Some(at + GO_AWAY_GRACE),
+            (Some(at), _, _) => Some(at + self.cfg.go_away_time_left),
             (None, Some(d), Some(r)) => Some(r + d),
             _ => None,
         };
@@ -68,17 +70,17 @@ impl Side for Fake<'_> {
                     send(ws, json!({ "serverContent": { "turnComplete": true } })).await?;
                 }
                 Due::Close => return Err(close(ws, 1011, "Internal error encountered.").await),
+                Due::Expire => return Err(close(ws, 1000, "session time is up").await),
                 Due::Garbage => {
                     ws.send(Message::binary(b"\x00\x01 not json".to_vec())).await.map_err(|_| "dropped".to_string())?;
                 }
             }
         }
         match (self.went_away, self.cfg.go_away_after, self.schedule.ready_at) {
-            (Some(at), _, _) if now >= at + GO_AWAY_GRACE => return Err(close(ws, 1000, "session time is up").await),
-            (None, Some(d), Some(r)) if now >= r + d => {
-                self.went_away = Some(now);
-                send(ws, json!({ "goAway": { "timeLeft": "2s" } })).await?;
+            (Some(at), _, _) if now >= at + self.cfg.go_away_time_left => {
+                return Err(close(ws, 1000, "session time is up").await);
             }
+            (None, Some(d), Some(r)) if now >= r + d => self.go_away(ws).await?,
             _ => {}
         }
         Ok(())
@@ -98,6 +100,7 @@ impl Side for Fake<'_> {
             if !setup["model"].as_str().is_some_and(|m| m.starts_with("models/")) {
                 return Err(close(ws, 1008, "models/? is not found for API version v1beta").await);
             }
+            self.gemini3 = setup["model"].as_str().is_some_and(|m| m.starts_with("models/gemini-3"));
             self.h.update(|s| s.setup = Some(v.clone()));
             self.schedule.ready_at = Some(Instant::now());
             send(ws, json!({ "setupComplete": {} })).await?;
@@ -118,10 +121,20 @@ impl Side for Fake<'_> {
             if chunks_is_other(input) {
                 self.h.update(|s| s.messages.push(v.clone()));
             }
+            // Live text is answered; blank text only starts a seeded turn (3.x).
+            if let Some(text) = input["text"].as_str() {
+                if !text.trim().is_empty() || std::mem::take(&mut self.seeded) {
+                    return self.answer(ws).await;
+                }
+            }
             return Ok(());
         }
         self.h.update(|s| s.messages.push(v.clone()));
         if v.get("clientContent").is_some() {
+            if self.gemini3 {
+                self.seeded = true;
+                return Ok(());
+            }
             return self.answer(ws).await;
         }
         if let Some(responses) = v["toolResponse"]["functionResponses"].as_array() {
@@ -134,6 +147,12 @@ impl Side for Fake<'_> {
 }
 
 impl Fake<'_> {
+    async fn go_away(&mut self, ws: &mut Ws) -> Result<(), String> {
+        self.went_away = Some(Instant::now());
+        let left = format!("{}s", self.cfg.go_away_time_left.as_secs_f64());
+        send(ws, json!({ "goAway": { "timeLeft": left } })).await
+    }
+
     async fn new_handle(&mut self, ws: &mut Ws) -> Result<(), String> {
         self.handles += 1;
         let update = json!({ "newHandle": format!("fake-handle-{}", self.handles), "resumable": true });
@@ -181,7 +200,10 @@ impl Fake<'_> {
             s.answers_started.push(std::time::Instant::now());
             s.answers_ms.push((total / 48) as u64);
         });
-        for chunk in &chunks {
+        for (i, chunk) in chunks.iter().enumerate() {
+            if self.cfg.go_away_in_answer && self.went_away.is_none() && i == chunks.len() / 2 {
+                self.go_away(ws).await?;
+            }
             let part = json!({ "inlineData": { "mimeType": "audio/pcm;rate=24000", "data": B64.encode(chunk) } });
             send(ws, json!({ "serverContent": { "modelTurn": { "role": "model", "parts": [part] } } })).await?;
         }

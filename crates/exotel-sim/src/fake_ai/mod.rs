@@ -40,6 +40,12 @@ pub enum FakeAiFailure {
     CloseAfter(Duration),
     /// Unreadable messages, starting this long after the session is ready.
     Garbage(Duration),
+    /// OpenAI: the session hits its maximum length this long after it is ready: an `error`
+    /// with code `session_expired`, then a close (Gemini: a close 1000).
+    SessionExpired(Duration),
+    /// OpenAI: `session.update` is answered with an `error` (`invalid_value`) and nothing is
+    /// applied, as the real service does with a field it refuses.
+    RefuseSetup,
 }
 
 #[derive(Debug, Clone)]
@@ -57,12 +63,25 @@ pub struct FakeAiConfig {
     pub delta_ms: u32,
     /// Caller barge-in this long after an answer's first audio went out (first answer only).
     pub barge_in_after: Option<Duration>,
+    /// OpenAI: the first answer is interrupted before any of its audio went out:
+    /// `speech_started` right after `response.created`, then the deltas already in flight, then
+    /// a cancelled `response.done`.
+    pub barge_in_before_audio: bool,
+    /// OpenAI: the client's first `response.create` finds an answer already running (VAD
+    /// started it): refused with `conversation_already_has_active_response`, then that answer
+    /// ends with `response.done`.
+    pub busy_first_create: bool,
     /// Instead of the first answer: call this tool with these arguments; answer after its result.
     pub tool_call: Option<(String, Value)>,
     pub failure: Option<FakeAiFailure>,
     /// Gemini: `goAway` this long after the session is ready, then a close 2 s later (the
     /// connection's time is up; the client should resume on a new one).
     pub go_away_after: Option<Duration>,
+    /// Gemini: `goAway` halfway through the first answer's audio instead (the rest and
+    /// `turnComplete` follow on the same connection).
+    pub go_away_in_answer: bool,
+    /// Gemini: the `timeLeft` a `goAway` announces; the connection closes when it has passed.
+    pub go_away_time_left: Duration,
     pub agent_transcript: String,
     pub caller_transcript: String,
 }
@@ -76,9 +95,13 @@ impl Default for FakeAiConfig {
             answers: 1,
             delta_ms: 100,
             barge_in_after: None,
+            barge_in_before_audio: false,
+            busy_first_create: false,
             tool_call: None,
             failure: None,
             go_away_after: None,
+            go_away_in_answer: false,
+            go_away_time_left: Duration::from_secs(2),
             agent_transcript: "Hello! How can I help you today?".into(),
             caller_transcript: "Hi, I have a question.".into(),
         }
@@ -338,6 +361,7 @@ pub(crate) struct Schedule {
 pub(crate) enum Due {
     BargeIn,
     Close,
+    Expire,
     Garbage,
 }
 
@@ -352,7 +376,7 @@ impl Schedule {
     pub(crate) fn next_wake(&self, cfg: &FakeAiConfig) -> Option<tokio::time::Instant> {
         let barge = self.barge_at.filter(|_| !self.barged);
         let failure = match (&cfg.failure, self.ready_at) {
-            (Some(FakeAiFailure::CloseAfter(d)), Some(r)) => Some(r + *d),
+            (Some(FakeAiFailure::CloseAfter(d) | FakeAiFailure::SessionExpired(d)), Some(r)) => Some(r + *d),
             (Some(FakeAiFailure::Garbage(d)), Some(r)) if self.garbage_sent < GARBAGE_MESSAGES => {
                 Some(r + *d + Duration::from_millis(10 * u64::from(self.garbage_sent)))
             }
@@ -371,6 +395,7 @@ impl Schedule {
         }
         match (&cfg.failure, self.ready_at) {
             (Some(FakeAiFailure::CloseAfter(d)), Some(r)) if now >= r + *d => due.push(Due::Close),
+            (Some(FakeAiFailure::SessionExpired(d)), Some(r)) if now >= r + *d => due.push(Due::Expire),
             (Some(FakeAiFailure::Garbage(d)), Some(r)) if now >= r + *d && self.garbage_sent < GARBAGE_MESSAGES => {
                 self.garbage_sent += 1;
                 due.push(Due::Garbage);

@@ -24,6 +24,7 @@ struct Fake<'a> {
     responses: u64,
     tool_called: bool,
     failed: bool,
+    busy_sent: bool,
 }
 
 pub(super) async fn serve(mut ws: Ws, cfg: &FakeAiConfig, h: &SessionHandle) -> String {
@@ -38,6 +39,7 @@ pub(super) async fn serve(mut ws: Ws, cfg: &FakeAiConfig, h: &SessionHandle) -> 
         responses: 0,
         tool_called: false,
         failed: false,
+        busy_sent: false,
     };
     let created = json!({ "type": "session.created", "event_id": "event_0", "session": { "type": "realtime", "id": "sess_fake" } });
     if send(&mut ws, created).await.is_err() {
@@ -65,6 +67,11 @@ impl Side for Fake<'_> {
                     send(ws, started).await?;
                 }
                 Due::Close => return Err(close(ws, 1011, "internal server error").await),
+                Due::Expire => {
+                    let err = json!({ "type": "error", "error": { "type": "invalid_request_error", "code": "session_expired", "message": "Your session hit the maximum duration of 60 minutes." } });
+                    send(ws, err).await?;
+                    return Err(close(ws, 1000, "").await);
+                }
                 Due::Garbage => {
                     ws.send(Message::text("}{ not an event")).await.map_err(|_| "dropped".to_string())?;
                 }
@@ -85,6 +92,15 @@ impl Side for Fake<'_> {
         self.h.update(|s| s.messages.push(v.clone()));
         match kind.as_str() {
             "session.update" => self.on_session_update(ws, &v).await,
+            "response.create" if self.cfg.busy_first_create && !self.busy_sent => {
+                self.busy_sent = true;
+                let running = "resp_vad";
+                send(ws, json!({ "type": "response.created", "response": { "id": running, "status": "in_progress" } }))
+                    .await?;
+                let err = json!({ "type": "error", "error": { "type": "invalid_request_error", "code": "conversation_already_has_active_response", "message": "Conversation already has an active response in progress: resp_vad. Wait until the response is finished before creating a new one.", "event_id": v["event_id"] } });
+                send(ws, err).await?;
+                send(ws, json!({ "type": "response.done", "response": { "id": running, "status": "completed", "output": [] } })).await
+            }
             "response.create" => self.respond(ws).await,
             "conversation.item.create" => {
                 if v["item"]["type"] == "function_call_output" {
@@ -112,6 +128,14 @@ impl Fake<'_> {
         let error = |code: &str, param: &str, message: &str| json!({ "type": "error", "error": { "type": "invalid_request_error", "code": code, "param": param, "message": message, "event_id": v["event_id"] } });
         if session["type"] != "realtime" {
             let e = error("missing_required_parameter", "session.type", "Missing required parameter: 'session.type'.");
+            return send(ws, e).await;
+        }
+        if self.cfg.failure == Some(FakeAiFailure::RefuseSetup) {
+            let e = error(
+                "invalid_value",
+                "session.audio.output.voice",
+                "Invalid value: 'nobody'. Supported values are: 'alloy', 'marin' and 'cedar'.",
+            );
             return send(ws, e).await;
         }
         if session.get("temperature").is_some() {
@@ -196,6 +220,12 @@ impl Fake<'_> {
             let arguments = args.to_string();
             send(ws, json!({ "type": "response.function_call_arguments.delta", "response_id": rid, "item_id": iid, "output_index": 0, "call_id": call_id, "delta": arguments })).await?;
             send(ws, json!({ "type": "response.function_call_arguments.done", "response_id": rid, "item_id": iid, "output_index": 0, "call_id": call_id, "name": name, "arguments": arguments })).await?;
+            let done = json!({ "id": iid, "type": "function_call", "status": "completed", "call_id": call_id, "name": name, "arguments": arguments });
+            send(
+                ws,
+                json!({ "type": "response.output_item.done", "response_id": rid, "output_index": 0, "item": done }),
+            )
+            .await?;
             return send(
                 ws,
                 json!({ "type": "response.done", "response": { "id": rid, "status": "completed", "usage": usage() } }),
@@ -205,6 +235,12 @@ impl Fake<'_> {
         let item = json!({ "id": iid, "type": "message", "role": "assistant", "status": "in_progress", "content": [] });
         send(ws, json!({ "type": "response.output_item.added", "response_id": rid, "output_index": 0, "item": item }))
             .await?;
+        let early_barge = self.cfg.barge_in_before_audio && n == 1;
+        if early_barge {
+            let started = json!({ "type": "input_audio_buffer.speech_started", "audio_start_ms": 0, "item_id": "item_user_barge" });
+            send(ws, started).await?;
+            self.h.update(|s| s.barge_in_at = Some(std::time::Instant::now()));
+        }
         let chunks = answer_chunks(self.cfg, self.ulaw);
         let per_ms = if self.ulaw { 8 } else { 48 };
         let total: usize = chunks.iter().map(Vec::len).sum();
@@ -225,11 +261,16 @@ impl Fake<'_> {
         }
         send(ws, json!({ "type": "response.output_audio.done", "response_id": rid, "item_id": iid })).await?;
         send(ws, json!({ "type": "response.output_audio_transcript.done", "response_id": rid, "item_id": iid, "transcript": self.cfg.agent_transcript })).await?;
-        send(
-            ws,
-            json!({ "type": "response.done", "response": { "id": rid, "status": "completed", "usage": usage() } }),
-        )
-        .await?;
+        let status = if early_barge {
+            json!({ "status": "cancelled", "status_details": { "type": "cancelled", "reason": "turn_detected" } })
+        } else {
+            json!({ "status": "completed" })
+        };
+        let mut done = json!({ "id": rid, "usage": usage() });
+        if let (Some(d), Some(st)) = (done.as_object_mut(), status.as_object()) {
+            d.extend(st.clone());
+        }
+        send(ws, json!({ "type": "response.done", "response": done })).await?;
         self.schedule.answered(self.cfg, first);
         Ok(())
     }

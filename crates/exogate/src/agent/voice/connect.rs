@@ -81,8 +81,13 @@ pub(crate) async fn open(
         let before = events.len();
         wire.parse(text, &mut events).map_err(|e| format!("the provider sent an unreadable message: {e}"))?;
         for e in &events[before..] {
-            if let Event::Fatal(reason) = e {
-                return Err(format!("provider error: {reason}"));
+            match e {
+                Event::Fatal(reason) => return Err(format!("provider error: {reason}")),
+                // Before the session is ready, an error can only be the setup refused (OpenAI
+                // applies nothing of a refused session.update): waiting on would only turn the
+                // provider's reason into a timeout.
+                Event::Warning(reason) => return Err(format!("provider refused the session setup: {reason}")),
+                _ => {}
             }
         }
         if let Some(i) = events.iter().position(|e| *e == Event::Ready) {

@@ -113,8 +113,21 @@ impl Wire for GeminiWire {
     }
 
     fn speak(&mut self, instruction: &str) -> Vec<String> {
+        // Live text: `clientContent` would cut an answer in progress, and on 3.x models it
+        // starts no answer by itself (§B8).
+        vec![json!({ "realtimeInput": { "text": instruction } }).to_string()]
+    }
+
+    fn greet(&mut self, instruction: &str) -> Vec<String> {
+        // A seeded user turn, as §B8 and Exotel's bridge do at the start of a call.
         let turn = json!({ "role": "user", "parts": [{ "text": instruction }] });
-        vec![json!({ "clientContent": { "turns": [turn], "turnComplete": true } }).to_string()]
+        let mut msgs = vec![json!({ "clientContent": { "turns": [turn], "turnComplete": true } }).to_string()];
+        // Gemini 3.x starts no inference on that turn alone; pipecat adds live text " ".
+        let model = self.settings.model.trim_start_matches("models/");
+        if model.starts_with("gemini-3") {
+            msgs.push(json!({ "realtimeInput": { "text": " " } }).to_string());
+        }
+        msgs
     }
 
     fn audio(&mut self, pcm: &[u8], out: &mut Vec<String>) {
@@ -195,13 +208,16 @@ impl Wire for GeminiWire {
         if let Some(ids) = msg.get("toolCallCancellation").and_then(|t| t["ids"].as_array()) {
             out.push(Event::ToolCancelled(ids.iter().filter_map(Value::as_str).map(str::to_string).collect()));
         }
-        if let Some(handle) = msg.get("sessionResumptionUpdate").and_then(|u| u["newHandle"].as_str()) {
-            if !handle.is_empty() {
+        if let Some(update) = msg.get("sessionResumptionUpdate") {
+            // Not resumable (mid-answer, tools running): that handle would not restore the
+            // session; the last resumable one stays.
+            let resumable = update["resumable"].as_bool() != Some(false);
+            if let Some(handle) = update["newHandle"].as_str().filter(|h| !h.is_empty() && resumable) {
                 out.push(Event::Resumable(handle.to_string()));
             }
         }
-        if msg.contains_key("goAway") {
-            out.push(Event::GoAway);
+        if let Some(go) = msg.get("goAway") {
+            out.push(Event::GoAway(go["timeLeft"].as_str().and_then(duration)));
         }
         if let Some(usage) = msg.get("usageMetadata").filter(|u| u.is_object()) {
             out.push(Event::Usage(usage.clone()));
@@ -230,6 +246,12 @@ impl Wire for GeminiWire {
             d.reset();
         }
     }
+}
+
+/// A protobuf Duration in JSON: seconds with an `s`, e.g. `"50s"`, `"1.5s"`.
+fn duration(text: &str) -> Option<std::time::Duration> {
+    let secs: f64 = text.trim().strip_suffix('s')?.parse().ok()?;
+    (secs.is_finite() && secs >= 0.0).then(|| std::time::Duration::from_secs_f64(secs.min(86_400.0)))
 }
 
 #[cfg(test)]
@@ -292,8 +314,50 @@ mod tests {
         assert_eq!(ev[6], Event::BargeIn);
         assert!(matches!(&ev[7], Event::ToolCall { id, args: Ok(_), .. } if id == "f1"));
         assert_eq!(ev[8], Event::Resumable("h2".into()));
-        assert_eq!(ev[9], Event::GoAway);
+        assert_eq!(ev[9], Event::GoAway(Some(std::time::Duration::from_secs(50))));
         let r: Value = serde_json::from_str(&w.tool_result("f1", "end_call", &json!({ "ok": true }))[0]).unwrap();
         assert_eq!(r["toolResponse"]["functionResponses"][0]["response"]["output"]["ok"], true);
+    }
+
+    #[test]
+    fn go_away_carries_its_time_and_a_handle_not_resumable_is_not_taken() {
+        let mut w = wire();
+        let mut ev = Vec::new();
+        for m in [
+            json!({ "sessionResumptionUpdate": { "newHandle": "h-busy", "resumable": false } }),
+            json!({ "sessionResumptionUpdate": { "newHandle": "", "resumable": false } }),
+            json!({ "sessionResumptionUpdate": { "newHandle": "h-ok", "resumable": true } }),
+            json!({ "goAway": { "timeLeft": "1.5s" } }),
+            json!({ "goAway": {} }),
+        ] {
+            w.parse(&m.to_string(), &mut ev).unwrap();
+        }
+        assert_eq!(
+            ev,
+            [
+                Event::Resumable("h-ok".into()),
+                Event::GoAway(Some(std::time::Duration::from_millis(1500))),
+                Event::GoAway(None),
+            ]
+        );
+        assert_eq!(duration("bad"), None);
+    }
+
+    #[test]
+    fn the_greeting_is_a_seeded_turn_and_later_words_are_live_text() {
+        let mut w = wire();
+        let greet: Vec<Value> = w.greet("Say hi.").iter().map(|m| serde_json::from_str(m).unwrap()).collect();
+        assert_eq!(greet.len(), 1, "2.5: the seeded turn alone starts the answer");
+        assert_eq!(greet[0]["clientContent"]["turns"][0]["parts"][0]["text"], "Say hi.");
+        let nudge: Value = serde_json::from_str(&w.speak("Still there?")[0]).unwrap();
+        assert_eq!(nudge, json!({ "realtimeInput": { "text": "Still there?" } }));
+        let s = VoiceSettings::parse(
+            ProviderKind::Gemini,
+            &json!({ "api_key": "k", "model": "gemini-3.1-flash-live-preview" }),
+        )
+        .unwrap();
+        let mut w3 = GeminiWire::new(Arc::new(s), SampleRate::Hz8000);
+        let greet: Vec<Value> = w3.greet("Say hi.").iter().map(|m| serde_json::from_str(m).unwrap()).collect();
+        assert_eq!(greet[1], json!({ "realtimeInput": { "text": " " } }), "3.x needs live text to start");
     }
 }

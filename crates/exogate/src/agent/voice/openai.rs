@@ -3,6 +3,7 @@
 //! API takes no 8 kHz PCM); 16 and 24 kHz calls speak PCM16 at 24 kHz.
 //! See shared/providers/VOICE-AI-PROVIDERS.md §A.
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use base64::Engine;
@@ -16,14 +17,8 @@ use super::provider::{Event, Speaker, ToolDecl, Wire};
 use super::settings::VoiceSettings;
 
 /// Error codes after which the session can't go on.
-const FATAL_CODES: [&str; 6] = [
-    "invalid_api_key",
-    "session_expired",
-    "insufficient_quota",
-    "rate_limit_exceeded",
-    "beta_api_shape_disabled",
-    "model_not_found",
-];
+const FATAL_CODES: [&str; 5] =
+    ["invalid_api_key", "insufficient_quota", "rate_limit_exceeded", "beta_api_shape_disabled", "model_not_found"];
 
 pub struct OpenAiWire {
     settings: Arc<VoiceSettings>,
@@ -33,7 +28,16 @@ pub struct OpenAiWire {
     down: Option<Resampler>,
     instructions: String,
     buf: Vec<u8>,
+    /// Function calls announced by `response.output_item.added`, by `call_id`: their names, for
+    /// a `.done` that lacks one.
+    calls: HashMap<String, String>,
+    /// Calls already handed on: `function_call_arguments.done` and `output_item.done` both
+    /// carry a finished call, and it runs once.
+    called: VecDeque<String>,
 }
+
+/// Remembered call ids, a bound for a peer that never finishes its calls.
+const MAX_CALLS: usize = 64;
 
 impl OpenAiWire {
     pub fn new(settings: Arc<VoiceSettings>, rate: SampleRate) -> Self {
@@ -41,7 +45,16 @@ impl OpenAiWire {
             SampleRate::Hz16000 => (Resampler::new(16_000, 24_000).ok(), Resampler::new(24_000, 16_000).ok()),
             _ => (None, None),
         };
-        Self { settings, rate, up, down, instructions: String::new(), buf: Vec::new() }
+        Self {
+            settings,
+            rate,
+            up,
+            down,
+            instructions: String::new(),
+            buf: Vec::new(),
+            calls: HashMap::new(),
+            called: VecDeque::new(),
+        }
     }
 
     fn ulaw(&self) -> bool {
@@ -71,6 +84,30 @@ impl OpenAiWire {
             td.remove("eagerness");
         }
         Value::Object(td)
+    }
+}
+
+impl OpenAiWire {
+    /// A finished function call, from `.arguments.done` or `output_item.done`, whichever first.
+    fn call_done(&mut self, call_id: Option<&str>, name: Option<&str>, arguments: Option<&str>, out: &mut Vec<Event>) {
+        let id = call_id.unwrap_or_default().to_string();
+        if !id.is_empty() && self.called.contains(&id) {
+            return;
+        }
+        let known = self.calls.remove(&id);
+        let name = name.filter(|n| !n.is_empty()).map(str::to_string).or(known).unwrap_or_default();
+        if !id.is_empty() {
+            if self.called.len() >= MAX_CALLS {
+                self.called.pop_front();
+            }
+            self.called.push_back(id.clone());
+        }
+        let args = match arguments {
+            Some(a) if a.trim().is_empty() => Ok(json!({})),
+            Some(a) => serde_json::from_str(a).map_err(|e| format!("arguments are not JSON: {e}")),
+            None => Ok(json!({})),
+        };
+        out.push(Event::ToolCall { id, name, args });
     }
 }
 
@@ -166,20 +203,33 @@ impl Wire for OpenAiWire {
                 }
                 out.push(Event::ResponseDone { response: r["id"].as_str().map(str::to_string), failed });
             }
+            "response.output_item.added" if v["item"]["type"] == "function_call" => {
+                let item = &v["item"];
+                if let (Some(id), Some(name)) = (item["call_id"].as_str(), item["name"].as_str()) {
+                    if self.calls.len() >= MAX_CALLS {
+                        self.calls.clear();
+                    }
+                    self.calls.insert(id.to_string(), name.to_string());
+                }
+            }
             "response.function_call_arguments.done" => {
-                let id = s("call_id").unwrap_or_default();
-                let name = s("name").unwrap_or_default();
-                let args = match v.get("arguments").and_then(Value::as_str) {
-                    Some(a) if a.trim().is_empty() => Ok(json!({})),
-                    Some(a) => serde_json::from_str(a).map_err(|e| format!("arguments are not JSON: {e}")),
-                    None => Ok(json!({})),
-                };
-                out.push(Event::ToolCall { id, name, args });
+                let args = v.get("arguments").and_then(Value::as_str);
+                self.call_done(v["call_id"].as_str(), v["name"].as_str(), args, out);
+            }
+            "response.output_item.done" if v["item"]["type"] == "function_call" => {
+                let item = &v["item"];
+                self.call_done(item["call_id"].as_str(), item["name"].as_str(), item["arguments"].as_str(), out);
             }
             "conversation.item.input_audio_transcription.completed" => {
                 if let Some(t) = s("transcript").filter(|t| !t.trim().is_empty()) {
                     out.push(Event::Transcript { speaker: Speaker::Caller, text: t.trim().to_string() });
                 }
+            }
+            "conversation.item.input_audio_transcription.failed" => {
+                // The model still heard the caller; only the call log misses the line.
+                let e = &v["error"];
+                let why = e["message"].as_str().or(e["code"].as_str()).unwrap_or("no reason given");
+                out.push(Event::Warning(format!("caller transcription failed: {why}")));
             }
             "response.output_audio_transcript.done" | "response.audio_transcript.done" => {
                 if let Some(t) = s("transcript").filter(|t| !t.trim().is_empty()) {
@@ -191,7 +241,15 @@ impl Wire for OpenAiWire {
                 let code = e["code"].as_str().unwrap_or_default();
                 let message = e["message"].as_str().unwrap_or_default();
                 let text = format!("{}{}{message}", code, if code.is_empty() { "" } else { ": " });
-                out.push(if FATAL_CODES.contains(&code) { Event::Fatal(text) } else { Event::Warning(text) });
+                out.push(if FATAL_CODES.contains(&code) {
+                    Event::Fatal(text)
+                } else if code == "session_expired" {
+                    Event::Expired(text)
+                } else if code == "conversation_already_has_active_response" {
+                    Event::ResponseBusy
+                } else {
+                    Event::Warning(text)
+                });
             }
             _ => {}
         }
@@ -203,6 +261,12 @@ impl Wire for OpenAiWire {
             json!({ "type": "conversation.item.truncate", "item_id": item, "content_index": 0, "audio_end_ms": ms })
                 .to_string(),
         )
+    }
+
+    fn cancel(&mut self, response: &str) -> Option<String> {
+        // §A5 step 4: with `interrupt_response` true the server cancels by itself.
+        let interrupts = self.settings.turn_detection.get("interrupt_response").and_then(Value::as_bool);
+        (interrupts == Some(false)).then(|| json!({ "type": "response.cancel", "response_id": response }).to_string())
     }
 
     fn tool_result(&mut self, id: &str, _name: &str, output: &Value) -> Vec<String> {
@@ -278,6 +342,10 @@ mod tests {
             json!({ "type": "response.done", "response": { "id": "r1", "status": "failed", "status_details": { "error": { "code": "rate_limit_exceeded", "message": "slow down" } }, "usage": { "total_tokens": 5 } } }),
             json!({ "type": "error", "error": { "code": "invalid_api_key", "message": "bad key" } }),
             json!({ "type": "error", "error": { "code": "response_cancel_not_active", "message": "none" } }),
+            json!({ "type": "error", "error": { "code": "conversation_already_has_active_response", "message": "busy" } }),
+            json!({ "type": "error", "error": { "code": "session_expired", "message": "Your session hit the maximum duration of 60 minutes." } }),
+            json!({ "type": "conversation.item.input_audio_transcription.failed", "item_id": "u1", "error": { "code": "audio_unintelligible", "message": "could not transcribe" } }),
+            json!({ "type": "rate_limits.updated", "rate_limits": [{ "name": "tokens", "limit": 1000, "remaining": 900 }] }),
         ] {
             w.parse(&e.to_string(), &mut ev).unwrap();
         }
@@ -297,6 +365,34 @@ mod tests {
         );
         assert!(matches!(&ev[8], Event::Fatal(m) if m.contains("bad key")));
         assert!(matches!(&ev[9], Event::Warning(_)));
+        assert_eq!(ev[10], Event::ResponseBusy);
+        assert!(matches!(&ev[11], Event::Expired(m) if m.starts_with("session_expired")));
+        assert_eq!(ev[12], Event::Warning("caller transcription failed: could not transcribe".into()));
+        assert_eq!(ev.len(), 13, "rate_limits.updated is read and ignored");
         assert!(w.parse("garbage", &mut ev).is_err());
+    }
+
+    #[test]
+    fn a_function_call_runs_once_with_its_name_from_wherever_it_came() {
+        let mut w = wire(SampleRate::Hz8000);
+        let mut ev = Vec::new();
+        for e in [
+            // The name only in output_item.added; .done without one, then output_item.done.
+            json!({ "type": "response.output_item.added", "item": { "id": "i1", "type": "function_call", "call_id": "c1", "name": "end_call", "arguments": "" } }),
+            json!({ "type": "response.function_call_arguments.done", "call_id": "c1", "arguments": "{}" }),
+            json!({ "type": "response.output_item.done", "item": { "type": "function_call", "call_id": "c1", "name": "end_call", "arguments": "{}" } }),
+            // Only output_item.done.
+            json!({ "type": "response.output_item.done", "item": { "type": "function_call", "call_id": "c2", "name": "lookup", "arguments": "{\"n\":1}" } }),
+            json!({ "type": "response.output_item.done", "item": { "type": "message", "id": "i3" } }),
+        ] {
+            w.parse(&e.to_string(), &mut ev).unwrap();
+        }
+        assert_eq!(
+            ev,
+            [
+                Event::ToolCall { id: "c1".into(), name: "end_call".into(), args: Ok(json!({})) },
+                Event::ToolCall { id: "c2".into(), name: "lookup".into(), args: Ok(json!({ "n": 1 })) },
+            ]
+        );
     }
 }

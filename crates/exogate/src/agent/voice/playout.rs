@@ -119,17 +119,34 @@ impl Playout {
         }
     }
 
-    /// The item playing now and how much of it the caller has heard; `None` when nothing of an
-    /// item has started playing.
+    /// The item playing now and how much of it the caller has heard; `None` when no audio is
+    /// queued. Until an item's own mark has come back its position is 0: the echo is the only
+    /// proof the caller heard any of it, and a truncate at 0 still tells the model the rest
+    /// (or all) of that item was never heard, which saying nothing would not.
     pub(crate) fn heard(&self, now: Instant) -> Option<Heard> {
-        let a = self.anchor.as_ref()?;
-        let item = self.items.iter().find(|i| i.id == a.item)?;
+        let anchored = self.anchor.as_ref().and_then(|a| Some((a, self.items.iter().position(|i| i.id == a.item)?)));
+        let Some((a, at)) = anchored else {
+            // No echo since the last clear (or ever): the oldest queued item is the one up next.
+            return self.items.front().map(|i| Self::of(i, 0));
+        };
+        let item = &self.items[at];
         // Up to the next mark in the same item, or the item's end: past either, an echo would tell.
         let cap = self.marks.iter().find(|m| m.item == a.item).map_or(item.queued, |m| m.at);
         let elapsed = now.saturating_duration_since(a.at).as_millis() as u64 * self.bytes_per_ms;
         let bytes = (a.bytes + elapsed).min(cap).min(item.queued);
-        let ms = (bytes / self.bytes_per_ms).min(item.received_ms as u64);
-        Some(Heard { item: item.id.clone(), ms, cut: (ms as f64) + 1.0 < item.received_ms })
+        // The anchored item has played out and a later one is queued: that one is playing, its
+        // start not yet confirmed.
+        if bytes >= item.queued {
+            if let Some(next) = self.items.get(at + 1) {
+                return Some(Self::of(next, 0));
+            }
+        }
+        Some(Self::of(item, bytes / self.bytes_per_ms))
+    }
+
+    fn of(item: &Item, ms: u64) -> Heard {
+        let ms = ms.min(item.received_ms as u64);
+        Heard { item: item.id.clone(), ms, cut: (ms as f64) + 1.0 < item.received_ms }
     }
 
     /// Barge-in or Exotel's clear: what was queued will never play.
@@ -155,7 +172,9 @@ mod tests {
             p.play(&ctl, "a", &[0u8; 1600], 100.0).unwrap();
         }
         assert_eq!(p.marks.len(), 6);
-        assert_eq!(p.heard(Instant::now()), None, "nothing has started playing");
+        // Before any echo: the first item, heard for 0 ms (so a barge-in still truncates it).
+        let h = p.heard(Instant::now()).unwrap();
+        assert_eq!((h.item.as_str(), h.ms, h.cut), ("a", 0, true));
         let start = p.marks[0].name.clone();
         let t0 = Instant::now();
         p.played(&start, t0);
@@ -173,5 +192,29 @@ mod tests {
         assert_eq!((h.item.as_str(), h.ms), ("b", 50));
         p.clear();
         assert_eq!(p.heard(t0 + Duration::from_secs(2)), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_item_with_no_echo_yet_is_the_one_playing_at_0_ms() {
+        let ctl = test_control(SampleRate::Hz8000);
+        let mut p = Playout::new(SampleRate::Hz8000);
+        let t0 = Instant::now();
+        // After a clear, a new answer with no echo yet: it is what a barge-in truncates.
+        p.play(&ctl, "a", &[0u8; 1600], 100.0).unwrap();
+        ctl.clear();
+        p.clear();
+        p.play(&ctl, "b", &[0u8; 3200], 200.0).unwrap();
+        let h = p.heard(t0 + Duration::from_secs(1)).unwrap();
+        assert_eq!((h.item.as_str(), h.ms, h.cut), ("b", 0, true));
+        // "c" queued behind "b"; "b"'s start echoed. While "b" plays, it is the one...
+        p.play(&ctl, "c", &[0u8; 1600], 100.0).unwrap();
+        let b_start = p.marks.iter().find(|m| m.item == "b").unwrap().name.clone();
+        p.played(&b_start, t0);
+        let h = p.heard(t0 + Duration::from_millis(100)).unwrap();
+        assert_eq!((h.item.as_str(), h.ms, h.cut), ("b", 100, true));
+        // ...and once the clock has taken it to its end, "c" is playing, its start not yet
+        // echoed: "c" at 0 is truncated, not "b" (heard in full: nothing to cut there).
+        let h = p.heard(t0 + Duration::from_millis(500)).unwrap();
+        assert_eq!((h.item.as_str(), h.ms, h.cut), ("c", 0, true));
     }
 }

@@ -49,6 +49,8 @@ pub enum Event {
         response: Option<String>,
         failed: Option<String>,
     },
+    /// OpenAI refused a `response.create`: an answer is already running.
+    ResponseBusy,
     ToolCall {
         id: String,
         name: String,
@@ -64,24 +66,36 @@ pub enum Event {
     Warning(String),
     /// A provider error that ends the session (a refused key, a quota).
     Fatal(String),
+    /// The provider's session reached its maximum length (OpenAI `session_expired`): the
+    /// conversation is over, not broken.
+    Expired(String),
     /// Gemini: a handle to resume the session on a new connection.
     Resumable(String),
-    /// Gemini: the connection will close soon.
-    GoAway,
+    /// Gemini: the connection will close soon, in this long if the provider said.
+    GoAway(Option<std::time::Duration>),
 }
 
 /// One provider's protocol. Outgoing messages are JSON texts.
 pub trait Wire: Send {
     /// Sent as soon as the socket opens, to configure the session.
     fn setup(&mut self, instructions: &str, tools: &[ToolDecl], resume: Option<&str>) -> Vec<String>;
-    /// The model speaks first, told what to say.
+    /// The model speaks, told what to say (mid-call: a nudge, a goodbye).
     fn speak(&mut self, instruction: &str) -> Vec<String>;
+    /// The model speaks first, at the start of the call.
+    fn greet(&mut self, instruction: &str) -> Vec<String> {
+        self.speak(instruction)
+    }
     /// Caller audio (PCM16LE at the call's rate) → messages.
     fn audio(&mut self, pcm: &[u8], out: &mut Vec<String>);
     /// One message from the provider → events. Text and binary frames are both JSON.
     fn parse(&mut self, text: &str, out: &mut Vec<Event>) -> Result<(), String>;
     /// The caller heard `ms` of `item`: the model forgets the rest (OpenAI only).
     fn truncate(&mut self, _item: &str, _ms: u64) -> Option<String> {
+        None
+    }
+    /// Barge-in during `response`: stop it, where the provider would not by itself (OpenAI with
+    /// `interrupt_response: false`).
+    fn cancel(&mut self, _response: &str) -> Option<String> {
         None
     }
     /// A tool's result; `then_respond` on OpenAI asks for the model's next answer.

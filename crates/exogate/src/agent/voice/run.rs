@@ -28,6 +28,14 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 const GOODBYE_WAIT: Duration = Duration::from_secs(10);
 /// Webhook tools running at once per call; more get an error result at once.
 const MAX_TOOLS_IN_FLIGHT: usize = 4;
+/// Before the provider's session cap (OpenAI 60 min, Azure 30): time for a goodbye.
+const SESSION_MARGIN: Duration = Duration::from_secs(60);
+/// After `goAway`, switch connections this long before the old one's time is up.
+const GO_AWAY_MARGIN: Duration = Duration::from_secs(3);
+/// `goAway` without a readable `timeLeft`: the doc's "about 60 s", less a good margin.
+const GO_AWAY_DEFAULT: Duration = Duration::from_secs(30);
+/// After a turn completes, how long to wait for the handle that covers it before switching.
+const HANDLE_WAIT: Duration = Duration::from_millis(500);
 /// Caller audio per message to the provider.
 const FORWARD_MS: usize = 100;
 /// Caller audio louder than this (peak, PCM16) counts as the caller speaking.
@@ -45,6 +53,84 @@ struct PendingEnd {
     /// Model audio came after the decision: the next finished answer is the goodbye.
     spoke: bool,
     deadline: Instant,
+}
+
+/// A request for the model's next answer (OpenAI `response.create`, or Gemini text).
+#[derive(Debug, Clone, PartialEq)]
+struct Ask {
+    msgs: Vec<String>,
+    /// Instructions for what to say (greeting, nudge, goodbye), not only "answer now".
+    speech: bool,
+}
+
+/// OpenAI runs one answer at a time: a `response.create` while one runs is refused with
+/// `conversation_already_has_active_response` (§A6). An ask made then, or refused so, waits for
+/// that answer's `response.done`. Gemini never reports an answer running, so its asks go at once.
+#[derive(Debug, Default)]
+struct Asks {
+    active: bool,
+    deferred: Option<Ask>,
+    /// The last ask sent, to send again if it is refused.
+    last: Option<Ask>,
+}
+
+impl Asks {
+    /// What to send now, if anything.
+    fn ask(&mut self, ask: Ask) -> Option<Vec<String>> {
+        if self.active {
+            self.defer(ask);
+            return None;
+        }
+        self.last = Some(ask.clone());
+        Some(ask.msgs)
+    }
+
+    fn defer(&mut self, ask: Ask) {
+        // Words to say (a goodbye) win over a bare "answer now", which they include.
+        if ask.speech || !self.deferred.as_ref().is_some_and(|d| d.speech) {
+            self.deferred = Some(ask);
+        }
+    }
+
+    fn started(&mut self) {
+        self.active = true;
+    }
+
+    /// The last ask was refused: an answer is running after all (VAD started one).
+    fn busy(&mut self) {
+        self.active = true;
+        if let Some(ask) = self.last.take() {
+            self.defer(ask);
+        }
+    }
+
+    /// The running answer is over: the ask that waited for it, to send now.
+    fn done(&mut self) -> Option<Vec<String>> {
+        self.active = false;
+        let ask = self.deferred.take()?;
+        self.ask(ask)
+    }
+}
+
+/// A planned move to a new connection (Gemini `goAway`, §B9).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Switch {
+    /// Switch by then whatever is going on: the old connection's time is nearly up.
+    deadline: Instant,
+    /// A turn completed with no tool running: switch at the next resumption handle (it covers
+    /// that turn) or soon after.
+    between_turns: Option<Instant>,
+}
+
+impl Switch {
+    fn new(now: Instant, time_left: Option<Duration>) -> Self {
+        let left = time_left.unwrap_or(GO_AWAY_DEFAULT);
+        Self { deadline: now + left.saturating_sub(GO_AWAY_MARGIN), between_turns: None }
+    }
+
+    fn at(&self) -> Instant {
+        self.between_turns.map_or(self.deadline, |t| t.min(self.deadline))
+    }
 }
 
 type ToolFuture = BoxFuture<'static, (String, String, Value)>;
@@ -69,19 +155,23 @@ struct State {
     interrupted: HashSet<String>,
     /// Gemini has no answer ids: after `interrupted`, audio is dropped until the turn ends.
     dropping_turn: bool,
+    /// Model audio came since the last finished answer (a turn is in progress).
+    turn_audio: bool,
     last_response: Option<String>,
-    response_active: bool,
-    /// Tool results sent; OpenAI answers only once asked, after the current answer is done.
-    respond_after: bool,
+    asks: Asks,
     pending_end: Option<PendingEnd>,
     tools: FuturesUnordered<ToolFuture>,
     cancelled_tools: HashSet<String>,
     resume: Option<String>,
+    /// Gemini said the connection ends soon: switch by then, between turns if one comes.
+    switch: Option<Switch>,
     reconnected: bool,
     garbage_run: u32,
     last_voice: Instant,
     nudged: bool,
     max_call_at: Option<Instant>,
+    /// The provider's session ends soon after: the call ends politely first.
+    session_end_at: Option<Instant>,
     out: Vec<String>,
     /// Caller audio not yet forwarded, and how much makes a message.
     caller: Vec<u8>,
@@ -97,29 +187,32 @@ pub(crate) async fn run(v: Voice, mut events: CallEvents, ctl: CallControl) {
         open: true,
         interrupted: HashSet::new(),
         dropping_turn: false,
+        turn_audio: false,
         last_response: None,
-        response_active: false,
-        respond_after: false,
+        asks: Asks::default(),
         pending_end: None,
         tools: FuturesUnordered::new(),
         cancelled_tools: HashSet::new(),
         resume: None,
+        switch: None,
         reconnected: false,
         garbage_run: 0,
         last_voice: Instant::now(),
         nudged: false,
         max_call_at,
+        session_end_at: None,
         out: Vec::new(),
         caller: Vec::new(),
         forward_bytes: rate.bytes_per_ms() * FORWARD_MS,
         v,
     };
+    s.session_end_at = s.session_limit();
     let early = std::mem::take(&mut s.v.early);
     s.handle(early).await;
     if let Some(greeting) = s.v.settings.greeting.clone() {
         let greeting = super::template::fill(&greeting, &s.v.call);
-        let msgs = s.v.wire.speak(&format!("Start the call now by saying this to the caller: {greeting}"));
-        s.send_all(msgs).await;
+        let msgs = s.v.wire.greet(&format!("Start the call now by saying this to the caller: {greeting}"));
+        s.ask(Ask { msgs, speech: true }).await;
     }
     loop {
         let deadline = s.next_deadline();
@@ -214,6 +307,10 @@ impl State {
             Err(e) => return self.garbage(&e).await,
         }
         self.handle(batch).await;
+        // After the whole message: a handle later in it is one to resume with.
+        if self.switch.is_some_and(|sw| sw.at() <= Instant::now()) {
+            self.planned_switch().await;
+        }
     }
 
     async fn handle(&mut self, batch: Vec<Event>) {
@@ -229,6 +326,10 @@ impl State {
                 if self.dropping_turn || response.as_ref().is_some_and(|r| self.interrupted.contains(r)) {
                     return;
                 }
+                self.turn_audio = true;
+                if let Some(sw) = self.switch.as_mut() {
+                    sw.between_turns = None;
+                }
                 if response.is_some() {
                     self.last_response = response;
                 }
@@ -242,27 +343,35 @@ impl State {
             }
             Event::BargeIn => self.barge_in().await,
             Event::ResponseStarted(id) => {
-                self.response_active = true;
+                self.asks.started();
                 if id.is_some() {
                     self.last_response = id;
                 }
             }
             Event::ResponseDone { failed, .. } => {
-                self.response_active = false;
                 self.dropping_turn = false;
+                self.turn_audio = false;
+                if let Some(sw) = self.switch.as_mut() {
+                    if self.tools.is_empty() && sw.between_turns.is_none() {
+                        sw.between_turns = Some(Instant::now() + HANDLE_WAIT);
+                    }
+                }
+                let next = self.asks.done();
                 if let Some(reason) = failed {
                     return self.ctl.fail(format!("provider error: {reason}"));
                 }
-                if self.respond_after {
-                    self.respond_after = false;
-                    if let Some(m) = self.v.wire.respond() {
-                        self.send(m).await;
+                if let Some(msgs) = next {
+                    // The answer asked for comes after this one: that is the goodbye, if any.
+                    if let Some(end) = self.pending_end.as_mut() {
+                        end.spoke = false;
                     }
+                    return self.send_all(msgs).await;
                 }
                 if self.pending_end.as_ref().is_some_and(|e| e.spoke) {
                     self.finish_end();
                 }
             }
+            Event::ResponseBusy => self.asks.busy(),
             Event::ToolCall { id, name, args } => self.tool_call(id, name, args).await,
             Event::ToolCancelled(ids) => self.cancelled_tools.extend(ids),
             Event::Transcript { speaker, text } => self.ctl.transcript(speaker.as_str(), text),
@@ -272,19 +381,47 @@ impl State {
                 self.ctl.record("provider-warning", json!({ "message": w }));
             }
             Event::Fatal(reason) => self.ctl.fail(format!("provider error: {reason}")),
-            Event::Resumable(handle) => self.resume = Some(handle),
-            Event::GoAway => self.reconnect().await,
+            Event::Expired(reason) => {
+                // The cap came before our goodbye (a clock behind the provider's): the call
+                // ends as completed, not as an agent failure, and no new session is dialed.
+                self.ctl.record("session-limit", json!({ "reason": reason }));
+                self.open = false;
+                let _ = timeout(CLOSE_WAIT, self.v.ws.close(None)).await;
+                self.pending_end = None;
+                self.ctl.note("provider session reached its maximum length");
+                self.ctl.hang_up();
+            }
+            Event::Resumable(handle) => {
+                self.resume = Some(handle);
+                if let Some(sw) = self.switch.as_mut().filter(|sw| sw.between_turns.is_some()) {
+                    // The handle covering the finished turn: nothing is lost by moving now.
+                    sw.between_turns = Some(Instant::now());
+                }
+            }
+            Event::GoAway(left) => {
+                if self.switch.is_none() {
+                    self.ctl.record("provider-go-away", json!({ "time_left_ms": left.map(|d| d.as_millis() as u64) }));
+                    // Not at once: that would cut the answer being spoken. Between turns, or
+                    // just before the time is up.
+                    self.switch = Some(Switch::new(Instant::now(), left));
+                }
+            }
         }
     }
 
     async fn barge_in(&mut self) {
         self.last_voice = Instant::now();
         self.nudged = false;
-        if self.ctl.queued().is_zero() {
-            // Nothing is playing (Gemini can report a phantom interruption after its greeting).
+        let playing = !self.ctl.queued().is_zero();
+        // An answer still being generated is cut too, queued audio or not: its deltas already in
+        // flight must not play.
+        if !playing && !self.asks.active && !self.turn_audio {
+            // Nothing playing or coming (Gemini can report a phantom interruption after its greeting).
             return;
         }
-        self.ctl.clear();
+        if playing {
+            self.ctl.clear();
+        }
         let heard = self.playout.heard(Instant::now());
         let mut detail = json!({});
         if let Some(h) = heard.filter(|h| h.cut) {
@@ -298,9 +435,17 @@ impl State {
                 if self.interrupted.len() > 256 {
                     self.interrupted.clear();
                 }
+                if self.asks.active {
+                    // With `interrupt_response: false` the provider keeps generating unless told.
+                    if let Some(m) = self.v.wire.cancel(&r) {
+                        self.send(m).await;
+                    }
+                }
                 self.interrupted.insert(r);
             }
-            None => self.dropping_turn = true,
+            // Gemini has no ids: drop the rest of a turn still coming. A finished turn only had
+            // its queued audio to clear, and the next one must not be dropped.
+            None => self.dropping_turn = self.turn_audio,
         }
         self.v.wire.reset_output();
         self.playout.clear();
@@ -365,12 +510,16 @@ impl State {
         self.ask_for_answer().await;
     }
 
-    /// OpenAI answers only when asked, and not while an answer is running: then once it is done.
+    /// OpenAI answers only when asked (after tool results, a key press).
     async fn ask_for_answer(&mut self) {
-        if self.response_active {
-            self.respond_after = true;
-        } else if let Some(m) = self.v.wire.respond() {
-            self.send(m).await;
+        if let Some(m) = self.v.wire.respond() {
+            self.ask(Ask { msgs: vec![m], speech: false }).await;
+        }
+    }
+
+    async fn ask(&mut self, ask: Ask) {
+        if let Some(msgs) = self.asks.ask(ask) {
+            self.send_all(msgs).await;
         }
     }
 
@@ -398,11 +547,17 @@ impl State {
     fn next_deadline(&self) -> Option<Instant> {
         let mut d: Option<Instant> = self.pending_end.as_ref().map(|e| e.deadline);
         let mut consider = |t: Instant| d = Some(d.map_or(t, |d| d.min(t)));
+        if let Some(sw) = &self.switch {
+            consider(sw.at());
+        }
         if self.pending_end.is_none() {
             if let Some(silence) = self.v.settings.silence {
                 consider(self.last_voice + silence);
             }
             if let Some(t) = self.max_call_at {
+                consider(t);
+            }
+            if let Some(t) = self.session_end_at {
                 consider(t);
             }
         }
@@ -411,6 +566,9 @@ impl State {
 
     async fn on_timer(&mut self) {
         let now = Instant::now();
+        if self.switch.is_some_and(|sw| sw.at() <= now) {
+            return self.planned_switch().await;
+        }
         if let Some(end) = &self.pending_end {
             if now >= end.deadline {
                 self.finish_end();
@@ -422,10 +580,16 @@ impl State {
             self.ctl.record("time-limit", json!({ "max_call_secs": self.v.settings.max_call.map(|d| d.as_secs()) }));
             return self.say_goodbye("The call has reached its time limit. Say a short, polite goodbye now.").await;
         }
+        if self.session_end_at.is_some_and(|t| now >= t) {
+            self.session_end_at = None;
+            let cap = self.v.settings.session_cap().map(|d| d.as_secs() / 60);
+            self.ctl.record("session-limit", json!({ "session_cap_mins": cap }));
+            return self.say_goodbye("The call has reached its time limit. Say a short, polite goodbye now.").await;
+        }
         let Some(silence) = self.v.settings.silence else { return };
         // The agent speaking is no silence of the caller's.
         let playing = self.ctl.queued();
-        if !playing.is_zero() || self.response_active {
+        if !playing.is_zero() || self.asks.active {
             self.last_voice = now + playing;
             return;
         }
@@ -438,7 +602,7 @@ impl State {
             self.ctl.record("silence", json!({ "secs": silence.as_secs(), "action": "nudge" }));
             let msgs =
                 self.v.wire.speak("The caller has been silent for a while. Briefly ask whether they are still there.");
-            self.send_all(msgs).await;
+            self.ask(Ask { msgs, speech: true }).await;
         } else {
             self.ctl.record("silence", json!({ "secs": silence.as_secs(), "action": "end" }));
             self.say_goodbye("The caller is not responding. Say a short, polite goodbye now.").await;
@@ -447,8 +611,10 @@ impl State {
 
     async fn say_goodbye(&mut self, instruction: &str) {
         self.end_after_goodbye(Ending::HangUp("polite end"));
+        // Through the same queue as every ask: sent now, an answer already running would
+        // refuse it.
         let msgs = self.v.wire.speak(instruction);
-        self.send_all(msgs).await;
+        self.ask(Ask { msgs, speech: true }).await;
     }
 
     async fn garbage(&mut self, reason: &str) {
@@ -467,6 +633,10 @@ impl State {
         if self.ctl.end().is_some() {
             return;
         }
+        if self.switch.is_some() && !is_final(&reason) {
+            // The connection went as announced, before we moved: the planned move, now.
+            return self.planned_switch().await;
+        }
         // A refused key or an exhausted quota won't heal by dialing again.
         if self.reconnected || is_final(&reason) {
             return self.ctl.fail(reason);
@@ -475,6 +645,18 @@ impl State {
         self.ctl.record("provider-lost", json!({ "reason": reason }));
         self.reconnected = true;
         self.reconnect().await;
+    }
+
+    /// When to say goodbye before the provider's session cap.
+    fn session_limit(&self) -> Option<Instant> {
+        let cap = self.v.settings.session_cap()?;
+        Some(Instant::now() + cap.saturating_sub(SESSION_MARGIN))
+    }
+
+    /// The move `goAway` asked for; it does not count as the one reconnect a lost connection gets.
+    async fn planned_switch(&mut self) {
+        self.switch = None;
+        Box::pin(self.reconnect()).await;
     }
 
     /// A new connection, resuming the session where the provider can (Gemini's handle). Planned
@@ -490,7 +672,17 @@ impl State {
                     let _ = timeout(CLOSE_WAIT, old.close(None)).await;
                 }
                 self.open = true;
-                self.response_active = false;
+                // A new OpenAI session, a new cap (it has none of the old one's context either).
+                if self.session_end_at.is_some() {
+                    self.session_end_at = self.session_limit();
+                }
+                // No turn is in progress on a new connection.
+                self.turn_audio = false;
+                self.dropping_turn = false;
+                // Nothing runs on a new connection: what waited for an answer to end goes now.
+                if let Some(msgs) = self.asks.done() {
+                    Box::pin(self.send_all(msgs)).await;
+                }
                 self.ctl.record("provider-reconnected", json!({ "resumed": self.resume.is_some() }));
                 Box::pin(self.handle(early)).await;
             }
@@ -503,10 +695,14 @@ impl State {
 }
 
 /// Close reasons that mean the provider refuses this agent, not that the connection broke
-/// (Gemini: 1007 bad key or request, 1008 unknown model or policy, quota exhaustion).
+/// (Gemini: 1007 bad key or request, quota exhaustion). Gemini's 1008 is classified by its
+/// reason (§B9): an unknown model or a disabled API is final, but 1008 is reportedly also
+/// routine session expiry, which a resumed connection outlives.
 fn is_final(reason: &str) -> bool {
     let lower = reason.to_ascii_lowercase();
-    ["(1007", "(1008", "quota", "resource_exhausted", "api key", "permission"].iter().any(|w| lower.contains(w))
+    let refused = ["not found", "not supported", "disabled", "denied", "billing"];
+    ["(1007", "quota", "resource_exhausted", "api key", "permission"].iter().any(|w| lower.contains(w))
+        || (lower.contains("(1008") && refused.iter().any(|w| lower.contains(w)))
 }
 
 fn is_voice(pcm: &[u8]) -> bool {
@@ -534,4 +730,42 @@ fn truncate_json(v: &Value) -> Value {
     }
     let cut = (0..=2000).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0);
     Value::String(format!("{}…", &text[..cut]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ask(text: &str, speech: bool) -> Ask {
+        Ask { msgs: vec![text.to_string()], speech }
+    }
+
+    #[test]
+    fn an_ask_waits_for_the_running_answer_and_a_refused_one_is_sent_again() {
+        let mut a = Asks::default();
+        assert_eq!(a.ask(ask("greet", true)), Some(vec!["greet".to_string()]));
+        // VAD started an answer first: the greeting was refused, and goes after that answer.
+        a.busy();
+        assert_eq!(a.ask(ask("respond", false)), None, "nothing while an answer runs");
+        assert_eq!(a.done(), Some(vec!["greet".to_string()]), "the greeting, not the bare ask it covers");
+        assert_eq!(a.done(), None);
+        // The time-limit goodbye while an answer runs: after it, and it wins over a bare ask.
+        a.started();
+        assert_eq!(a.ask(ask("goodbye", true)), None);
+        assert_eq!(a.ask(ask("respond", false)), None);
+        assert_eq!(a.done(), Some(vec!["goodbye".to_string()]));
+        a.started();
+        assert_eq!(a.ask(ask("respond", false)), None);
+        assert_eq!(a.done(), Some(vec!["respond".to_string()]));
+    }
+
+    #[test]
+    fn a_gemini_1008_is_final_only_when_its_reason_is_a_refusal() {
+        let closed = |reason: &str| format!("provider closed the connection ({reason})");
+        assert!(is_final(&closed("1008: models/x is not found for API version v1beta, or is not supported")));
+        assert!(is_final(&closed("1008: Generative Language API has not been used in project 1 or it is disabled")));
+        assert!(!is_final(&closed("1008: session expired")), "expiry: the one reconnect may resume it");
+        assert!(is_final(&closed("1007: API key not valid. Please pass a valid API key.")));
+        assert!(!is_final(&closed("1011: Internal error encountered.")));
+    }
 }

@@ -240,6 +240,17 @@ impl VoiceSettings {
         }
     }
 
+    /// How long the provider keeps one session (§0.6, §A9): OpenAI 60 min, Azure OpenAI 30;
+    /// Gemini resumes on a new connection, so none.
+    pub fn session_cap(&self) -> Option<Duration> {
+        if self.provider != ProviderKind::OpenAi {
+            return None;
+        }
+        let host = Url::parse(&self.base_url).ok().and_then(|u| u.host_str().map(str::to_ascii_lowercase));
+        let azure = host.is_some_and(|h| h.ends_with(".azure.com"));
+        Some(Duration::from_secs(if azure { 30 * 60 } else { 60 * 60 }))
+    }
+
     /// The header carrying the key: `Authorization: Bearer …`, or the key itself in any other
     /// header (Azure's `api-key`, Gemini's `x-goog-api-key`).
     pub fn auth_value(&self, key: &str) -> String {
@@ -340,5 +351,14 @@ mod tests {
         let s = VoiceSettings::parse(ProviderKind::OpenAi, &t).unwrap();
         assert_eq!(s.tools[0].timeout, Duration::from_millis(800));
         assert!(s.api_key().is_err());
+    }
+
+    #[test]
+    fn the_session_cap_is_60_min_on_openai_30_on_azure_none_on_gemini() {
+        let cap = |kind, url: &str| VoiceSettings::parse(kind, &json!({ "base_url": url })).unwrap().session_cap();
+        assert_eq!(cap(ProviderKind::OpenAi, "wss://api.openai.com/v1/realtime"), Some(Duration::from_secs(3600)));
+        let azure = "wss://acme.openai.azure.com/openai/v1/realtime";
+        assert_eq!(cap(ProviderKind::OpenAi, azure), Some(Duration::from_secs(1800)));
+        assert_eq!(cap(ProviderKind::Gemini, "wss://generativelanguage.googleapis.com/ws/x"), None);
     }
 }
