@@ -74,7 +74,7 @@ enum Slot {
 /// Caller events that reached the session while the agent was still being made.
 enum Held {
     Audio(Vec<u8>),
-    Dtmf(String),
+    Dtmf(String, Option<u64>),
     Clear,
 }
 
@@ -765,7 +765,7 @@ impl Session {
         }
         match event {
             Held::Audio(pcm) => self.with_agent(|a, ctl| a.on_audio(&pcm, ctl)),
-            Held::Dtmf(d) => self.with_agent(|a, ctl| a.on_dtmf(&d, ctl)),
+            Held::Dtmf(d, ms) => self.with_agent(|a, ctl| a.on_dtmf(&d, ms, ctl)),
             Held::Clear => self.with_agent(|a, ctl| a.on_clear(ctl)),
         }
     }
@@ -900,7 +900,7 @@ impl Session {
             self.dtmf.push_str(&dtmf.digit);
         }
         self.record("dtmf", json!({ "digit": dtmf.digit, "duration_ms": dtmf.duration_ms }));
-        self.deliver(Held::Dtmf(dtmf.digit));
+        self.deliver(Held::Dtmf(dtmf.digit, dtmf.duration_ms));
     }
 
     fn on_mark(&mut self, name: &str) {

@@ -110,13 +110,13 @@ impl Wire for ExotelWire {
         out.push(media_json(seq, &self.sid_json, self.chunk, timestamp, pcm));
     }
 
-    fn dtmf(&mut self, digit: &str) -> String {
+    fn dtmf(&mut self, digit: &str, duration_ms: Option<u64>) -> String {
         let seq = self.next_seq();
         InboundEvent::Dtmf(Dtmf {
             sequence_number: Some(seq),
             stream_sid: Some(self.stream_sid.clone()),
             digit: digit.to_string(),
-            duration_ms: None,
+            duration_ms,
         })
         .to_json()
     }
@@ -270,6 +270,8 @@ mod tests {
         };
         assert_eq!(B64.decode(payload).unwrap(), [3, 0]);
         assert_eq!((sequence_number, chunk, timestamp), (Some(3), Some(2), Some(0)));
+        let dtmf: serde_json::Value = serde_json::from_str(&w.dtmf("5", Some(100))).unwrap();
+        assert_eq!(dtmf["dtmf"], serde_json::json!({"digit": "5", "duration": "100"}), "as Exotel sends it");
         let stop = w.stop(&CallEnd::new(EndReason::Stop(StopReason::CallEnded)));
         assert!(matches!(
             InboundEvent::parse(&stop).unwrap(),

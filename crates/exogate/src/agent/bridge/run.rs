@@ -124,8 +124,8 @@ impl Bridge {
                 }
                 self.out = out;
             }
-            CallEvent::Dtmf(digit) => {
-                let text = self.wire.dtmf(&digit);
+            CallEvent::Dtmf(digit, duration_ms) => {
+                let text = self.wire.dtmf(&digit, duration_ms);
                 self.send(text).await;
             }
             CallEvent::MarkPlayed(ours) => {

@@ -151,7 +151,8 @@ impl Wire for TwilioWire {
         self.pending.drain(..start);
     }
 
-    fn dtmf(&mut self, digit: &str) -> String {
+    fn dtmf(&mut self, digit: &str, _duration_ms: Option<u64>) -> String {
+        // Twilio's dtmf has no duration.
         let seq = self.next_seq();
         json!({"event": "dtmf", "streamSid": self.stream_sid, "sequenceNumber": seq,
                "dtmf": {"track": "inbound_track", "digit": digit}})
