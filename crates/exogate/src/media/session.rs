@@ -981,6 +981,8 @@ impl Session {
             self.app.live.remove(&self.local_id);
         }
         let pos = &shared.position;
+        // Exotel's unreadable messages and the agent's upstream's (a bridged bot's) alike.
+        let bad = self.bad + pos.bad_upstream.load(Ordering::Relaxed);
         let w = &self.writer.stats;
         let close_code = w.close_code.or(self.peer_close).unwrap_or(1006);
         let stop_reason = self
@@ -1025,7 +1027,7 @@ impl Session {
                 marks_sent: w.marks_sent,
                 marks_played: self.marks_played,
                 clears: w.clears,
-                bad_messages: self.bad,
+                bad_messages: bad,
                 recut: pos.recut.load(Ordering::Relaxed),
                 first_audio: w
                     .first_frame_at
@@ -1053,7 +1055,7 @@ impl Session {
                 .text("dtmf", Some(self.dtmf).filter(|d| !d.is_empty()))
                 .text("stop_reason", Some(&stop_reason))
                 .int("close_code", Some(close_code as i64))
-                .int("bad_messages", Some(self.bad as i64))
+                .int("bad_messages", Some(bad as i64))
                 .int("seq_gaps", Some(self.seq_gaps as i64))
                 .int("dropped_in_bytes", count(pos.dropped_in.load(Ordering::Relaxed)))
                 .int("dropped_out_bytes", count(pos.dropped_out.load(Ordering::Relaxed)))
@@ -1073,7 +1075,7 @@ impl Session {
             reason = %stop_reason,
             frames_in = self.frames_in,
             frames_out = w.frames_out,
-            bad_messages = self.bad,
+            bad_messages = bad,
             "call ended"
         );
     }
