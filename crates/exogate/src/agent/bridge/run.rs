@@ -11,7 +11,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use super::connect::BotSocket;
 use super::marks::{BotMarks, FALLBACK};
-use super::twilio_rest::{Registered, register};
+use super::twilio_rest::{ApiAuth, Registered, register};
 use super::wire::{BotMsg, Wire};
 use crate::agent::{CallControl, CallEvent, CallEvents};
 
@@ -41,7 +41,7 @@ pub(crate) async fn run(
     wire: Box<dyn Wire>,
     mut events: CallEvents,
     ctl: CallControl,
-    auth_token: Option<String>,
+    api_auth: Option<ApiAuth>,
 ) {
     let mut b = Bridge {
         bot,
@@ -68,8 +68,8 @@ pub(crate) async fn run(
                 if b.on_event(event).await {
                     break;
                 }
-                if let (true, Some(token), Some((call_sid, account))) = (start, &auth_token, b.wire.twilio_ids()) {
-                    _api = Some(register(&call_sid, &account, token, &b.ctl));
+                if let (true, Some(auth), Some((call_sid, account))) = (start, &api_auth, b.wire.twilio_ids()) {
+                    _api = Some(register(&call_sid, &account, auth, &b.ctl));
                 }
             }
             msg = b.bot.next(), if b.open => b.on_bot(msg).await,
