@@ -138,6 +138,14 @@ impl Agent for Forwarder {
     }
 }
 
+/// A task's event queue with no session behind it (for agents' tests): send events through the
+/// sender as the session would.
+#[cfg(test)]
+pub(crate) fn test_events(ctl: &CallControl) -> (mpsc::Sender<CallEvent>, CallEvents) {
+    let (tx, rx) = mpsc::channel(EVENT_QUEUE);
+    (tx, CallEvents { rx, ctl: ctl.clone(), done: false })
+}
+
 /// Runs `body` as the call's agent: an async task fed the call's events. If the task returns (or
 /// panics) while the call is still up and it has neither hung up nor transferred, that is an agent
 /// failure: the session applies `on_failure`.
