@@ -203,7 +203,7 @@ async fn an_unreachable_bot_hands_the_call_to_the_fallback_agent() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn slow_dead_and_garbage_bots_each_get_on_failure() {
+async fn slow_and_dead_bots_each_get_on_failure() {
     let gw = TestGateway::start().await;
     let slow = FakeBot::start(
         0,
@@ -212,11 +212,9 @@ async fn slow_dead_and_garbage_bots_each_get_on_failure() {
     .await
     .unwrap();
     let dies = bot(BotProtocol::Exotel, Behavior::DieAfter { after_ms: 800 }).await;
-    let garbage = bot(BotProtocol::Twilio, Behavior::Garbage { count: 40 }).await;
     agent(&gw, "slow", json!({ "url": slow.url(), "connect_timeout_ms": 300 })).await;
     agent(&gw, "dies", json!({ "url": dies.url(), "on_failure": "transfer", "transfer_to": "+918047491899" })).await;
-    agent(&gw, "garbage", json!({ "url": garbage.url(), "protocol": "twilio" })).await;
-    let cases = [("slow", "did not accept within 300 ms"), ("dies", "connection lost"), ("garbage", "unreadable")];
+    let cases = [("slow", "did not accept within 300 ms"), ("dies", "connection lost")];
     for (id, why) in cases {
         let cfg = call(&gw, id, SampleRate::Hz8000, AudioSource::Tone { hz: 440.0, ms: 4000 });
         let call_sid = cfg.call_sid.clone();
@@ -243,6 +241,40 @@ async fn slow_dead_and_garbage_bots_each_get_on_failure() {
     assert_eq!(r.status(), 302);
     let location = r.headers()["location"].to_str().unwrap().to_string();
     assert!(location.contains("target=%2B918047491899"), "{location}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bot_sending_junk_keeps_its_call_and_the_junk_is_counted() {
+    let gw = TestGateway::start().await;
+    for protocol in [BotProtocol::Twilio, BotProtocol::Exotel] {
+        // Non-JSON text, binary frames and unknown events, far more than 20 in a row, then echo.
+        let junk = bot(protocol, Behavior::Garbage { count: 60 }).await;
+        let id = format!("junk-{protocol}");
+        agent(&gw, &id, json!({ "url": junk.url(), "protocol": protocol.to_string() })).await;
+        let cfg = call(&gw, &id, SampleRate::Hz8000, AudioSource::Tone { hz: 440.0, ms: 3000 });
+        let call_sid = cfg.call_sid.clone();
+        let report = run_call(cfg).await.unwrap();
+        assert!(report.ok(), "{protocol}: {:?}", report.violations);
+        assert!(!report.received_pcm.is_empty(), "{protocol}: the bot's echo still plays");
+        let row = gw.call(&call_sid).await;
+        assert_eq!(row["agent_failure"], Value::Null, "{protocol}");
+        assert_eq!(row["stop_reason"], "callended", "{protocol}");
+        assert!(row["bad_messages"].as_i64().unwrap_or_default() >= 60, "{protocol}: {}", row["bad_messages"]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exotel_bot_gets_the_dtmf_duration_exotel_sent() {
+    let gw = TestGateway::start().await;
+    let bot = bot(BotProtocol::Exotel, Behavior::Echo).await;
+    agent(&gw, "keys", json!({ "url": bot.url() })).await;
+    let mut cfg = call(&gw, "keys", SampleRate::Hz8000, AudioSource::Tone { hz: 440.0, ms: 1500 });
+    cfg.dtmf.push((Duration::from_millis(500), "5".into()));
+    run_call(cfg).await.unwrap();
+    let s = ended(&bot).await;
+    let dtmf = s.received.iter().find(|v| v["event"] == "dtmf").expect("the bot got the key");
+    // The simulator holds each key 100 ms, and says so as Exotel does.
+    assert_eq!(dtmf["dtmf"], json!({"digit": "5", "duration": "100"}));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -345,6 +377,40 @@ async fn a_twilio_bot_can_hang_up_through_the_emulated_rest_api() {
     assert_eq!(events(&s).last(), Some(&"stop"), "the bot is told the call ended");
     // The call is gone: the API no longer finds it.
     assert_eq!(post(url(&call_sid), "tok-0123456789abcdef").await.unwrap().status(), 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rest_hang_up_plays_at_most_3_s_of_a_queued_reply() {
+    let gw = TestGateway::start().await;
+    // 20 s of speech sent at once, as the OpenAI sample and Vocode do.
+    let bot = bot(BotProtocol::Twilio, Behavior::Greeting { ms: 20_000 }).await;
+    let account = "AC0000000000000000000000000000beef";
+    let token = "tok-0123456789abcdef";
+    agent(&gw, "rest", json!({ "url": bot.url(), "protocol": "twilio", "account_sid": account, "auth_token": token }))
+        .await;
+    let cfg = call(&gw, "rest", SampleRate::Hz8000, AudioSource::Tone { hz: 300.0, ms: 20_000 });
+    let running = tokio::spawn(run_call(cfg));
+    let mut call_sid = None;
+    for _ in 0..100 {
+        call_sid =
+            bot.sessions().first().and_then(|s| s.received.get(1)?["start"]["callSid"].as_str().map(String::from));
+        if call_sid.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let call_sid = call_sid.expect("the bot got start");
+    // Let the greeting be queued in full before the bot hangs up.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let url = gw.http_url(&format!("/2010-04-01/Accounts/{account}/Calls/{call_sid}.json"));
+    let r = gw.http.post(url).basic_auth(account, Some(token)).form(&[("Status", "completed")]).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let report = running.await.unwrap().unwrap();
+    assert!(report.closed_by_bot && report.close_code == Some(1000), "{}", report.summary());
+    // At 8 kHz PCM16 a second is 16 000 bytes: 0.5 s before the request, then at most 3 s more.
+    let played_ms = report.received_pcm.len() / 16;
+    assert!((2000..=4000).contains(&played_ms), "{played_ms} ms of the 20 s greeting played");
+    assert!(report.duration < Duration::from_secs(8), "{:?}", report.duration);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -147,7 +147,7 @@ impl Agent for Speaker {
         ctl.mark("greeting");
     }
     fn on_audio(&mut self, _pcm: &[u8], _ctl: &CallControl) {}
-    fn on_dtmf(&mut self, digit: &str, ctl: &CallControl) {
+    fn on_dtmf(&mut self, digit: &str, _duration_ms: Option<u64>, ctl: &CallControl) {
         if digit == "#" {
             ctl.clear();
         }

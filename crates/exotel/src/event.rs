@@ -443,7 +443,13 @@ impl InboundEvent {
             Self::Dtmf(d) => {
                 seq(&mut v, d.sequence_number);
                 sid(&mut v, &d.stream_sid);
-                v.insert("dtmf".into(), json!({"digit": d.digit, "duration": opt_str(d.duration_ms)}));
+                let mut dtmf = Map::new();
+                dtmf.insert("digit".into(), json!(d.digit));
+                // Left out when unknown: a bot reading `duration` as a number string gets no null.
+                if let Some(ms) = d.duration_ms {
+                    dtmf.insert("duration".into(), json!(ms.to_string()));
+                }
+                v.insert("dtmf".into(), Value::Object(dtmf));
             }
             Self::Mark(m) => {
                 seq(&mut v, m.sequence_number);
@@ -694,6 +700,16 @@ mod tests {
         for e in events {
             assert_eq!(InboundEvent::parse(&e.to_json()).unwrap(), e);
         }
+    }
+
+    #[test]
+    fn dtmf_duration_is_a_string_when_known_and_left_out_when_not() {
+        let dtmf = |duration_ms| {
+            let e = InboundEvent::Dtmf(Dtmf { digit: "5".into(), duration_ms, ..Dtmf::default() });
+            serde_json::from_str::<Value>(&e.to_json()).unwrap()["dtmf"].clone()
+        };
+        assert_eq!(dtmf(Some(100)), json!({"digit": "5", "duration": "100"}));
+        assert_eq!(dtmf(None), json!({"digit": "5"}));
     }
 
     // The property `fuzz/fuzz_targets/stream_event.rs` checks at length, kept in CI: any text, and

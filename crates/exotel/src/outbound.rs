@@ -88,8 +88,41 @@ pub enum OutboundError {
     BadBase64(String),
 }
 
+/// Base64 as bots write it: padded or not, and with line breaks or spaces inside (Python's
+/// `base64.encodebytes` wraps every 76 characters). The common, clean payload decodes in one pass;
+/// only a payload that fails is scanned for whitespace and decoded again without it.
+pub fn decode_base64_lenient(payload: &str, out: &mut Vec<u8>) -> Result<(), base64::DecodeError> {
+    let start = out.len();
+    let first = LENIENT.decode_vec(payload, out);
+    let Err(e) = first else { return Ok(()) };
+    out.truncate(start);
+    if !payload.bytes().any(|b| b.is_ascii_whitespace()) {
+        return Err(e);
+    }
+    let compact: String = payload.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    LENIENT.decode_vec(compact.as_bytes(), out).inspect_err(|_| out.truncate(start))
+}
+
+/// The standard alphabet, with or without `=` padding.
+const LENIENT: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    base64::engine::GeneralPurposeConfig::new()
+        .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+);
+
 impl OutboundEvent {
+    /// Reads a bot message as Exotel's documented form has it (standard, padded base64).
     pub fn parse(text: &str) -> Result<Self, OutboundError> {
+        Self::parse_with(text, false)
+    }
+
+    /// Like [`OutboundEvent::parse`], but takes unpadded or line-wrapped base64 too: for a gateway
+    /// that plays what a bot meant rather than judging how it wrote it.
+    pub fn parse_lenient(text: &str) -> Result<Self, OutboundError> {
+        Self::parse_with(text, true)
+    }
+
+    fn parse_with(text: &str, lenient: bool) -> Result<Self, OutboundError> {
         let v: Value = serde_json::from_str(text).map_err(|e| OutboundError::NotJson(e.to_string()))?;
         let obj = v.as_object().ok_or_else(|| OutboundError::NotJson("not an object".into()))?;
         let event = obj.get("event").and_then(Value::as_str).ok_or(OutboundError::NoEvent)?;
@@ -102,7 +135,13 @@ impl OutboundEvent {
                     .and_then(|m| m.get("payload"))
                     .and_then(Value::as_str)
                     .ok_or(OutboundError::Malformed("media without media.payload string"))?;
-                let payload = B64.decode(payload).map_err(|e| OutboundError::BadBase64(e.to_string()))?;
+                let payload = if lenient {
+                    let mut out = Vec::new();
+                    decode_base64_lenient(payload, &mut out).map(|()| out)
+                } else {
+                    B64.decode(payload)
+                };
+                let payload = payload.map_err(|e| OutboundError::BadBase64(e.to_string()))?;
                 Ok(Self::Media { stream_sid, payload })
             }
             "mark" => {
@@ -170,6 +209,37 @@ mod tests {
         assert_eq!(
             OutboundEvent::parse(r#"{"streamSid":"a","event":"clear"}"#),
             Ok(OutboundEvent::Clear { stream_sid: Some("a".into()) })
+        );
+    }
+
+    #[test]
+    fn lenient_base64_takes_what_python_and_unpadded_encoders_write() {
+        // base64.encodebytes(bytes(range(60))): wrapped at 76 characters, with a final newline.
+        let wrapped = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8gISIjJCUmJygpKissLS4vMDEyMzQ1Njc4\nOTo7\n";
+        let expected: Vec<u8> = (0..60).collect();
+        for (payload, want) in [
+            (wrapped, &expected[..]),
+            ("AQID", &[1, 2, 3][..]),
+            ("AQIDBA", &[1, 2, 3, 4][..]),
+            ("AQIDBA==", &[1, 2, 3, 4][..]),
+            (" AQ ID\r\nBA= = ", &[1, 2, 3, 4][..]),
+        ] {
+            let mut out = vec![9];
+            decode_base64_lenient(payload, &mut out).unwrap_or_else(|e| panic!("{payload:?}: {e}"));
+            assert_eq!(&out[1..], want, "{payload:?}");
+        }
+        let mut out = vec![9];
+        assert!(decode_base64_lenient("!!", &mut out).is_err());
+        assert!(decode_base64_lenient("AQ\nI!", &mut out).is_err());
+        assert_eq!(out, [9], "nothing is left behind by a failed decode");
+        let json = r#"{"event":"media","media":{"payload":"AQIDBA\n"}}"#;
+        assert!(
+            matches!(OutboundEvent::parse(json), Err(OutboundError::BadBase64(_))),
+            "the documented form is strict"
+        );
+        assert_eq!(
+            OutboundEvent::parse_lenient(json),
+            Ok(OutboundEvent::Media { stream_sid: None, payload: vec![1, 2, 3, 4] })
         );
     }
 }

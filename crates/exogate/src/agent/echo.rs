@@ -13,7 +13,7 @@ impl Agent for Echo {
         let _ = ctl.play(pcm);
     }
 
-    fn on_dtmf(&mut self, digit: &str, ctl: &CallControl) {
+    fn on_dtmf(&mut self, digit: &str, _duration_ms: Option<u64>, ctl: &CallControl) {
         match digit {
             "#" => ctl.clear(),
             "*" => ctl.hang_up(),

@@ -78,7 +78,8 @@ pub trait Agent: Send {
     fn on_start(&mut self, _call: &CallInfo, _ctl: &CallControl) {}
     /// Caller audio: PCM16LE mono at the call's rate, any length.
     fn on_audio(&mut self, pcm: &[u8], ctl: &CallControl);
-    fn on_dtmf(&mut self, _digit: &str, _ctl: &CallControl) {}
+    /// A key the caller pressed, and how long it was held (ms) when Exotel said.
+    fn on_dtmf(&mut self, _digit: &str, _duration_ms: Option<u64>, _ctl: &CallControl) {}
     /// Exotel finished playing everything before the mark `name` (as returned by [`CallControl::mark`]).
     fn on_mark_played(&mut self, _name: &str, _ctl: &CallControl) {}
     /// Exotel itself sent `clear`: our queued audio was dropped.

@@ -9,7 +9,7 @@ use serde_json::{Map, Value, json};
 use crate::secrets::Secrets;
 
 /// Settings fields that hold secrets.
-pub const SECRET_FIELDS: [&str; 3] = ["api_key", "tool_secret", "auth_token"];
+pub const SECRET_FIELDS: [&str; 4] = ["api_key", "tool_secret", "auth_token", "api_key_secret"];
 /// What the API shows for a stored secret.
 pub const MASK: &str = "********";
 

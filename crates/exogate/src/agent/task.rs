@@ -30,7 +30,8 @@ pub enum CallEvent {
     Start(Box<CallInfo>),
     /// Caller audio: PCM16LE mono at the call's rate.
     Audio(Vec<u8>),
-    Dtmf(String),
+    /// A key, and how long it was held in ms (when Exotel said).
+    Dtmf(String, Option<u64>),
     /// Exotel played everything before this mark (a name [`CallControl::mark`] returned).
     MarkPlayed(String),
     /// Exotel itself sent `clear`.
@@ -118,8 +119,8 @@ impl Agent for Forwarder {
     fn on_audio(&mut self, pcm: &[u8], _ctl: &CallControl) {
         self.forward(CallEvent::Audio(pcm.to_vec()));
     }
-    fn on_dtmf(&mut self, digit: &str, _ctl: &CallControl) {
-        self.forward(CallEvent::Dtmf(digit.to_string()));
+    fn on_dtmf(&mut self, digit: &str, duration_ms: Option<u64>, _ctl: &CallControl) {
+        self.forward(CallEvent::Dtmf(digit.to_string(), duration_ms));
     }
     fn on_mark_played(&mut self, name: &str, _ctl: &CallControl) {
         self.forward(CallEvent::MarkPlayed(name.to_string()));
@@ -135,6 +136,14 @@ impl Agent for Forwarder {
     fn take_task(&mut self) -> Option<AgentTask> {
         self.task.take()
     }
+}
+
+/// A task's event queue with no session behind it (for agents' tests): send events through the
+/// sender as the session would.
+#[cfg(test)]
+pub(crate) fn test_events(ctl: &CallControl) -> (mpsc::Sender<CallEvent>, CallEvents) {
+    let (tx, rx) = mpsc::channel(EVENT_QUEUE);
+    (tx, CallEvents { rx, ctl: ctl.clone(), done: false })
 }
 
 /// Runs `body` as the call's agent: an async task fed the call's events. If the task returns (or

@@ -35,7 +35,8 @@ pub(crate) enum OutCmd {
     /// Exotel itself sent `clear`: drop our queue without answering.
     DropQueued,
     /// Finish queued audio, mark it, close with 1000 once the mark is echoed (or a timeout).
-    HangUp { tail: Option<Vec<u8>>, mark: String },
+    /// `drain`: play at most this much of what is queued (the rest is dropped) before closing.
+    HangUp { tail: Option<Vec<u8>>, mark: String, drain: Option<Duration> },
     /// Close at once (policy violations, shutdown).
     CloseNow { code: u16, reason: &'static str },
     /// The agent of generation `.0` gave up on the call (its bot died, it could not start): the
@@ -142,6 +143,8 @@ pub(crate) struct Position {
     pub(crate) dropped_in: AtomicU64,
     /// Agent audio writes that were not an Exotel-legal chunk as they came (re-cut into ones).
     pub(crate) recut: AtomicU64,
+    /// Messages from the agent's upstream (a bridged bot) skipped as unreadable.
+    pub(crate) bad_upstream: AtomicU64,
 }
 
 impl Default for Position {
@@ -154,6 +157,7 @@ impl Default for Position {
             dropped_out: AtomicU64::new(0),
             dropped_in: AtomicU64::new(0),
             recut: AtomicU64::new(0),
+            bad_upstream: AtomicU64::new(0),
         }
     }
 }
@@ -439,7 +443,15 @@ impl CallControl {
     /// Ends the bot's part of the call once queued audio has played: the socket closes with 1000.
     pub fn hang_up(&self) {
         self.decide(Decision::HangUp);
-        self.end_call("hangup");
+        self.end_call("hangup", None);
+    }
+
+    /// Hangs up soon: at most `drain` of the audio queued now still plays, the rest is dropped.
+    /// For hang-ups that Twilio carries out at once (its REST API), where our pacing would
+    /// otherwise hold the caller for a whole queued reply.
+    pub fn hang_up_draining(&self, drain: Duration) {
+        self.decide(Decision::HangUp);
+        self.end_call("hangup", Some(drain));
     }
 
     /// Like [`CallControl::hang_up`], but the Passthru applet after the Voicebot applet then answers
@@ -451,7 +463,14 @@ impl CallControl {
     /// A transfer with a target (a number or a flow id) that the Passthru answer reports.
     pub fn transfer_to(&self, target: Option<String>) {
         self.decide(Decision::Transfer(target));
-        self.end_call("transfer");
+        self.end_call("transfer", None);
+    }
+
+    /// [`CallControl::transfer_to`], draining at most `drain` of the queued audio first (see
+    /// [`CallControl::hang_up_draining`]).
+    pub fn transfer_draining(&self, target: Option<String>, drain: Duration) {
+        self.decide(Decision::Transfer(target));
+        self.end_call("transfer", Some(drain));
     }
 
     /// Records why the agent is ending the call (e.g. "bot closed its socket (1000)").
@@ -478,6 +497,12 @@ impl CallControl {
     /// `on_failure` (hang up, transfer, or another agent) and records `reason` on the call.
     pub fn fail(&self, reason: impl Into<String>) {
         self.send(OutCmd::Failed(self.generation, reason.into()));
+    }
+
+    /// The agent's upstream sent a message it skipped as unreadable: counted in the call's
+    /// `bad_messages` (and the gateway's metric) with Exotel's own.
+    pub fn count_bad_upstream(&self) {
+        self.shared.position.bad_upstream.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Audio queued and not yet played: what we hold plus what Exotel is still playing.
@@ -511,14 +536,14 @@ impl CallControl {
         }
     }
 
-    fn end_call(&self, label: &str) {
+    fn end_call(&self, label: &str, drain: Option<Duration>) {
         let mark = self.unique(label);
         if let Ok(mut ob) = self.shared.outbox.lock() {
             let (mut tail, marks) = ob.end();
             for name in marks {
                 ob.push(OutCmd::Mark { tail: tail.take(), name }, &self.shared.wake);
             }
-            ob.push(OutCmd::HangUp { tail, mark }, &self.shared.wake);
+            ob.push(OutCmd::HangUp { tail, mark, drain }, &self.shared.wake);
         }
     }
 

@@ -74,7 +74,7 @@ enum Slot {
 /// Caller events that reached the session while the agent was still being made.
 enum Held {
     Audio(Vec<u8>),
-    Dtmf(String),
+    Dtmf(String, Option<u64>),
     Clear,
 }
 
@@ -778,7 +778,7 @@ impl Session {
         }
         match event {
             Held::Audio(pcm) => self.with_agent(|a, ctl| a.on_audio(&pcm, ctl)),
-            Held::Dtmf(d) => self.with_agent(|a, ctl| a.on_dtmf(&d, ctl)),
+            Held::Dtmf(d, ms) => self.with_agent(|a, ctl| a.on_dtmf(&d, ms, ctl)),
             Held::Clear => self.with_agent(|a, ctl| a.on_clear(ctl)),
         }
     }
@@ -913,7 +913,7 @@ impl Session {
             self.dtmf.push_str(&dtmf.digit);
         }
         self.record("dtmf", json!({ "digit": dtmf.digit, "duration_ms": dtmf.duration_ms }));
-        self.deliver(Held::Dtmf(dtmf.digit));
+        self.deliver(Held::Dtmf(dtmf.digit, dtmf.duration_ms));
     }
 
     fn on_mark(&mut self, name: &str) {
@@ -994,6 +994,8 @@ impl Session {
             self.app.live.remove(&self.local_id);
         }
         let pos = &shared.position;
+        // Exotel's unreadable messages and the agent's upstream's (a bridged bot's) alike.
+        let bad = self.bad + pos.bad_upstream.load(Ordering::Relaxed);
         let w = &self.writer.stats;
         let close_code = w.close_code.or(self.peer_close).unwrap_or(1006);
         let stop_reason = self
@@ -1038,7 +1040,7 @@ impl Session {
                 marks_sent: w.marks_sent,
                 marks_played: self.marks_played,
                 clears: w.clears,
-                bad_messages: self.bad,
+                bad_messages: bad,
                 recut: pos.recut.load(Ordering::Relaxed),
                 first_audio: w
                     .first_frame_at
@@ -1066,7 +1068,7 @@ impl Session {
                 .text("dtmf", Some(self.dtmf).filter(|d| !d.is_empty()))
                 .text("stop_reason", Some(&stop_reason))
                 .int("close_code", Some(close_code as i64))
-                .int("bad_messages", Some(self.bad as i64))
+                .int("bad_messages", Some(bad as i64))
                 .int("seq_gaps", Some(self.seq_gaps as i64))
                 .int("dropped_in_bytes", count(pos.dropped_in.load(Ordering::Relaxed)))
                 .int("dropped_out_bytes", count(pos.dropped_out.load(Ordering::Relaxed)))
@@ -1086,7 +1088,7 @@ impl Session {
             reason = %stop_reason,
             frames_in = self.frames_in,
             frames_out = w.frames_out,
-            bad_messages = self.bad,
+            bad_messages = bad,
             "call ended"
         );
     }

@@ -316,6 +316,27 @@ impl Writer {
         self.idle_at = Some(Instant::now() + IDLE_FLUSH);
     }
 
+    /// Keeps at most `cap` of audio still to play (what Exotel has and what is queued here, in
+    /// order), dropping every chunk after the first that does not fit; true if any was dropped.
+    fn trim_queue(&mut self, cap: Duration, pos: &Position) -> bool {
+        let Some(rate) = self.stream.as_ref().map(|s| s.rate) else { return false };
+        let mut budget = cap.saturating_sub(self.play_until.saturating_duration_since(Instant::now()));
+        let (mut cut, mut dropped) = (false, 0usize);
+        self.queue.retain(|item| {
+            let Item::Frame(pcm, _) = item else { return true };
+            let d = Duration::from_micros(rate.duration_us(pcm.len()));
+            if !cut && d <= budget {
+                budget -= d;
+                return true;
+            }
+            cut = true;
+            dropped += pcm.len();
+            false
+        });
+        pos.sent(dropped);
+        cut
+    }
+
     fn drop_queued(&mut self, pos: &Position) {
         let dropped: usize = self.queue.iter().map(|i| if let Item::Frame(f, _) = i { f.len() } else { 0 }).sum();
         pos.sent(dropped);
@@ -365,12 +386,15 @@ impl Writer {
                 }
             }
             OutCmd::DropQueued => self.drop_queued(pos),
-            OutCmd::HangUp { tail, mark } => {
+            OutCmd::HangUp { tail, mark, drain } => {
                 if self.stats.hung_up {
                     return;
                 }
                 self.stats.hung_up = true;
                 self.idle_at = None;
+                // Audio past the cap is cut, so the utterance's tail (its end) goes with it.
+                let cut = drain.is_some_and(|cap| self.trim_queue(cap, pos));
+                let tail = if cut { None } else { tail };
                 let has_stream = self.stream.is_some();
                 if has_stream {
                     self.end_utterance(tail, mark.clone());
@@ -505,7 +529,8 @@ mod tests {
         let (mut ws, pos) = (Capture::default(), Position::default());
         let mut w = writer_with(1, &mut ws, &pos).await;
         w.handle(&mut ws, OutCmd::Mark { tail: None, name: "m-1".into() }, &pos).await;
-        w.handle(&mut ws, OutCmd::HangUp { tail: Some(vec![0; CHUNK]), mark: "hangup-2".into() }, &pos).await;
+        w.handle(&mut ws, OutCmd::HangUp { tail: Some(vec![0; CHUNK]), mark: "hangup-2".into(), drain: None }, &pos)
+            .await;
         w.pump(&mut ws, &pos).await;
         assert_eq!(ws.events(), ["media", "mark", "media", "mark"]);
         assert!(w.mark_echoed("m-1", &pos));
@@ -523,7 +548,7 @@ mod tests {
     async fn a_hang_up_whose_mark_never_comes_back_closes_after_a_grace() {
         let (mut ws, pos) = (Capture::default(), Position::default());
         let mut w = writer_with(1, &mut ws, &pos).await;
-        w.handle(&mut ws, OutCmd::HangUp { tail: None, mark: "hangup-1".into() }, &pos).await;
+        w.handle(&mut ws, OutCmd::HangUp { tail: None, mark: "hangup-1".into(), drain: None }, &pos).await;
         w.pump(&mut ws, &pos).await;
         assert!(!w.done);
         let deadline = w.next_wake().expect("the close has a deadline");
@@ -532,6 +557,29 @@ mod tests {
         tokio::time::sleep_until(deadline).await;
         w.pump(&mut ws, &pos).await;
         assert!(w.done);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hang_up_with_a_drain_cap_plays_only_that_much_of_the_queue() {
+        let (mut ws, shared) = (Capture::default(), Shared::default());
+        let pos = &shared.position;
+        // 6 s queued (30 chunks of 200 ms), two of them already at Exotel.
+        let mut w = writer_with(30, &mut ws, pos).await;
+        w.pump(&mut ws, pos).await;
+        pos.unsent.store(28 * CHUNK as u64, Ordering::Relaxed);
+        let drain = Some(Duration::from_secs(3));
+        w.handle(&mut ws, OutCmd::HangUp { tail: Some(vec![0; CHUNK]), mark: "hangup-1".into(), drain }, pos).await;
+        assert_eq!(pos.unsent.load(Ordering::Relaxed), 13 * CHUNK as u64, "15 chunks in all are kept");
+        while !w.done {
+            let wake = w.next_wake().expect("a frame or the close is due");
+            tokio::time::sleep_until(wake).await;
+            w.pump(&mut ws, pos).await;
+            if ws.events().last().map(String::as_str) == Some("mark") {
+                assert!(w.mark_echoed("hangup-1", pos));
+            }
+        }
+        assert_eq!(w.stats.frames_out, 15, "3 s of the 6 s, and no padded tail");
+        assert_eq!(ws.events().last().map(String::as_str), Some("close 1000"));
     }
 
     #[tokio::test(start_paused = true)]

@@ -1,6 +1,8 @@
 //! Dialing the bot: headers (Twilio's signature for a Twilio bot given its auth token), a connect
 //! timeout covering TCP, TLS and the upgrade, and socket buffers sized for telephony audio.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use exotel::redact::redact_url;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -14,19 +16,16 @@ use crate::agent::AgentError;
 
 pub(crate) type BotSocket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
+/// The unsigned-over-ws:// warning was given.
+static WARNED_UNSIGNED: AtomicBool = AtomicBool::new(false);
+
 /// Bots may send a whole reply in one message (Twilio allows any size).
 const MAX_MESSAGE: usize = 4 << 20;
 
 pub(crate) async fn connect(url: &str, settings: &BridgeSettings) -> Result<BotSocket, AgentError> {
     let shown = redact_url(url);
     let request = handshake(url, settings)?;
-    let config = WebSocketConfig::default()
-        .read_buffer_size(4 * 1024)
-        .write_buffer_size(0)
-        .max_write_buffer_size(2 * MAX_MESSAGE)
-        .max_message_size(Some(MAX_MESSAGE))
-        .max_frame_size(Some(MAX_MESSAGE));
-    let dial = tokio_tungstenite::connect_async_with_config(request, Some(config), true);
+    let dial = tokio_tungstenite::connect_async_with_config(request, Some(socket_config()), true);
     match tokio::time::timeout(settings.connect_timeout, dial).await {
         Ok(Ok((ws, _response))) => Ok(ws),
         Ok(Err(e)) => Err(AgentError(format!("cannot connect to bot {shown}: {e}"))),
@@ -34,6 +33,15 @@ pub(crate) async fn connect(url: &str, settings: &BridgeSettings) -> Result<BotS
             Err(AgentError(format!("bot {shown} did not accept within {} ms", settings.connect_timeout.as_millis())))
         }
     }
+}
+
+pub(crate) fn socket_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        .max_write_buffer_size(2 * MAX_MESSAGE)
+        .max_message_size(Some(MAX_MESSAGE))
+        .max_frame_size(Some(MAX_MESSAGE))
 }
 
 /// The upgrade request: the agent's headers, and Twilio's signature where it applies.
@@ -51,7 +59,16 @@ fn handshake(url: &str, settings: &BridgeSettings) -> Result<Request, AgentError
     // Twilio signs its handshake, and Twilio bots may check it before they start a model session.
     // Only over TLS, as Twilio only dials wss://: over plain ws:// anyone on the path could take
     // the signature and try tokens against it offline.
-    let signed = settings.protocol == Protocol::Twilio && url.starts_with("wss://");
+    let twilio = settings.protocol == Protocol::Twilio;
+    let signed = twilio && url.starts_with("wss://");
+    if twilio && !signed && settings.auth_token.is_some() && !WARNED_UNSIGNED.swap(true, Ordering::Relaxed) {
+        // Once per process: a bot that checks the signature refuses every call, and this says why.
+        tracing::warn!(
+            url = %redact_url(url),
+            "X-Twilio-Signature left out: the bot's URL is ws://, and a signature sent in clear could be used \
+             to guess the auth token offline; use wss:// if the bot checks it"
+        );
+    }
     if let (true, Some(token)) = (signed, &settings.auth_token) {
         if let Ok(v) = axum::http::HeaderValue::from_str(&twilio_signature(token, url)) {
             request.headers_mut().insert("x-twilio-signature", v);
@@ -93,6 +110,7 @@ mod tests {
         let plain = "ws://bot.example.com/media?call=CA1&x=y";
         let r = handshake(plain, &settings(plain, Some("tok-0123456789abcdef"))).unwrap();
         assert!(!r.headers().contains_key("x-twilio-signature"), "not over plain ws://");
+        assert!(WARNED_UNSIGNED.load(Ordering::Relaxed), "and the log says why");
     }
 
     #[test]

@@ -5,6 +5,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use exotel::audio::resample::Resampler;
 use exotel::event::{Dtmf, Mark, Start, Stop};
+use exotel::outbound::decode_base64_lenient;
 use exotel::{InboundEvent, MediaFormat, OutboundEvent, SampleRate, StopReason};
 
 use super::wire::{BotMsg, Wire, media_payload};
@@ -109,13 +110,13 @@ impl Wire for ExotelWire {
         out.push(media_json(seq, &self.sid_json, self.chunk, timestamp, pcm));
     }
 
-    fn dtmf(&mut self, digit: &str) -> String {
+    fn dtmf(&mut self, digit: &str, duration_ms: Option<u64>) -> String {
         let seq = self.next_seq();
         InboundEvent::Dtmf(Dtmf {
             sequence_number: Some(seq),
             stream_sid: Some(self.stream_sid.clone()),
             digit: digit.to_string(),
-            duration_ms: None,
+            duration_ms,
         })
         .to_json()
     }
@@ -160,7 +161,7 @@ impl Wire for ExotelWire {
                 return BotMsg::Media;
             }
         }
-        match OutboundEvent::parse(text) {
+        match OutboundEvent::parse_lenient(text) {
             Ok(OutboundEvent::Media { payload, .. }) => {
                 // PCM16 has two bytes a sample: an odd byte is dropped, not shifted into the next.
                 let even = &payload[..payload.len() & !1];
@@ -196,7 +197,8 @@ impl ExotelWire {
         match self.from_bot.as_mut() {
             None => {
                 let start = pcm_out.len();
-                if B64.decode_vec(payload, pcm_out).is_err() {
+                // Unpadded and line-wrapped (Python's `encodebytes`) base64 are taken too.
+                if decode_base64_lenient(payload, pcm_out).is_err() {
                     pcm_out.truncate(start);
                     return false;
                 }
@@ -206,7 +208,7 @@ impl ExotelWire {
             }
             Some(r) => {
                 self.decoded.clear();
-                if B64.decode_vec(payload, &mut self.decoded).is_err() {
+                if decode_base64_lenient(payload, &mut self.decoded).is_err() {
                     return false;
                 }
                 let even = self.decoded.len() & !1;
@@ -268,6 +270,8 @@ mod tests {
         };
         assert_eq!(B64.decode(payload).unwrap(), [3, 0]);
         assert_eq!((sequence_number, chunk, timestamp), (Some(3), Some(2), Some(0)));
+        let dtmf: serde_json::Value = serde_json::from_str(&w.dtmf("5", Some(100))).unwrap();
+        assert_eq!(dtmf["dtmf"], serde_json::json!({"digit": "5", "duration": "100"}), "as Exotel sends it");
         let stop = w.stop(&CallEnd::new(EndReason::Stop(StopReason::CallEnded)));
         assert!(matches!(
             InboundEvent::parse(&stop).unwrap(),
@@ -306,6 +310,27 @@ mod tests {
         let BotMsg::Bad(reason) = w.parse(r#"{"event":"media","media":{"payload":"!!"}}"#, &mut pcm) else { panic!() };
         assert!(reason.contains("base64"), "{reason}");
         assert!(pcm.is_empty());
+    }
+
+    #[test]
+    fn unpadded_and_line_wrapped_payloads_play_in_place_and_through_the_parser() {
+        let pcm: Vec<u8> = (0..200u32).map(|i| (i * 3) as u8).collect();
+        let padded = B64.encode(&pcm);
+        let wrapped =
+            padded.as_bytes().chunks(76).map(|c| std::str::from_utf8(c).unwrap()).collect::<Vec<_>>().join("\\n");
+        for payload in [padded.trim_end_matches('=').to_string(), format!("{wrapped}\\n")] {
+            // In place, and with `media` twice so the full parser reads it.
+            for text in [
+                format!(r#"{{"event":"media","media":{{"payload":"{payload}"}}}}"#),
+                format!(r#"{{"event":"media","media":{{"payload":""}},"media":{{"payload":"{payload}"}}}}"#),
+            ] {
+                let mut w = ExotelWire::new(None);
+                w.start(&call());
+                let mut out = Vec::new();
+                assert!(matches!(w.parse(&text, &mut out), BotMsg::Media), "{text}");
+                assert_eq!(out, pcm, "{text}");
+            }
+        }
     }
 
     #[test]

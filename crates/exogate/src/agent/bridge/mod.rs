@@ -34,8 +34,8 @@ impl AgentFactory for BridgeFactory {
                 Protocol::Exotel => Box::new(exotel_wire::ExotelWire::new(settings.sample_rate)),
                 Protocol::Twilio => Box::new(twilio_wire::TwilioWire::new(settings.account_sid.clone())),
             };
-            let token = settings.auth_token.clone();
-            Ok(super::task::spawn(&setup.ctl, move |events, ctl| run::run(ws, wire, events, ctl, token)))
+            let auth = twilio_rest::ApiAuth::from_settings(&settings);
+            Ok(super::task::spawn(&setup.ctl, move |events, ctl| run::run(ws, wire, events, ctl, auth)))
         })
     }
 

@@ -30,6 +30,8 @@ pub struct BridgeSettings {
     /// Twilio protocol: the bot may end its call through Twilio's REST API pointed at exogate,
     /// with Basic auth `account_sid:auth_token`.
     pub auth_token: Option<String>,
+    /// Twilio protocol: `(api_key_sid, api_key_secret)`, accepted by that API beside the token.
+    pub api_key: Option<(String, String)>,
 }
 
 const PLACEHOLDERS: [&str; 4] = ["call_sid", "stream_sid", "from", "to"];
@@ -114,8 +116,27 @@ impl BridgeSettings {
         if auth_token.is_some() && (protocol != Protocol::Twilio || account_sid.is_none()) {
             return Err(err("auth_token", "needs protocol \"twilio\" and an account_sid (the API's user name)"));
         }
+        let api_key_sid = match settings.get("api_key_sid") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) if s.starts_with("SK") && s.len() <= 64 => Some(s.clone()),
+            Some(_) => return Err(err("api_key_sid", "must be a Twilio API key sid (SK…, up to 64 chars)")),
+        };
+        let api_key_secret = match settings.get("api_key_secret") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) if s.len() >= 16 && s.len() <= 256 => Some(s.clone()),
+            Some(_) => return Err(err("api_key_secret", "must be a string of 16-256 chars")),
+        };
+        let api_key = match (api_key_sid, api_key_secret) {
+            (None, None) => None,
+            (Some(sid), Some(secret)) => Some((sid, secret)),
+            (None, Some(_)) => return Err(err("api_key_sid", "is needed with api_key_secret")),
+            (Some(_), None) => return Err(err("api_key_secret", "is needed with api_key_sid")),
+        };
+        if api_key.is_some() && (protocol != Protocol::Twilio || account_sid.is_none()) {
+            return Err(err("api_key_sid", "needs protocol \"twilio\" and an account_sid (the key's account)"));
+        }
         crate::agent::OnFailure::parse(settings)?;
-        Ok(Self { url, headers, protocol, sample_rate, connect_timeout, account_sid, auth_token })
+        Ok(Self { url, headers, protocol, sample_rate, connect_timeout, account_sid, auth_token, api_key })
     }
 
     /// True if the URL can be filled from the socket's query alone (no `start` fields needed).
@@ -187,6 +208,16 @@ mod tests {
         assert_eq!(field(json!({"url": "ws://bot", "connect_timeout_ms": 5})), "connect_timeout_ms");
         assert_eq!(field(json!({"url": "ws://bot", "headers": {"Authorization": 3}})), "headers");
         assert_eq!(field(json!({"url": "ws://bot", "on_failure": 3})), "on_failure");
+        let tw = |extra: Value| {
+            let mut v = json!({"url": "ws://bot", "protocol": "twilio", "account_sid": "AC1"});
+            v.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+            v
+        };
+        assert_eq!(field(tw(json!({"api_key_sid": "AK1", "api_key_secret": "s-0123456789abcdef"}))), "api_key_sid");
+        assert_eq!(field(tw(json!({"api_key_sid": "SK1"}))), "api_key_secret");
+        assert_eq!(field(tw(json!({"api_key_secret": "s-0123456789abcdef"}))), "api_key_sid");
+        let keyed = BridgeSettings::parse(&tw(json!({"api_key_sid": "SK1", "api_key_secret": "s-0123456789abcdef"})));
+        assert_eq!(keyed.unwrap().api_key, Some(("SK1".into(), "s-0123456789abcdef".into())));
         let ok = BridgeSettings::parse(&json!({
             "url": "wss://bot.example/ws/{call_sid}?from={from}&lang={custom.lang}",
             "headers": {"Authorization": "Bearer x"}, "protocol": "twilio", "connect_timeout_ms": 500

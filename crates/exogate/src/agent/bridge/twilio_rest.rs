@@ -4,16 +4,53 @@
 //! call. Only agents with `settings.auth_token` accept it; calls are found while they are live.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{LazyLock, Mutex};
+use std::time::Duration;
 
 use crate::agent::CallControl;
 
+/// What Twilio does at once (hang up, run new TwiML) waits here for at most this much of the audio
+/// queued at the request: a goodbye the caller would have heard on Twilio still plays, a whole
+/// queued reply does not (docs/twilio.md §4).
+pub(crate) const REST_DRAIN: Duration = Duration::from_secs(3);
+
 struct Entry {
+    /// The registration that made this entry (see [`Registered`]).
+    owner: u64,
     account_sid: String,
-    auth_token: String,
+    auth: ApiAuth,
     ctl: CallControl,
     /// Wrong credentials sent for this call.
     wrong: u32,
+}
+
+static NEXT_OWNER: AtomicU64 = AtomicU64::new(1);
+
+/// The credentials a bridged bot may call the API with: Basic `AccountSid:AuthToken`, or an API
+/// key `SK…:secret` (Twilio's other documented form) for the same account.
+#[derive(Clone, Default)]
+pub(crate) struct ApiAuth {
+    pub(crate) auth_token: Option<String>,
+    pub(crate) api_key: Option<(String, String)>,
+}
+
+impl ApiAuth {
+    /// `None` when the agent has neither: its calls are not reachable through the API.
+    pub(crate) fn from_settings(s: &super::BridgeSettings) -> Option<Self> {
+        let auth = Self { auth_token: s.auth_token.clone(), api_key: s.api_key.clone() };
+        (auth.auth_token.is_some() || auth.api_key.is_some()).then_some(auth)
+    }
+
+    fn accepts(&self, account_sid: &str, user: &str, password: &str) -> bool {
+        let by_token =
+            user == account_sid && self.auth_token.as_deref().is_some_and(|t| crate::secrets::keys_match(password, t));
+        let by_key = self
+            .api_key
+            .as_ref()
+            .is_some_and(|(sid, secret)| user == sid && crate::secrets::keys_match(password, secret));
+        by_token || by_key
+    }
 }
 
 /// Wrong credentials one call takes before its API stops answering for it (429): a CallSid is no
@@ -27,24 +64,74 @@ pub const MAX_WRONG_PER_CALL: u32 = 10;
 static CALLS: LazyLock<Mutex<HashMap<String, Entry>>> = LazyLock::new(Mutex::default);
 
 /// Keeps the call reachable through the API while the bridge runs.
-pub(crate) struct Registered(String);
+pub(crate) struct Registered {
+    call_sid: String,
+    owner: u64,
+}
 
 impl Drop for Registered {
+    /// Removes the entry only if it is still this registration's: a fallback agent bridging the
+    /// same call registers the same CallSid, and the first bridge ending must not unregister it.
     fn drop(&mut self) {
         if let Ok(mut calls) = CALLS.lock() {
-            calls.remove(&self.0);
+            if calls.get(&self.call_sid).is_some_and(|e| e.owner == self.owner) {
+                calls.remove(&self.call_sid);
+            }
         }
     }
 }
 
-pub(crate) fn register(call_sid: &str, account_sid: &str, auth_token: &str, ctl: &CallControl) -> Registered {
+pub(crate) fn register(call_sid: &str, account_sid: &str, auth: &ApiAuth, ctl: &CallControl) -> Registered {
+    let owner = NEXT_OWNER.fetch_add(1, Ordering::Relaxed);
     if let Ok(mut calls) = CALLS.lock() {
         calls.insert(
             call_sid.to_string(),
-            Entry { account_sid: account_sid.into(), auth_token: auth_token.into(), ctl: ctl.clone(), wrong: 0 },
+            Entry { owner, account_sid: account_sid.into(), auth: auth.clone(), ctl: ctl.clone(), wrong: 0 },
         );
     }
-    Registered(call_sid.to_string())
+    Registered { call_sid: call_sid.to_string(), owner }
+}
+
+/// What a TwiML update asks for.
+#[derive(Debug, PartialEq, Eq)]
+enum Verb {
+    Hangup,
+    /// `<Dial>`, with its target: a `<Number>`, `<Sip>` or `<Client>` inside, else its own text.
+    Dial(Option<String>),
+}
+
+/// The first `<Hangup>` or `<Dial>` in document order. Verbs that only play something (`<Say>`,
+/// `<Play>`, `<Pause>`) can't be carried out on Exotel and are passed over.
+fn first_verb(twiml: &str) -> Option<Verb> {
+    let mut rest = twiml;
+    while let Some(open) = rest.find('<') {
+        rest = &rest[open + 1..];
+        let name_len = rest.find(|c: char| !c.is_ascii_alphanumeric()).unwrap_or(rest.len());
+        match &rest[..name_len] {
+            "Hangup" => return Some(Verb::Hangup),
+            "Dial" => return Some(Verb::Dial(dial_target(&rest[name_len..]))),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// `rest`: what follows `<Dial`. A target longer than a number or SIP address is refused.
+fn dial_target(rest: &str) -> Option<String> {
+    let (attrs, after) = rest.split_once('>')?;
+    if attrs.trim_end().ends_with('/') {
+        return None;
+    }
+    let body = after.split_once("</Dial").map_or(after, |(b, _)| b);
+    let nested = ["<Number", "<Sip", "<Client"].iter().find_map(|noun| {
+        let (_, tail) = body.split_once(noun)?;
+        // `<Number>` or `<Number attr=…>`, not `<NumberSomething>`.
+        tail.starts_with(['>', ' ', '\t', '\r', '\n']).then_some(())?;
+        let (_, text) = tail.split_once('>')?;
+        Some(text.split('<').next().unwrap_or_default())
+    });
+    let text = nested.unwrap_or_else(|| body.split('<').next().unwrap_or_default());
+    Some(text.trim().to_string()).filter(|s| !s.is_empty() && s.len() <= 128)
 }
 
 /// What the API answers.
@@ -76,9 +163,7 @@ pub fn update(
     if entry.wrong >= MAX_WRONG_PER_CALL {
         return UpdateOutcome::TooManyWrong;
     }
-    let authorized = user == entry.account_sid
-        && account_sid == entry.account_sid
-        && crate::secrets::keys_match(password, &entry.auth_token);
+    let authorized = account_sid == entry.account_sid && entry.auth.accepts(&entry.account_sid, user, password);
     if !authorized {
         entry.wrong += 1;
         return UpdateOutcome::Unauthorized;
@@ -86,29 +171,25 @@ pub fn update(
     match (status.map(str::to_ascii_lowercase).as_deref(), twiml) {
         (Some("completed"), _) => {
             entry.ctl.note("bot ended the call through the Twilio API");
-            entry.ctl.hang_up();
+            entry.ctl.hang_up_draining(REST_DRAIN);
             UpdateOutcome::Done("completed")
         }
         // Twilio ignores `canceled` on a call in progress.
         (Some("canceled"), _) => UpdateOutcome::Done("in-progress"),
         (Some(other), _) => UpdateOutcome::Invalid(format!("Status {other:?} is not completed or canceled")),
-        (None, Some(t)) if t.contains("<Hangup") => {
-            entry.ctl.note("bot ended the call through the Twilio API (<Hangup/>)");
-            entry.ctl.hang_up();
-            UpdateOutcome::Done("completed")
-        }
-        (None, Some(t)) if t.contains("<Dial") => {
-            let target = t
-                .split_once("<Dial")
-                .and_then(|(_, rest)| rest.split_once('>'))
-                .and_then(|(_, rest)| rest.split_once('<'))
-                .map(|(inner, _)| inner.trim().to_string())
-                .filter(|s| !s.is_empty() && s.len() <= 128);
-            entry.ctl.note("bot transferred the call through the Twilio API (<Dial>)");
-            entry.ctl.transfer_to(target);
-            UpdateOutcome::Done("completed")
-        }
-        (None, Some(_)) => UpdateOutcome::Invalid("only <Hangup/> and <Dial> TwiML are supported".into()),
+        (None, Some(t)) => match first_verb(t) {
+            Some(Verb::Hangup) => {
+                entry.ctl.note("bot ended the call through the Twilio API (<Hangup/>)");
+                entry.ctl.hang_up_draining(REST_DRAIN);
+                UpdateOutcome::Done("completed")
+            }
+            Some(Verb::Dial(target)) => {
+                entry.ctl.note("bot transferred the call through the Twilio API (<Dial>)");
+                entry.ctl.transfer_draining(target, REST_DRAIN);
+                UpdateOutcome::Done("completed")
+            }
+            None => UpdateOutcome::Invalid("only <Hangup/> and <Dial> TwiML are supported".into()),
+        },
         (None, None) => UpdateOutcome::Invalid("nothing to update: send Status or Twiml".into()),
     }
 }
@@ -117,11 +198,82 @@ pub fn update(
 mod tests {
     use super::*;
 
+    fn token(t: &str) -> ApiAuth {
+        ApiAuth { auth_token: Some(t.into()), api_key: None }
+    }
+
+    #[test]
+    fn an_api_key_of_the_account_is_accepted_beside_the_token() {
+        let ctl = crate::media::test_control(exotel::SampleRate::Hz8000);
+        let key = Some(("SK0123".to_string(), "key-secret-0123456789".to_string()));
+        let _a = register(
+            "CAtest-api-key",
+            "AC1",
+            &ApiAuth { auth_token: Some("tok-0123456789abcdef".into()), api_key: key },
+            &ctl,
+        );
+        let try_as =
+            |account, user, password| update(account, "CAtest-api-key", user, password, Some("canceled"), None);
+        assert_eq!(try_as("AC1", "SK0123", "key-secret-0123456789"), UpdateOutcome::Done("in-progress"));
+        assert_eq!(try_as("AC1", "AC1", "tok-0123456789abcdef"), UpdateOutcome::Done("in-progress"));
+        assert_eq!(
+            try_as("AC2", "SK0123", "key-secret-0123456789"),
+            UpdateOutcome::Unauthorized,
+            "another account's path"
+        );
+        assert_eq!(
+            try_as("AC1", "SK0123", "tok-0123456789abcdef"),
+            UpdateOutcome::Unauthorized,
+            "the token is not the key's secret"
+        );
+        assert_eq!(
+            try_as("AC1", "AC1", "key-secret-0123456789"),
+            UpdateOutcome::Unauthorized,
+            "nor the secret the token"
+        );
+    }
+
+    #[test]
+    fn twiml_acts_on_the_first_verb_and_dials_the_number_inside() {
+        let dial = |t: &str| Some(Verb::Dial(Some(t.to_string())));
+        for (twiml, want) in [
+            ("<Response><Dial><Number>+918047491899</Number></Dial></Response>", dial("+918047491899")),
+            (
+                "<Response><Dial callerId=\"+91\">\n  <Number statusCallback=\"x\"> +918047491899 </Number>\n</Dial></Response>",
+                dial("+918047491899"),
+            ),
+            ("<Response><Dial><Sip>sip:agent@pbx.example</Sip></Dial></Response>", dial("sip:agent@pbx.example")),
+            ("<Response><Dial><Client>support</Client></Dial></Response>", dial("support")),
+            ("<Response><Dial> +918047491899 </Dial></Response>", dial("+918047491899")),
+            ("<?xml version=\"1.0\"?><Response><Dial>+918047491899</Dial><Hangup/></Response>", dial("+918047491899")),
+            ("<Response><Say>Bye</Say><Hangup/><Dial>+918047491899</Dial></Response>", Some(Verb::Hangup)),
+            ("<Response><Hangup></Hangup></Response>", Some(Verb::Hangup)),
+            ("<Response><Dial/></Response>", Some(Verb::Dial(None))),
+            ("<Response><Dial><Number></Number></Dial></Response>", Some(Verb::Dial(None))),
+            ("<Response><Say>Hello</Say></Response>", None),
+            ("<Response><Dialog/></Response>", None),
+        ] {
+            assert_eq!(first_verb(twiml), want, "{twiml}");
+        }
+    }
+
+    #[test]
+    fn a_call_re_registered_stays_registered_when_the_first_registration_ends() {
+        let ctl = crate::media::test_control(exotel::SampleRate::Hz8000);
+        let first = register("CAtest-fallback", "AC1", &token("tok-0123456789abcdef"), &ctl);
+        let second = register("CAtest-fallback", "AC1", &token("tok-0123456789abcdef"), &ctl);
+        drop(first);
+        let update = || update("AC1", "CAtest-fallback", "AC1", "tok-0123456789abcdef", Some("canceled"), None);
+        assert_eq!(update(), UpdateOutcome::Done("in-progress"), "the fallback's entry is still there");
+        drop(second);
+        assert_eq!(update(), UpdateOutcome::NotFound);
+    }
+
     #[test]
     fn a_call_takes_ten_wrong_tokens_then_refuses_even_the_right_one_and_others_are_untouched() {
         let ctl = crate::media::test_control(exotel::SampleRate::Hz8000);
-        let _a = register("CAtest-guessed", "AC1", "tok-0123456789abcdef", &ctl);
-        let _b = register("CAtest-other", "AC1", "tok-0123456789abcdef", &ctl);
+        let _a = register("CAtest-guessed", "AC1", &token("tok-0123456789abcdef"), &ctl);
+        let _b = register("CAtest-other", "AC1", &token("tok-0123456789abcdef"), &ctl);
         let try_a = |password| update("AC1", "CAtest-guessed", "AC1", password, Some("canceled"), None);
         for _ in 0..MAX_WRONG_PER_CALL {
             assert_eq!(try_a("wrong-token-00000000"), UpdateOutcome::Unauthorized);

@@ -7,6 +7,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use exotel::SampleRate;
 use exotel::audio::g711;
 use exotel::audio::resample::Resampler;
+use exotel::outbound::decode_base64_lenient;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
@@ -150,7 +151,8 @@ impl Wire for TwilioWire {
         self.pending.drain(..start);
     }
 
-    fn dtmf(&mut self, digit: &str) -> String {
+    fn dtmf(&mut self, digit: &str, _duration_ms: Option<u64>) -> String {
+        // Twilio's dtmf has no duration.
         let seq = self.next_seq();
         json!({"event": "dtmf", "streamSid": self.stream_sid, "sequenceNumber": seq,
                "dtmf": {"track": "inbound_track", "digit": digit}})
@@ -219,7 +221,8 @@ impl TwilioWire {
     /// A media payload (base64 μ-law at 8 kHz) appended to `pcm_out` as PCM16 at the call's rate.
     fn media(&mut self, payload: &str, pcm_out: &mut Vec<u8>) -> BotMsg {
         self.ulaw.clear();
-        if B64.decode_vec(payload, &mut self.ulaw).is_err() {
+        // Python bots often send `base64.encodebytes` output (line-wrapped) or unpadded base64.
+        if decode_base64_lenient(payload, &mut self.ulaw).is_err() {
             return BotMsg::Bad("payload is not base64".into());
         }
         if self.ulaw.is_empty() {
@@ -352,6 +355,24 @@ mod tests {
             assert_eq!(reason, why);
         }
         assert!(pcm.is_empty());
+    }
+
+    #[test]
+    fn unpadded_and_line_wrapped_payloads_play() {
+        let ulaw: Vec<u8> = (0..100u32).map(|i| (i * 7) as u8).collect();
+        let padded = B64.encode(&ulaw);
+        let mut want = Vec::new();
+        g711::ulaw_decode(&ulaw, &mut want);
+        // `base64.encodebytes` wraps every 76 characters and ends with a newline (JSON-escaped here).
+        let wrapped =
+            padded.as_bytes().chunks(76).map(|c| std::str::from_utf8(c).unwrap()).collect::<Vec<_>>().join("\\n");
+        for payload in [padded.trim_end_matches('=').to_string(), format!("{wrapped}\\n")] {
+            let mut w = TwilioWire::new(None);
+            let mut pcm = Vec::new();
+            let text = format!(r#"{{"event":"media","media":{{"payload":"{payload}"}}}}"#);
+            assert!(matches!(w.parse(&text, &mut pcm), BotMsg::Media), "{payload}");
+            assert_eq!(pcm, want, "{payload}");
+        }
     }
 
     #[tokio::test]

@@ -23,7 +23,8 @@ pub(crate) trait Wire: Send {
     fn start(&mut self, call: &CallInfo) -> String;
     /// Caller audio (PCM16LE at the call's rate) → zero or more messages.
     fn audio(&mut self, pcm: &[u8], out: &mut Vec<String>);
-    fn dtmf(&mut self, digit: &str) -> String;
+    /// A key the caller pressed; `duration_ms` when Exotel gave it.
+    fn dtmf(&mut self, digit: &str, duration_ms: Option<u64>) -> String;
     /// The echo of one of the bot's marks.
     fn mark(&mut self, name: &str) -> String;
     /// Exotel's own `clear`, if the protocol has it.

@@ -272,7 +272,7 @@ impl State {
             }
             CallEvent::MarkPlayed(name) => self.playout.played(&name, Instant::now()),
             CallEvent::Clear => self.playout.clear(),
-            CallEvent::Dtmf(digit) => {
+            CallEvent::Dtmf(digit, _) => {
                 let msgs = self.v.wire.dtmf(&digit);
                 self.send_all(msgs).await;
                 self.ask_for_answer().await;
