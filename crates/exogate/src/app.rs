@@ -172,41 +172,70 @@ impl AppState {
         self.store.notify(crate::shared::CHANNEL).await
     }
 
-    pub fn decide(&self, call_sid: &str, decision: Decision) {
-        self.decisions.put(call_sid, decision, Instant::now());
+    /// The bot's decision, for the Passthru that names the call by any of `keys` (its CallSid,
+    /// its stream's SID).
+    pub fn decide(&self, keys: &[String], decision: Decision) {
+        self.decisions.put(keys, decision, Instant::now());
     }
 
-    pub fn take_decision(&self, call_sid: &str) -> Option<Decision> {
-        self.decisions.take(call_sid, Instant::now())
+    pub fn take_decision(&self, key: &str) -> Option<Decision> {
+        self.decisions.take(key, Instant::now())
     }
 }
 
-/// Decisions waiting for their Passthru: bounded, and each kept for [`DECISION_TTL`].
+/// Transfers waiting for their Passthru: bounded, and each kept for [`DECISION_TTL`]. A hang-up
+/// is the Passthru's answer anyway (200), so it is not kept: it only undoes an earlier transfer.
 #[derive(Default)]
 pub struct Decisions {
-    map: Mutex<HashMap<String, (Decision, Instant)>>,
+    /// Each key of a decision.
+    map: Mutex<HashMap<String, Waiting>>,
     dropped: AtomicU64,
 }
 
+struct Waiting {
+    decision: Decision,
+    at: Instant,
+    /// The decision's other keys.
+    others: Vec<String>,
+}
+
 impl Decisions {
-    pub fn put(&self, call_sid: &str, decision: Decision, now: Instant) {
+    pub fn put(&self, keys: &[String], decision: Decision, now: Instant) {
         let Ok(mut d) = self.map.lock() else { return };
-        if d.len() >= MAX_DECISIONS {
-            d.retain(|_, (_, at)| now.saturating_duration_since(*at) < DECISION_TTL);
+        for k in keys {
+            Self::remove(&mut d, k);
         }
-        if d.len() >= MAX_DECISIONS {
+        if decision == Decision::HangUp {
+            return;
+        }
+        if d.len() + keys.len() > MAX_DECISIONS {
+            d.retain(|_, w| now.saturating_duration_since(w.at) < DECISION_TTL);
+        }
+        while d.len() + keys.len() > MAX_DECISIONS {
             // Still full of fresh ones: drop the oldest. The call log still has each.
-            if let Some(oldest) = d.iter().min_by_key(|(_, (_, at))| *at).map(|(k, _)| k.clone()) {
-                d.remove(&oldest);
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-            }
+            let Some(oldest) = d.iter().min_by_key(|(_, w)| w.at).map(|(k, _)| k.clone()) else { break };
+            Self::remove(&mut d, &oldest);
+            self.dropped.fetch_add(1, Ordering::Relaxed);
         }
-        d.insert(call_sid.to_string(), (decision, now));
+        for k in keys {
+            let others = keys.iter().filter(|o| *o != k).cloned().collect();
+            d.insert(k.clone(), Waiting { decision: decision.clone(), at: now, others });
+        }
     }
 
-    pub fn take(&self, call_sid: &str, now: Instant) -> Option<Decision> {
-        let (d, at) = self.map.lock().ok()?.remove(call_sid)?;
-        (now.saturating_duration_since(at) < DECISION_TTL).then_some(d)
+    pub fn take(&self, key: &str, now: Instant) -> Option<Decision> {
+        let mut d = self.map.lock().ok()?;
+        let (decision, at) = Self::remove(&mut d, key)?;
+        (now.saturating_duration_since(at) < DECISION_TTL).then_some(decision)
+    }
+
+    /// Removes `key` and the decision's other keys.
+    fn remove(d: &mut HashMap<String, Waiting>, key: &str) -> Option<(Decision, Instant)> {
+        let w = d.remove(key)?;
+        for o in &w.others {
+            d.remove(o);
+        }
+        Some((w.decision, w.at))
     }
 
     pub fn pending(&self) -> usize {
@@ -240,23 +269,37 @@ mod tests {
     fn decisions_are_bounded_and_expire() {
         let d = Decisions::default();
         let t0 = Instant::now();
+        let to = |n: &str| Decision::Transfer(Some(n.into()));
         for i in 0..MAX_DECISIONS + 5 {
-            d.put(&format!("c{i}"), Decision::HangUp, t0 + Duration::from_millis(i as u64));
+            d.put(&[format!("c{i}")], to("+91"), t0 + Duration::from_millis(i as u64));
         }
         assert_eq!((d.pending(), d.dropped()), (MAX_DECISIONS, 5));
         assert_eq!(d.take("c0", t0), None, "the oldest went first");
-        assert_eq!(d.take("c9", t0 + Duration::from_secs(1)), Some(Decision::HangUp));
+        assert_eq!(d.take("c9", t0 + Duration::from_secs(1)), Some(to("+91")));
         // Past the TTL a decision is not used, and a full map sheds expired ones, not fresh ones.
         assert_eq!(d.take("c10", t0 + DECISION_TTL + Duration::from_secs(1)), None);
-        d.put("late", Decision::Transfer(Some("+91".into())), t0 + DECISION_TTL + Duration::from_secs(60));
-        d.put("later", Decision::HangUp, t0 + DECISION_TTL + Duration::from_secs(61));
+        d.put(&["late".into()], to("+92"), t0 + DECISION_TTL + Duration::from_secs(60));
+        d.put(&["later".into()], to("+93"), t0 + DECISION_TTL + Duration::from_secs(61));
         assert_eq!(d.pending(), MAX_DECISIONS, "expired entries are shed lazily, when the map is full");
-        d.put("latest", Decision::HangUp, t0 + DECISION_TTL + Duration::from_secs(62));
+        d.put(&["latest".into()], to("+94"), t0 + DECISION_TTL + Duration::from_secs(62));
         assert_eq!(d.pending(), 3);
         assert_eq!(d.dropped(), 5);
-        assert_eq!(
-            d.take("late", t0 + DECISION_TTL + Duration::from_secs(62)),
-            Some(Decision::Transfer(Some("+91".into())))
-        );
+        assert_eq!(d.take("late", t0 + DECISION_TTL + Duration::from_secs(62)), Some(to("+92")));
+    }
+
+    #[test]
+    fn a_decision_under_two_keys_is_taken_once_and_a_hang_up_is_not_kept() {
+        let d = Decisions::default();
+        let t0 = Instant::now();
+        let keys = ["CA1".to_string(), "ST1".to_string()];
+        d.put(&keys, Decision::Transfer(None), t0);
+        assert_eq!(d.pending(), 2);
+        assert_eq!(d.take("ST1", t0), Some(Decision::Transfer(None)));
+        assert_eq!((d.take("CA1", t0), d.pending()), (None, 0), "its other key went with it");
+        d.put(&keys, Decision::Transfer(None), t0);
+        d.put(&keys, Decision::HangUp, t0);
+        assert_eq!(d.pending(), 0, "a later hang-up undoes the transfer and is not kept");
+        d.put(&["CA2".into()], Decision::HangUp, t0);
+        assert_eq!(d.pending(), 0);
     }
 }

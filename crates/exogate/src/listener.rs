@@ -14,7 +14,7 @@ use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tower::ServiceExt;
@@ -27,6 +27,11 @@ use crate::tls::Tls;
 const MAX_TRACKED: usize = 10_000;
 /// After an accept error (out of descriptors), a pause before the next try.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+/// Refused connections closed gracefully at once (their 429 sure to arrive); past these, a
+/// flood's connections are answered in one write and dropped.
+const MAX_LINGERING: usize = 64;
+/// How long a refused connection is kept to read what its client sends before closing.
+const LINGER: Duration = Duration::from_secs(1);
 
 /// New connections per address in the current second.
 pub struct ConnRate {
@@ -74,6 +79,7 @@ pub(crate) async fn serve(
 ) -> std::io::Result<()> {
     let rate = ConnRate::new(app.config.limits.conns_per_ip_per_sec, app.conn_rate_overflows.clone());
     let (open, mut all_closed) = mpsc::channel::<()>(1);
+    let lingering = Arc::new(tokio::sync::Semaphore::new(MAX_LINGERING));
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -93,11 +99,30 @@ pub(crate) async fn serve(
             // Plain HTTP clients get told why, in one non-blocking write to a fresh socket's empty
             // buffer; a TLS client would need a handshake first, which a flood doesn't deserve.
             if tls.as_ref().and_then(|t| t.acceptor()).is_none() {
-                // What the client already sent is read first: closing over unread bytes sends a
-                // reset, which can destroy the answer before the client reads it.
-                let mut sink = [0u8; 4096];
-                let _ = stream.try_read(&mut sink);
-                let _ = stream.try_write(TOO_MANY);
+                match lingering.clone().try_acquire_owned() {
+                    // Closing over bytes the client sends after the answer (its request, which
+                    // often comes after the accept) sends a reset, which can destroy the answer
+                    // before the client reads it: read them for a moment, then close.
+                    Ok(permit) => {
+                        tokio::spawn(async move {
+                            let _permit = permit;
+                            let mut stream = stream;
+                            let _ = tokio::time::timeout(LINGER, async {
+                                stream.write_all(TOO_MANY).await?;
+                                stream.shutdown().await?;
+                                let mut sink = [0u8; 1024];
+                                while stream.read(&mut sink).await? > 0 {}
+                                Ok::<(), std::io::Error>(())
+                            })
+                            .await;
+                        });
+                    }
+                    Err(_) => {
+                        let mut sink = [0u8; 4096];
+                        let _ = stream.try_read(&mut sink);
+                        let _ = stream.try_write(TOO_MANY);
+                    }
+                }
             }
             continue;
         }

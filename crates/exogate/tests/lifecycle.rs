@@ -212,7 +212,8 @@ async fn a_task_agent_gets_its_events_position_and_exactly_one_end() {
     let played_ms: u64 = seen[1].rsplit(' ').next().unwrap().trim_end_matches("ms").parse().unwrap();
     // 1 s of tone, padded to the 200 ms chunk grid.
     assert!((1000..=1200).contains(&played_ms), "{seen:?}");
-    assert_eq!(seen[2], "Dtmf(\"5\")");
+    // With the key's duration as Exotel sent it (the simulator: 100 ms).
+    assert_eq!(seen[2], "Dtmf(\"5\", Some(100))");
     assert_eq!(seen[3], format!("end {:?}", EndReason::Stop(exotel::StopReason::CallEnded)));
     assert_eq!(seen[4], "events done");
     assert_eq!(seen.len(), 5, "{seen:?}");

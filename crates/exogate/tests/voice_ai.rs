@@ -672,6 +672,108 @@ async fn max_call_secs_ends_the_call_with_a_goodbye() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gemini_goodbye_asked_mid_turn_waits_for_the_turn_and_is_heard() {
+    // Gemini streams an answer about as fast as it plays. The time limit (10 s) falls inside the
+    // first answer (8.5 s to 11.5 s): the goodbye is asked once that turn completes, and the call
+    // ends after the goodbye's own audio, not at the end of the turn that was running.
+    let answer = exotel_sim::tone(300.0, 3000, SampleRate::Hz24000);
+    let (ai, gw) = rig(
+        "gemini-live",
+        "gem",
+        FakeAiConfig {
+            answer_pcm24: answer,
+            answer_after: Duration::from_millis(8500),
+            paced: true,
+            ..FakeAiConfig::default()
+        },
+        json!({ "max_call_secs": 10 }),
+    )
+    .await;
+    let mut cfg = call(&gw, "gem", SampleRate::Hz8000, "caller-order-status-8k.wav");
+    cfg.audio = AudioSource::Tone { hz: 440.0, ms: 20_000 };
+    let (report, session, row) = ai_call(&gw, &ai, cfg).await;
+    assert!(report.closed_by_bot && report.close_code == Some(1000), "{}", report.summary());
+    let live: Vec<&str> = session.messages.iter().filter_map(|m| m["realtimeInput"]["text"].as_str()).collect();
+    assert!(live.iter().any(|t| t.contains("time limit")), "{live:?}");
+    assert_eq!(session.answers_started.len(), 2, "the answer, then the goodbye");
+    let heard = pcm_ms(report.received_pcm.len(), SampleRate::Hz8000);
+    assert!(heard >= 5500, "both answers reached the caller, the goodbye too: {heard} ms");
+    assert_eq!(row["agent_note"], "agent ended the call (polite end)");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_that_goes_away_on_every_connection_is_not_followed_for_ever() {
+    // goAway half a second into every connection: one planned move, then the connection is left
+    // to close and the one reconnect a lost connection gets applies; the next loss fails the
+    // agent (its fallback takes the call) instead of a new connection every half second.
+    let (ai, gw) = rig(
+        "gemini-live",
+        "gem",
+        FakeAiConfig {
+            go_away_after: Some(Duration::from_millis(500)),
+            go_away_time_left: Duration::from_secs(1),
+            answers: 0,
+            ..FakeAiConfig::default()
+        },
+        json!({ "on_failure": "echo" }),
+    )
+    .await;
+    let mut cfg = call(&gw, "gem", SampleRate::Hz8000, "caller-order-status-8k.wav");
+    cfg.audio = AudioSource::Tone { hz: 440.0, ms: 8000 };
+    let call_sid = cfg.call_sid.clone();
+    let report = run_call(cfg).await.unwrap();
+    assert_legal(&report);
+    let connections = ai.sessions().len();
+    assert!(connections <= 3, "{connections} connections in 8 s");
+    let row = gw.call(&call_sid).await;
+    assert_eq!(row["agent_fallback"], "agent:echo", "{row}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tool_result_of_a_replaced_connection_is_dropped_not_sent_to_the_new_one() {
+    // A webhook tool is running when the connection is replaced (goAway with little time left):
+    // its result names a call id the new session never issued (Gemini closes with 1007 for
+    // that), so it is dropped and the call goes on.
+    let (url, seen) = tool_server(Duration::from_millis(2500), json!({ "status": "shipped" })).await;
+    let tool = json!({ "name": "lookup_order", "description": "Order status", "url": url, "timeout_ms": 5000,
+        "parameters": { "type": "object", "properties": { "order": { "type": "string" } } } });
+    let (ai, gw) = rig(
+        "gemini-live",
+        "gem",
+        FakeAiConfig {
+            tool_call: Some(("lookup_order".into(), json!({ "order": "A-17" }))),
+            go_away_after: Some(Duration::from_millis(1500)),
+            go_away_time_left: Duration::from_secs(2),
+            ..FakeAiConfig::default()
+        },
+        json!({ "tools": [tool] }),
+    )
+    .await;
+    let mut cfg = call(&gw, "gem", SampleRate::Hz8000, "caller-order-status-8k.wav");
+    cfg.audio = AudioSource::Tone { hz: 440.0, ms: 6000 };
+    let call_sid = cfg.call_sid.clone();
+    let report = run_call(cfg).await.unwrap();
+    assert_legal(&report);
+    assert!(!seen.lock().unwrap().is_empty(), "the tool ran");
+    let sessions = ai.wait_ended(2, Duration::from_secs(10)).await;
+    assert!(sessions.len() >= 2, "{} connections", sessions.len());
+    for s in ai.sessions() {
+        for out in &s.tool_outputs {
+            let id = out["id"].as_str().unwrap_or_default().to_string();
+            assert!(
+                s.tool_calls.contains(&id),
+                "a result for a call this connection never made: {out} (it made {:?})",
+                s.tool_calls
+            );
+        }
+    }
+    let row = gw.call(&call_sid).await;
+    assert!(row["agent_failure"].is_null(), "{row}");
+    let events = timeline(&gw, &row).await;
+    assert!(events.iter().any(|e| e["kind"] == "tool-results-dropped"), "{events:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_openai_session_that_expires_ends_the_call_cleanly() {
     // session_expired is the provider's session cap (§A9): the call ends as completed, not as a
     // failure handed to on_failure, and no new session is dialed.

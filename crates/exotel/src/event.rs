@@ -288,8 +288,9 @@ impl InboundEvent {
                 if KNOWN.contains(&event.as_str()) {
                     // Both spellings of one field (PROTOCOL.md §4.8 documents each) make serde
                     // refuse the whole object as a duplicate: the documented spelling wins.
-                    match without_doubled_aliases(value).map(|v| v.to_string()) {
-                        Some(text) => match serde_json::from_str::<RawEnvelope<'_>>(&text) {
+                    match without_doubled_aliases(value) {
+                        // Read from the tree itself: the payload is not copied again.
+                        Some(clean) => match RawEnvelope::deserialize(&clean) {
                             Ok(raw) => Self::from_raw(raw),
                             Err(_) => Err(ParseError::Malformed { event, source }),
                         },

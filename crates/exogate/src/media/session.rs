@@ -524,10 +524,8 @@ impl Session {
             // The Passthru that follows names the call by CallSid and the stream by
             // Stream[StreamSID]; that the CallSid is the start event's is not documented
             // (PROTOCOL.md §13.6), so the decision waits under both.
-            if let Some(sid) = &call_sid {
-                app.decide(sid, d.clone());
-            }
-            app.decide(&decision_stream_sid, d);
+            let keys: Vec<String> = call_sid.iter().chain([&decision_stream_sid]).cloned().collect();
+            app.decide(&keys, d);
         }));
         self.active = Some(Active { info, key, started: Instant::now() });
         if let Some(plan) = self.failed_early.take() {

@@ -3,6 +3,9 @@
 //! answers as `serverContent` (audio parts at 24 kHz, transcriptions, `turnComplete`), barge-in
 //! as `interrupted`, tools as `toolCall`. Server messages go out as binary frames of JSON.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use futures_util::SinkExt;
@@ -190,7 +193,11 @@ impl Fake<'_> {
         }
         if let (Some((name, args)), false) = (&self.cfg.tool_call, self.tool_called) {
             self.tool_called = true;
-            let call = json!({ "id": "function-call-1", "name": name, "args": args });
+            // Unique across connections, as the real service's: a result names its connection.
+            static NEXT_CALL: AtomicU64 = AtomicU64::new(1);
+            let id = format!("function-call-{}", NEXT_CALL.fetch_add(1, Ordering::Relaxed));
+            self.h.update(|s| s.tool_calls.push(id.clone()));
+            let call = json!({ "id": id, "name": name, "args": args });
             return send(ws, json!({ "toolCall": { "functionCalls": [call] } })).await;
         }
         let chunks = answer_chunks(self.cfg, false);
@@ -206,6 +213,9 @@ impl Fake<'_> {
             }
             let part = json!({ "inlineData": { "mimeType": "audio/pcm;rate=24000", "data": B64.encode(chunk) } });
             send(ws, json!({ "serverContent": { "modelTurn": { "role": "model", "parts": [part] } } })).await?;
+            if self.cfg.paced {
+                tokio::time::sleep(Duration::from_millis(u64::from(self.cfg.delta_ms))).await;
+            }
         }
         send(ws, json!({ "serverContent": { "outputTranscription": { "text": self.cfg.agent_transcript } } })).await?;
         send(ws, json!({ "serverContent": { "generationComplete": true } })).await?;

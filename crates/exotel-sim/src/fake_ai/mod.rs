@@ -82,6 +82,9 @@ pub struct FakeAiConfig {
     pub go_away_in_answer: bool,
     /// Gemini: the `timeLeft` a `goAway` announces; the connection closes when it has passed.
     pub go_away_time_left: Duration,
+    /// Gemini: each answer's audio is sent as it would play (one delta per `delta_ms`), as the
+    /// real service streams, instead of as fast as the socket takes it.
+    pub paced: bool,
     pub agent_transcript: String,
     pub caller_transcript: String,
 }
@@ -102,6 +105,7 @@ impl Default for FakeAiConfig {
             go_away_after: None,
             go_away_in_answer: false,
             go_away_time_left: Duration::from_secs(2),
+            paced: false,
             agent_transcript: "Hello! How can I help you today?".into(),
             caller_transcript: "Hi, I have a question.".into(),
         }
@@ -133,6 +137,8 @@ pub struct AiSession {
     pub barge_in_at: Option<Instant>,
     pub truncates: Vec<Value>,
     pub tool_outputs: Vec<Value>,
+    /// Gemini: the ids of the tool calls this connection made (unique across connections).
+    pub tool_calls: Vec<String>,
     /// Why the session ended: `client-closed`, `dropped`, `refused: …`, `fake-closed: …`.
     pub ended: Option<String>,
 }

@@ -1,7 +1,8 @@
 //! Twilio's call-update API, emulated for bridged Twilio bots (docs/twilio.md §4): a bot that
 //! ends its call with `POST /2010-04-01/Accounts/{AC}/Calls/{CA}.json` and `Status=completed`
 //! (Pipecat's `TwilioFrameSerializer` with `base_url` pointing at exogate) hangs up an Exotel
-//! call. Only agents with `settings.auth_token` accept it; calls are found while they are live.
+//! call. Only agents with `settings.auth_token` or an API key (`api_key_sid`, `api_key_secret`)
+//! accept it; calls are found while they are live.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -98,6 +99,9 @@ enum Verb {
     Hangup,
     /// `<Dial>`, with its target: a `<Number>`, `<Sip>` or `<Client>` inside, else its own text.
     Dial(Option<String>),
+    /// `<Dial>` around a noun Exotel has no counterpart for (`<Conference>`, `<Queue>`): refused,
+    /// not carried out as a transfer to somewhere else.
+    DialUnsupported(String),
 }
 
 /// The first `<Hangup>` or `<Dial>` in document order. Verbs that only play something (`<Say>`,
@@ -109,11 +113,32 @@ fn first_verb(twiml: &str) -> Option<Verb> {
         let name_len = rest.find(|c: char| !c.is_ascii_alphanumeric()).unwrap_or(rest.len());
         match &rest[..name_len] {
             "Hangup" => return Some(Verb::Hangup),
-            "Dial" => return Some(Verb::Dial(dial_target(&rest[name_len..]))),
+            "Dial" => {
+                let after = &rest[name_len..];
+                return Some(match unsupported_noun(after) {
+                    Some(noun) => Verb::DialUnsupported(noun),
+                    None => Verb::Dial(dial_target(after)),
+                });
+            }
             _ => {}
         }
     }
     None
+}
+
+/// `rest`: what follows `<Dial`; the first element inside it that is not a `<Number>`, `<Sip>`
+/// or `<Client>`.
+fn unsupported_noun(rest: &str) -> Option<String> {
+    let (attrs, after) = rest.split_once('>')?;
+    if attrs.trim_end().ends_with('/') {
+        return None;
+    }
+    let body = after.split_once("</Dial").map_or(after, |(b, _)| b);
+    body.split('<').skip(1).find_map(|tag| {
+        let name_len = tag.find(|c: char| !c.is_ascii_alphanumeric()).unwrap_or(tag.len());
+        let name = &tag[..name_len];
+        (!name.is_empty() && !["Number", "Sip", "Client"].contains(&name)).then(|| name.to_string())
+    })
 }
 
 /// `rest`: what follows `<Dial`. A target longer than a number or SIP address is refused.
@@ -188,6 +213,9 @@ pub fn update(
                 entry.ctl.transfer_draining(target, REST_DRAIN);
                 UpdateOutcome::Done("completed")
             }
+            Some(Verb::DialUnsupported(noun)) => UpdateOutcome::Invalid(format!(
+                "<Dial><{noun}> can't be carried out on Exotel: dial a <Number>, <Sip> or <Client>"
+            )),
             None => UpdateOutcome::Invalid("only <Hangup/> and <Dial> TwiML are supported".into()),
         },
         (None, None) => UpdateOutcome::Invalid("nothing to update: send Status or Twiml".into()),
@@ -251,6 +279,11 @@ mod tests {
             ("<Response><Dial/></Response>", Some(Verb::Dial(None))),
             ("<Response><Dial><Number></Number></Dial></Response>", Some(Verb::Dial(None))),
             ("<Response><Say>Hello</Say></Response>", None),
+            (
+                "<Response><Dial><Conference>room-1</Conference></Dial></Response>",
+                Some(Verb::DialUnsupported("Conference".into())),
+            ),
+            ("<Response><Dial>\n<Queue>support</Queue></Dial></Response>", Some(Verb::DialUnsupported("Queue".into()))),
             ("<Response><Dialog/></Response>", None),
         ] {
             assert_eq!(first_verb(twiml), want, "{twiml}");

@@ -123,11 +123,21 @@ impl Playout {
     /// queued. Until an item's own mark has come back its position is 0: the echo is the only
     /// proof the caller heard any of it, and a truncate at 0 still tells the model the rest
     /// (or all) of that item was never heard, which saying nothing would not.
-    pub(crate) fn heard(&self, now: Instant) -> Option<Heard> {
+    ///
+    /// `unplayed`: the audio queued and not yet played ([`CallControl::queued`]), which tells
+    /// which item is playing when no echo has come since the last clear (a peer that does not
+    /// echo marks would otherwise leave the first item of the call "playing" for ever).
+    pub(crate) fn heard(&self, now: Instant, unplayed: Duration) -> Option<Heard> {
         let anchored = self.anchor.as_ref().and_then(|a| Some((a, self.items.iter().position(|i| i.id == a.item)?)));
         let Some((a, at)) = anchored else {
-            // No echo since the last clear (or ever): the oldest queued item is the one up next.
-            return self.items.front().map(|i| Self::of(i, 0));
+            let total: u64 = self.items.iter().map(|i| i.queued).sum();
+            let mut played = total.saturating_sub(unplayed.as_millis() as u64 * self.bytes_per_ms);
+            let playing = self.items.iter().find(|i| {
+                let here = played < i.queued;
+                played = played.saturating_sub(i.queued);
+                here
+            });
+            return playing.or(self.items.back()).map(|i| Self::of(i, 0));
         };
         let item = &self.items[at];
         // Up to the next mark in the same item, or the item's end: past either, an echo would tell.
@@ -173,25 +183,25 @@ mod tests {
         }
         assert_eq!(p.marks.len(), 6);
         // Before any echo: the first item, heard for 0 ms (so a barge-in still truncates it).
-        let h = p.heard(Instant::now()).unwrap();
+        let h = p.heard(Instant::now(), Duration::from_secs(1)).unwrap();
         assert_eq!((h.item.as_str(), h.ms, h.cut), ("a", 0, true));
         let start = p.marks[0].name.clone();
         let t0 = Instant::now();
         p.played(&start, t0);
         // 350 ms later, with no further echo: the clock says 350, capped at the next mark (200).
-        assert_eq!(p.heard(t0 + Duration::from_millis(350)).map(|h| h.ms), Some(200));
+        assert_eq!(p.heard(t0 + Duration::from_millis(350), Duration::ZERO).map(|h| h.ms), Some(200));
         let second = p.marks[0].name.clone();
         p.played(&second, t0 + Duration::from_millis(200));
-        let h = p.heard(t0 + Duration::from_millis(350)).unwrap();
+        let h = p.heard(t0 + Duration::from_millis(350), Duration::ZERO).unwrap();
         assert_eq!((h.item.as_str(), h.ms, h.cut), ("a", 350, true));
         // A new item restarts the position.
         p.play(&ctl, "b", &[0u8; 1600], 100.0).unwrap();
         let b_start = p.marks.iter().find(|m| m.item == "b").unwrap().name.clone();
         p.played(&b_start, t0 + Duration::from_secs(1));
-        let h = p.heard(t0 + Duration::from_millis(1050)).unwrap();
+        let h = p.heard(t0 + Duration::from_millis(1050), Duration::ZERO).unwrap();
         assert_eq!((h.item.as_str(), h.ms), ("b", 50));
         p.clear();
-        assert_eq!(p.heard(t0 + Duration::from_secs(2)), None);
+        assert_eq!(p.heard(t0 + Duration::from_secs(2), Duration::ZERO), None);
     }
 
     #[tokio::test(start_paused = true)]
@@ -204,17 +214,31 @@ mod tests {
         ctl.clear();
         p.clear();
         p.play(&ctl, "b", &[0u8; 3200], 200.0).unwrap();
-        let h = p.heard(t0 + Duration::from_secs(1)).unwrap();
+        let h = p.heard(t0 + Duration::from_secs(1), Duration::from_millis(200)).unwrap();
         assert_eq!((h.item.as_str(), h.ms, h.cut), ("b", 0, true));
         // "c" queued behind "b"; "b"'s start echoed. While "b" plays, it is the one...
         p.play(&ctl, "c", &[0u8; 1600], 100.0).unwrap();
         let b_start = p.marks.iter().find(|m| m.item == "b").unwrap().name.clone();
         p.played(&b_start, t0);
-        let h = p.heard(t0 + Duration::from_millis(100)).unwrap();
+        let h = p.heard(t0 + Duration::from_millis(100), Duration::ZERO).unwrap();
         assert_eq!((h.item.as_str(), h.ms, h.cut), ("b", 100, true));
         // ...and once the clock has taken it to its end, "c" is playing, its start not yet
         // echoed: "c" at 0 is truncated, not "b" (heard in full: nothing to cut there).
-        let h = p.heard(t0 + Duration::from_millis(500)).unwrap();
+        let h = p.heard(t0 + Duration::from_millis(500), Duration::ZERO).unwrap();
         assert_eq!((h.item.as_str(), h.ms, h.cut), ("c", 0, true));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_no_echo_at_all_the_queue_tells_which_item_is_playing() {
+        let ctl = test_control(SampleRate::Hz8000);
+        let mut p = Playout::new(SampleRate::Hz8000);
+        // Two answers of 1 s each, and a peer that never echoes a mark.
+        p.play(&ctl, "a", &[0u8; 16_000], 1000.0).unwrap();
+        p.play(&ctl, "b", &[0u8; 16_000], 1000.0).unwrap();
+        let now = Instant::now();
+        let playing = |unplayed_ms| p.heard(now, Duration::from_millis(unplayed_ms)).map(|h| h.item);
+        assert_eq!(playing(1500).as_deref(), Some("a"), "half of a played");
+        assert_eq!(playing(500).as_deref(), Some("b"), "a played in full: b is playing, not a");
+        assert_eq!(playing(0).as_deref(), Some("b"));
     }
 }

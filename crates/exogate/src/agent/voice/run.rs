@@ -34,6 +34,8 @@ const SESSION_MARGIN: Duration = Duration::from_secs(60);
 const GO_AWAY_MARGIN: Duration = Duration::from_secs(3);
 /// `goAway` without a readable `timeLeft`: the doc's "about 60 s", less a good margin.
 const GO_AWAY_DEFAULT: Duration = Duration::from_secs(30);
+/// A `goAway` this soon after the last planned move is not followed by another.
+const MIN_SWITCH_GAP: Duration = Duration::from_secs(30);
 /// After a turn completes, how long to wait for the handle that covers it before switching.
 const HANDLE_WAIT: Duration = Duration::from_millis(500);
 /// Caller audio per message to the provider.
@@ -65,7 +67,8 @@ struct Ask {
 
 /// OpenAI runs one answer at a time: a `response.create` while one runs is refused with
 /// `conversation_already_has_active_response` (§A6). An ask made then, or refused so, waits for
-/// that answer's `response.done`. Gemini never reports an answer running, so its asks go at once.
+/// that answer's `response.done`. Gemini reports no answer starting: its turn's first audio counts
+/// as one, and `turnComplete` as its end.
 #[derive(Debug, Default)]
 struct Asks {
     active: bool,
@@ -162,9 +165,15 @@ struct State {
     pending_end: Option<PendingEnd>,
     tools: FuturesUnordered<ToolFuture>,
     cancelled_tools: HashSet<String>,
+    /// Webhook tools running, by call id (at most [`MAX_TOOLS_IN_FLIGHT`]).
+    tools_in_flight: HashSet<String>,
     resume: Option<String>,
     /// Gemini said the connection ends soon: switch by then, between turns if one comes.
     switch: Option<Switch>,
+    /// When the last planned switch was made.
+    switched_at: Option<Instant>,
+    /// The call is being hung up with nothing more to say (the provider's session expired).
+    hanging_up: bool,
     reconnected: bool,
     garbage_run: u32,
     last_voice: Instant,
@@ -193,8 +202,11 @@ pub(crate) async fn run(v: Voice, mut events: CallEvents, ctl: CallControl) {
         pending_end: None,
         tools: FuturesUnordered::new(),
         cancelled_tools: HashSet::new(),
+        tools_in_flight: HashSet::new(),
         resume: None,
         switch: None,
+        switched_at: None,
+        hanging_up: false,
         reconnected: false,
         garbage_run: 0,
         last_voice: Instant::now(),
@@ -332,6 +344,11 @@ impl State {
                 }
                 if response.is_some() {
                     self.last_response = response;
+                } else {
+                    // Gemini reports no answer starting: its audio is the sign. An ask made now
+                    // (a goodbye) waits for the turn to complete, or that turn's end would be
+                    // taken for the goodbye's and the call hung up before it is spoken.
+                    self.asks.started();
                 }
                 if let Some(end) = self.pending_end.as_mut() {
                     end.spoke = true;
@@ -373,7 +390,11 @@ impl State {
             }
             Event::ResponseBusy => self.asks.busy(),
             Event::ToolCall { id, name, args } => self.tool_call(id, name, args).await,
-            Event::ToolCancelled(ids) => self.cancelled_tools.extend(ids),
+            Event::ToolCancelled(ids) => {
+                // Only ids still running: the set stays as small as the tools in flight.
+                let running: Vec<String> = ids.into_iter().filter(|i| self.tools_in_flight.contains(i)).collect();
+                self.cancelled_tools.extend(running);
+            }
             Event::Transcript { speaker, text } => self.ctl.transcript(speaker.as_str(), text),
             Event::Usage(u) => self.ctl.usage(u),
             Event::Warning(w) => {
@@ -388,6 +409,8 @@ impl State {
                 self.open = false;
                 let _ = timeout(CLOSE_WAIT, self.v.ws.close(None)).await;
                 self.pending_end = None;
+                // Nothing more to say: no timer may start a goodbye during the last audio.
+                self.hanging_up = true;
                 self.ctl.note("provider session reached its maximum length");
                 self.ctl.hang_up();
             }
@@ -399,7 +422,11 @@ impl State {
                 }
             }
             Event::GoAway(left) => {
-                if self.switch.is_none() {
+                // A provider that sends goAway on every new connection at once would have us
+                // move for the rest of the call: within MIN_SWITCH_GAP of the last move the
+                // connection is left to close, and the one reconnect a lost one gets applies.
+                let recent = self.switched_at.is_some_and(|t| t.elapsed() < MIN_SWITCH_GAP);
+                if self.switch.is_none() && !recent {
                     self.ctl.record("provider-go-away", json!({ "time_left_ms": left.map(|d| d.as_millis() as u64) }));
                     // Not at once: that would cut the answer being spoken. Between turns, or
                     // just before the time is up.
@@ -412,7 +439,8 @@ impl State {
     async fn barge_in(&mut self) {
         self.last_voice = Instant::now();
         self.nudged = false;
-        let playing = !self.ctl.queued().is_zero();
+        let unplayed = self.ctl.queued();
+        let playing = !unplayed.is_zero();
         // An answer still being generated is cut too, queued audio or not: its deltas already in
         // flight must not play.
         if !playing && !self.asks.active && !self.turn_audio {
@@ -422,7 +450,9 @@ impl State {
         if playing {
             self.ctl.clear();
         }
-        let heard = self.playout.heard(Instant::now());
+        // Only audio still playing is truncated: with nothing queued the caller heard every item
+        // in full (an answer still being generated has none yet).
+        let heard = if playing { self.playout.heard(Instant::now(), unplayed) } else { None };
         let mut detail = json!({});
         if let Some(h) = heard.filter(|h| h.cut) {
             detail = json!({ "item": h.item, "audio_end_ms": h.ms });
@@ -488,6 +518,7 @@ impl State {
                     return self.tool_done(id, name, json!({ "error": "too many tools running; try again" })).await;
                 }
                 let (client, settings, call) = (self.v.http.clone(), self.v.settings.clone(), call_json(&self.v.call));
+                self.tools_in_flight.insert(id.clone());
                 self.tools.push(
                     async move {
                         let out =
@@ -501,6 +532,7 @@ impl State {
     }
 
     async fn tool_done(&mut self, id: String, name: String, output: Value) {
+        self.tools_in_flight.remove(&id);
         if self.cancelled_tools.remove(&id) {
             return;
         }
@@ -545,6 +577,9 @@ impl State {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
+        if self.hanging_up {
+            return None;
+        }
         let mut d: Option<Instant> = self.pending_end.as_ref().map(|e| e.deadline);
         let mut consider = |t: Instant| d = Some(d.map_or(t, |d| d.min(t)));
         if let Some(sw) = &self.switch {
@@ -565,6 +600,9 @@ impl State {
     }
 
     async fn on_timer(&mut self) {
+        if self.hanging_up {
+            return;
+        }
         let now = Instant::now();
         if self.switch.is_some_and(|sw| sw.at() <= now) {
             return self.planned_switch().await;
@@ -656,6 +694,7 @@ impl State {
     /// The move `goAway` asked for; it does not count as the one reconnect a lost connection gets.
     async fn planned_switch(&mut self) {
         self.switch = None;
+        self.switched_at = Some(Instant::now());
         Box::pin(self.reconnect()).await;
     }
 
@@ -675,6 +714,16 @@ impl State {
                 // A new OpenAI session, a new cap (it has none of the old one's context either).
                 if self.session_end_at.is_some() {
                     self.session_end_at = self.session_limit();
+                }
+                // Tool calls of the old connection: their results would name ids the new one
+                // never issued (Gemini closes with 1007 for that, §B6), so they are dropped.
+                if !self.tools_in_flight.is_empty() {
+                    let ids: Vec<String> = self.tools_in_flight.iter().cloned().collect();
+                    self.ctl.record(
+                        "tool-results-dropped",
+                        json!({ "ids": ids, "reason": "provider connection replaced" }),
+                    );
+                    self.cancelled_tools.extend(ids);
                 }
                 // No turn is in progress on a new connection.
                 self.turn_audio = false;
