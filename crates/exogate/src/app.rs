@@ -1,6 +1,6 @@
 //! State shared by every request and session.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -40,8 +40,8 @@ impl Decision {
 /// A decision waits this long for its Passthru; Stream-mode calls and flows without a Passthru
 /// never ask. The call log keeps it after that (the Passthru falls back to it).
 const DECISION_TTL: Duration = Duration::from_secs(15 * 60);
-/// Decisions held at once; past it the oldest are dropped (and counted).
-const MAX_DECISIONS: usize = 10_000;
+/// Keys of decisions held at once (two a call); past it the oldest are dropped (and counted).
+const MAX_DECISION_KEYS: usize = 20_000;
 
 /// Calls alive (a media session and the agent tasks holding its control), so shutdown can wait
 /// for them: they run outside the servers' tasks.
@@ -183,63 +183,81 @@ impl AppState {
     }
 }
 
-/// Transfers waiting for their Passthru: bounded, and each kept for [`DECISION_TTL`]. A hang-up
-/// is the Passthru's answer anyway (200), so it is not kept: it only undoes an earlier transfer.
+/// Decisions waiting for their Passthru, each under the call's keys (its CallSid, its stream's
+/// SID): bounded, each kept for [`DECISION_TTL`], the oldest shed first. A hang-up is kept too:
+/// it must undo an earlier transfer that the call log still shows.
 #[derive(Default)]
 pub struct Decisions {
-    /// Each key of a decision.
-    map: Mutex<HashMap<String, Waiting>>,
+    inner: Mutex<Waiting>,
     dropped: AtomicU64,
 }
 
+#[derive(Default)]
 struct Waiting {
+    by_key: HashMap<String, Entry>,
+    /// One key of each decision, oldest first (a key whose entry has since changed is skipped).
+    order: VecDeque<(String, Instant)>,
+}
+
+struct Entry {
     decision: Decision,
     at: Instant,
     /// The decision's other keys.
     others: Vec<String>,
 }
 
+impl Waiting {
+    /// Removes the decision under `key` (with its other keys), if it is the one made `at`.
+    fn remove_if(&mut self, key: &str, at: Option<Instant>) -> Option<Entry> {
+        if at.is_some_and(|at| self.by_key.get(key).is_none_or(|e| e.at != at)) {
+            return None;
+        }
+        let e = self.by_key.remove(key)?;
+        for o in &e.others {
+            self.by_key.remove(o);
+        }
+        Some(e)
+    }
+}
+
 impl Decisions {
     pub fn put(&self, keys: &[String], decision: Decision, now: Instant) {
-        let Ok(mut d) = self.map.lock() else { return };
+        let Ok(mut w) = self.inner.lock() else { return };
+        let Some(first) = keys.first() else { return };
         for k in keys {
-            Self::remove(&mut d, k);
+            w.remove_if(k, None);
         }
-        if decision == Decision::HangUp {
-            return;
-        }
-        if d.len() + keys.len() > MAX_DECISIONS {
-            d.retain(|_, w| now.saturating_duration_since(w.at) < DECISION_TTL);
-        }
-        while d.len() + keys.len() > MAX_DECISIONS {
-            // Still full of fresh ones: drop the oldest. The call log still has each.
-            let Some(oldest) = d.iter().min_by_key(|(_, w)| w.at).map(|(k, _)| k.clone()) else { break };
-            Self::remove(&mut d, &oldest);
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+        while let Some((k, at)) = w.order.front().cloned() {
+            let expired = now.saturating_duration_since(at) >= DECISION_TTL;
+            if !expired && w.by_key.len() + keys.len() <= MAX_DECISION_KEYS {
+                break;
+            }
+            w.order.pop_front();
+            // Still fresh: dropped for room (the call log still has it), and counted.
+            if w.remove_if(&k, Some(at)).is_some() && !expired {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
         }
         for k in keys {
             let others = keys.iter().filter(|o| *o != k).cloned().collect();
-            d.insert(k.clone(), Waiting { decision: decision.clone(), at: now, others });
+            w.by_key.insert(k.clone(), Entry { decision: decision.clone(), at: now, others });
+        }
+        w.order.push_back((first.clone(), now));
+        // Taken decisions leave their place in the order behind: shed those now and then.
+        if w.order.len() > 2 * MAX_DECISION_KEYS {
+            let Waiting { by_key, order } = &mut *w;
+            order.retain(|(k, at)| by_key.get(k).is_some_and(|e| e.at == *at));
         }
     }
 
     pub fn take(&self, key: &str, now: Instant) -> Option<Decision> {
-        let mut d = self.map.lock().ok()?;
-        let (decision, at) = Self::remove(&mut d, key)?;
-        (now.saturating_duration_since(at) < DECISION_TTL).then_some(decision)
+        let e = self.inner.lock().ok()?.remove_if(key, None)?;
+        (now.saturating_duration_since(e.at) < DECISION_TTL).then_some(e.decision)
     }
 
-    /// Removes `key` and the decision's other keys.
-    fn remove(d: &mut HashMap<String, Waiting>, key: &str) -> Option<(Decision, Instant)> {
-        let w = d.remove(key)?;
-        for o in &w.others {
-            d.remove(o);
-        }
-        Some((w.decision, w.at))
-    }
-
+    /// Keys waiting.
     pub fn pending(&self) -> usize {
-        self.map.lock().map(|d| d.len()).unwrap_or(0)
+        self.inner.lock().map(|w| w.by_key.len()).unwrap_or(0)
     }
 
     pub fn dropped(&self) -> u64 {
@@ -270,25 +288,21 @@ mod tests {
         let d = Decisions::default();
         let t0 = Instant::now();
         let to = |n: &str| Decision::Transfer(Some(n.into()));
-        for i in 0..MAX_DECISIONS + 5 {
+        for i in 0..MAX_DECISION_KEYS + 5 {
             d.put(&[format!("c{i}")], to("+91"), t0 + Duration::from_millis(i as u64));
         }
-        assert_eq!((d.pending(), d.dropped()), (MAX_DECISIONS, 5));
-        assert_eq!(d.take("c0", t0), None, "the oldest went first");
-        assert_eq!(d.take("c9", t0 + Duration::from_secs(1)), Some(to("+91")));
-        // Past the TTL a decision is not used, and a full map sheds expired ones, not fresh ones.
-        assert_eq!(d.take("c10", t0 + DECISION_TTL + Duration::from_secs(1)), None);
+        assert_eq!((d.pending(), d.dropped()), (MAX_DECISION_KEYS, 5));
+        assert_eq!(d.take("c4", t0), None, "the oldest went first");
+        assert_eq!(d.take("c5", t0 + Duration::from_secs(1)), Some(to("+91")));
+        // Past the TTL a decision is not used; expired ones are shed as new ones come, uncounted.
+        assert_eq!(d.take("c6", t0 + DECISION_TTL + Duration::from_secs(1)), None);
         d.put(&["late".into()], to("+92"), t0 + DECISION_TTL + Duration::from_secs(60));
-        d.put(&["later".into()], to("+93"), t0 + DECISION_TTL + Duration::from_secs(61));
-        assert_eq!(d.pending(), MAX_DECISIONS, "expired entries are shed lazily, when the map is full");
-        d.put(&["latest".into()], to("+94"), t0 + DECISION_TTL + Duration::from_secs(62));
-        assert_eq!(d.pending(), 3);
-        assert_eq!(d.dropped(), 5);
-        assert_eq!(d.take("late", t0 + DECISION_TTL + Duration::from_secs(62)), Some(to("+92")));
+        assert_eq!((d.pending(), d.dropped()), (1, 5));
+        assert_eq!(d.take("late", t0 + DECISION_TTL + Duration::from_secs(61)), Some(to("+92")));
     }
 
     #[test]
-    fn a_decision_under_two_keys_is_taken_once_and_a_hang_up_is_not_kept() {
+    fn a_decision_under_two_keys_is_taken_once_and_a_hang_up_undoes_a_transfer() {
         let d = Decisions::default();
         let t0 = Instant::now();
         let keys = ["CA1".to_string(), "ST1".to_string()];
@@ -297,9 +311,15 @@ mod tests {
         assert_eq!(d.take("ST1", t0), Some(Decision::Transfer(None)));
         assert_eq!((d.take("CA1", t0), d.pending()), (None, 0), "its other key went with it");
         d.put(&keys, Decision::Transfer(None), t0);
-        d.put(&keys, Decision::HangUp, t0);
-        assert_eq!(d.pending(), 0, "a later hang-up undoes the transfer and is not kept");
-        d.put(&["CA2".into()], Decision::HangUp, t0);
+        d.put(&keys, Decision::HangUp, t0 + Duration::from_secs(1));
+        assert_eq!(d.take("CA1", t0 + Duration::from_secs(2)), Some(Decision::HangUp), "the later decision");
         assert_eq!(d.pending(), 0);
+        // A key taken leaves its place in the order; many of them are shed, never piled up.
+        for i in 0..3 * MAX_DECISION_KEYS {
+            d.put(&[format!("k{i}")], Decision::HangUp, t0);
+            d.take(&format!("k{i}"), t0);
+        }
+        assert!(d.inner.lock().unwrap().order.len() <= 2 * MAX_DECISION_KEYS + 1);
+        assert_eq!(d.dropped(), 0);
     }
 }

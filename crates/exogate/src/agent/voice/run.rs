@@ -172,7 +172,8 @@ struct State {
     switch: Option<Switch>,
     /// When the last planned switch was made.
     switched_at: Option<Instant>,
-    /// The call is being hung up with nothing more to say (the provider's session expired).
+    /// The call is being hung up with nothing more to say (the goodbye was said, or the
+    /// provider's session expired).
     hanging_up: bool,
     reconnected: bool,
     garbage_run: u32,
@@ -564,6 +565,8 @@ impl State {
     /// The goodbye has been generated: the call ends once it has played.
     fn finish_end(&mut self) {
         let Some(end) = self.pending_end.take() else { return };
+        // The goodbye is said: no time limit or silence may ask for another while it plays.
+        self.hanging_up = true;
         match end.ending {
             Ending::HangUp(why) => {
                 self.ctl.note(format!("agent ended the call ({why})"));
@@ -730,6 +733,10 @@ impl State {
                 self.dropping_turn = false;
                 // Nothing runs on a new connection: what waited for an answer to end goes now.
                 if let Some(msgs) = self.asks.done() {
+                    // As after an answer's end: audio from here on is the goodbye's, if any.
+                    if let Some(end) = self.pending_end.as_mut() {
+                        end.spoke = false;
+                    }
                     Box::pin(self.send_all(msgs)).await;
                 }
                 self.ctl.record("provider-reconnected", json!({ "resumed": self.resume.is_some() }));
