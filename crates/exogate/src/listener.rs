@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -65,8 +65,17 @@ impl ConnRate {
     }
 }
 
-const TOO_MANY: &[u8] =
-    b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+/// The answer to a connection over the rate, shaped as every other error of the API (an
+/// `ErrorBody`), so clients and schema checks read it as they read the rest.
+static TOO_MANY: LazyLock<Vec<u8>> = LazyLock::new(|| {
+    let body = r#"{"error":"too many new connections from this address; retry after 1 s"}"#;
+    format!(
+        "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+});
 
 /// Serves `router` on `listener` until `stopped`; then open connections are asked to finish
 /// (HTTP keep-alive closes; upgraded WebSockets live on as sessions) and waited for.
@@ -108,7 +117,7 @@ pub(crate) async fn serve(
                             let _permit = permit;
                             let mut stream = stream;
                             let _ = tokio::time::timeout(LINGER, async {
-                                stream.write_all(TOO_MANY).await?;
+                                stream.write_all(&TOO_MANY).await?;
                                 stream.shutdown().await?;
                                 let mut sink = [0u8; 1024];
                                 while stream.read(&mut sink).await? > 0 {}
@@ -120,7 +129,7 @@ pub(crate) async fn serve(
                     Err(_) => {
                         let mut sink = [0u8; 4096];
                         let _ = stream.try_read(&mut sink);
-                        let _ = stream.try_write(TOO_MANY);
+                        let _ = stream.try_write(&TOO_MANY);
                     }
                 }
             }

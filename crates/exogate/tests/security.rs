@@ -323,6 +323,11 @@ async fn one_address_opening_connections_too_fast_is_turned_away() {
         if text.starts_with("HTTP/1.1 200") {
             answered += 1;
         } else if text.starts_with("HTTP/1.1 429") {
+            // Shaped as every API error (an ErrorBody), as the OpenAPI document says.
+            let (head, body) = text.split_once("\r\n\r\n").unwrap_or_default();
+            assert!(head.contains("Content-Type: application/json") && head.contains("Retry-After: 1"), "{head}");
+            let body: Value = serde_json::from_str(body).expect("a JSON body");
+            assert!(body["error"].as_str().is_some_and(|e| e.contains("too many new connections")), "{body}");
             told += 1;
         }
     }

@@ -87,7 +87,11 @@ pub(crate) fn key_protected(doc: &mut OpenApi) {
     let answers = [
         ("401", "No API key, or a wrong one (with `WWW-Authenticate: Bearer`)"),
         ("403", "No API key is set and the request's Host is not local (localhost, 127.0.0.1, [::1])"),
-        ("429", "Too many wrong keys from this address: keys from it are checked again after `Retry-After` seconds"),
+        (
+            "429",
+            "Too many wrong keys from this address (keys from it are checked again after `Retry-After` seconds), \
+             or too many new connections from it in a second (`CONNS_PER_IP_PER_SEC`)",
+        ),
         ("500", "Internal error (logged)"),
         ("503", "The database is unavailable; try again later"),
     ];

@@ -156,7 +156,47 @@ fn dial_target(rest: &str) -> Option<String> {
         Some(text.split('<').next().unwrap_or_default())
     });
     let text = nested.unwrap_or_else(|| body.split('<').next().unwrap_or_default());
-    Some(text.trim().to_string()).filter(|s| !s.is_empty() && s.len() <= 128)
+    Some(unescape_xml(text.trim())).filter(|s| !s.is_empty() && s.len() <= 128)
+}
+
+/// XML's character references in a text node (`sip:a@x?h=1&amp;k=2`, `&#43;91…`); one that is
+/// not well formed is left as written.
+fn unescape_xml(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(amp) = rest.find('&') {
+        out.push_str(&rest[..amp]);
+        rest = &rest[amp..];
+        let decoded = rest.find(';').filter(|&end| end <= 10).and_then(|end| {
+            let c = match &rest[1..end] {
+                "amp" => Some('&'),
+                "lt" => Some('<'),
+                "gt" => Some('>'),
+                "quot" => Some('"'),
+                "apos" => Some('\''),
+                n => {
+                    let code = match n.strip_prefix("#x").or_else(|| n.strip_prefix("#X")) {
+                        Some(hex) => u32::from_str_radix(hex, 16).ok(),
+                        None => n.strip_prefix('#').and_then(|d| d.parse().ok()),
+                    };
+                    code.and_then(char::from_u32)
+                }
+            }?;
+            Some((c, end))
+        });
+        match decoded {
+            Some((c, end)) => {
+                out.push(c);
+                rest = &rest[end + 1..];
+            }
+            None => {
+                out.push('&');
+                rest = &rest[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// What the API answers.
@@ -279,6 +319,11 @@ mod tests {
             ("<Response><Dial/></Response>", Some(Verb::Dial(None))),
             ("<Response><Dial><Number></Number></Dial></Response>", Some(Verb::Dial(None))),
             ("<Response><Say>Hello</Say></Response>", None),
+            (
+                "<Response><Dial><Sip>sip:agent@pbx.example?x-a=1&amp;x-b=2</Sip></Dial></Response>",
+                dial("sip:agent@pbx.example?x-a=1&x-b=2"),
+            ),
+            ("<Response><Dial>&#43;91 &#x38;047 &bogus; & 1</Dial></Response>", dial("+91 8047 &bogus; & 1")),
             (
                 "<Response><Dial><Conference>room-1</Conference></Dial></Response>",
                 Some(Verb::DialUnsupported("Conference".into())),
