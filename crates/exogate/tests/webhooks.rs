@@ -278,7 +278,7 @@ async fn a_transfer_reaches_a_passthru_that_names_the_call_by_another_sid_throug
         idle_tail: Duration::from_millis(800),
         ..CallConfig::default()
     };
-    let stream_sid = cfg.stream_sid.clone();
+    let (call_sid, stream_sid) = (cfg.call_sid.clone(), cfg.stream_sid.clone());
     let report = run_call(cfg).await.expect("call runs");
     assert!(report.closed_by_bot, "the agent hung up to transfer");
     let exotel = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
@@ -290,6 +290,15 @@ async fn a_transfer_reaches_a_passthru_that_names_the_call_by_another_sid_throug
     let q = serde_urlencoded::to_string([("CallSid", "another-sid"), ("Stream[StreamSID]", "another-stream")]).unwrap();
     let r = exotel.get(gw.http_url(&format!("/api/exotel/passthru?{q}"))).send().await.unwrap();
     assert_eq!(r.status(), 200);
+    // Later, the call log answers (as on another gateway), for the stream that decided only: a
+    // second Voicebot applet's stream on the same call does not inherit the first bot's transfer.
+    gw.gw.state.store.flush().await;
+    let passthru = |stream: &str| {
+        let q = serde_urlencoded::to_string([("CallSid", call_sid.as_str()), ("Stream[StreamSID]", stream)]).unwrap();
+        exotel.get(gw.http_url(&format!("/api/exotel/passthru?{q}"))).send()
+    };
+    assert_eq!(passthru("a-second-applets-stream").await.unwrap().status(), 200);
+    assert_eq!(passthru(&stream_sid).await.unwrap().status(), 302);
 }
 
 #[tokio::test]

@@ -79,9 +79,21 @@ pub(crate) async fn passthru(State(app): State<Arc<AppState>>, input: WebhookInp
     {
         Some(d) => Some(d),
         None => {
-            app.store.find_call(&call_sid).await?.and_then(|c| {
-                (c.bot_decision.as_deref() == Some("transfer")).then_some(Decision::Transfer(c.transfer_to))
+            // Made on another gateway: the call log has it. Only the named stream's, though: a
+            // flow with a second Voicebot applet on the same call must not get the first bot's
+            // transfer from the row they share.
+            let row = match app.store.find_call(&call_sid).await? {
+                Some(row) => Some(row),
+                None => match stream.stream_sid.as_deref() {
+                    Some(s) => app.store.find_call(s).await?,
+                    None => None,
+                },
+            };
+            row.filter(|c| match (stream.stream_sid.as_deref(), c.stream_sid.as_deref()) {
+                (Some(named), Some(decided)) => named == decided,
+                _ => true,
             })
+            .and_then(|c| (c.bot_decision.as_deref() == Some("transfer")).then_some(Decision::Transfer(c.transfer_to)))
         }
     };
     if let Some(Decision::Transfer(target)) = decision {
