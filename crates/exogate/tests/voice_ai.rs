@@ -60,6 +60,12 @@ fn call(gw: &TestGateway, agent: &str, rate: SampleRate, wav: &str) -> CallConfi
     cfg
 }
 
+/// [`call`] with the caller playing a 440 Hz tone for `ms` (one the fake provider hears at once).
+fn tone_call(gw: &TestGateway, agent: &str, rate: SampleRate, ms: u32) -> CallConfig {
+    let wav = if rate == SampleRate::Hz8000 { "caller-order-status-8k.wav" } else { "caller-order-number-16k.wav" };
+    CallConfig { audio: AudioSource::Tone { hz: 440.0, ms }, ..call(gw, agent, rate, wav) }
+}
+
 fn pcm_ms(bytes: usize, rate: SampleRate) -> u64 {
     bytes as u64 / rate.bytes_per_ms() as u64
 }
@@ -165,8 +171,7 @@ async fn barge_in_clears_at_once_and_truncates_to_what_the_caller_heard() {
         json!({}),
     )
     .await;
-    let mut cfg = call(&gw, "asha", SampleRate::Hz8000, "caller-order-status-8k.wav");
-    cfg.audio = AudioSource::Tone { hz: 440.0, ms: 6000 };
+    let cfg = tone_call(&gw, "asha", SampleRate::Hz8000, 6000);
     let (report, session, row) = ai_call(&gw, &ai, cfg).await;
     assert_legal(&report);
     let barge = session.barge_in_at.expect("the fake barged in");
@@ -202,8 +207,7 @@ async fn barge_in_before_any_mark_echo_still_truncates_the_playing_item() {
         json!({}),
     )
     .await;
-    let mut cfg = call(&gw, "asha", SampleRate::Hz8000, "caller-order-status-8k.wav");
-    cfg.audio = AudioSource::Tone { hz: 440.0, ms: 5000 };
+    let mut cfg = tone_call(&gw, "asha", SampleRate::Hz8000, 5000);
     cfg.echo_marks = false;
     let (report, session, _) = ai_call(&gw, &ai, cfg).await;
     assert!(!report.clears.is_empty(), "Exotel got a clear");
@@ -228,8 +232,7 @@ async fn barge_in_before_the_first_delta_drops_the_answer_and_cancels_it_if_aske
         json!({ "turn_detection": { "interrupt_response": false } }),
     )
     .await;
-    let mut cfg = call(&gw, "asha", SampleRate::Hz8000, "caller-order-status-8k.wav");
-    cfg.audio = AudioSource::Tone { hz: 440.0, ms: 4000 };
+    let cfg = tone_call(&gw, "asha", SampleRate::Hz8000, 4000);
     let (report, session, _) = ai_call(&gw, &ai, cfg).await;
     assert!(session.barge_in_at.is_some());
     let heard = pcm_ms(report.received_pcm.len(), SampleRate::Hz8000);
@@ -251,8 +254,7 @@ async fn gemini_barge_in_clears_and_drops_the_rest_of_the_turn() {
         json!({}),
     )
     .await;
-    let mut cfg = call(&gw, "gem", SampleRate::Hz16000, "caller-order-number-16k.wav");
-    cfg.audio = AudioSource::Tone { hz: 440.0, ms: 6000 };
+    let cfg = tone_call(&gw, "gem", SampleRate::Hz16000, 6000);
     let (report, session, _) = ai_call(&gw, &ai, cfg).await;
     assert_legal(&report);
     let clear = *report.clears.first().expect("Exotel got a clear");
@@ -276,8 +278,7 @@ async fn end_call_hangs_up_with_1000_after_the_goodbye_has_played() {
             json!({}),
         )
         .await;
-        let mut cfg = call(&gw, "asha", SampleRate::Hz8000, "caller-order-status-8k.wav");
-        cfg.audio = AudioSource::Tone { hz: 440.0, ms: 8000 };
+        let cfg = tone_call(&gw, "asha", SampleRate::Hz8000, 8000);
         let (report, session, row) = ai_call(&gw, &ai, cfg).await;
         assert_legal(&report);
         assert!(report.closed_by_bot, "{kind}: the agent hung up: {}", report.summary());
@@ -305,8 +306,7 @@ async fn transfer_call_makes_the_passthru_answer_302() {
         json!({}),
     )
     .await;
-    let mut cfg = call(&gw, "asha", SampleRate::Hz8000, "caller-order-status-8k.wav");
-    cfg.audio = AudioSource::Tone { hz: 440.0, ms: 8000 };
+    let cfg = tone_call(&gw, "asha", SampleRate::Hz8000, 8000);
     let call_sid = cfg.call_sid.clone();
     let (report, _, row) = ai_call(&gw, &ai, cfg).await;
     assert_eq!(report.close_code, Some(1000));
@@ -360,8 +360,7 @@ async fn a_webhook_tools_answer_reaches_the_model_and_a_slow_one_gives_an_error(
             settings(&ai, "openai-realtime", json!({ "tools": [tool], "tool_secret": secret })),
         )
         .await;
-        let mut cfg = call(&gw, "asha", SampleRate::Hz8000, "caller-order-status-8k.wav");
-        cfg.audio = AudioSource::Tone { hz: 440.0, ms: 4000 };
+        let cfg = tone_call(&gw, "asha", SampleRate::Hz8000, 4000);
         let (report, session, _) = ai_call(&gw, &ai, cfg).await;
         assert_legal(&report);
         // The tool is declared to the model with the built-ins.
@@ -438,8 +437,7 @@ async fn failures_give_the_fallback(cases: &[(&str, Option<FakeAiFailure>, bool,
             s["api_key"] = json!("sk-wrong");
         }
         gw.create_agent(&id, kind, s).await;
-        let mut cfg = call(&gw, &id, SampleRate::Hz8000, "caller-order-status-8k.wav");
-        cfg.audio = AudioSource::Tone { hz: 440.0, ms: 4000 };
+        let cfg = tone_call(&gw, &id, SampleRate::Hz8000, 4000);
         let call_sid = cfg.call_sid.clone();
         let report = run_call(cfg).await.unwrap();
         assert_legal(&report);
@@ -657,8 +655,7 @@ async fn max_call_secs_ends_the_call_with_a_goodbye() {
         json!({ "max_call_secs": 10 }),
     )
     .await;
-    let mut cfg = call(&gw, "asha", SampleRate::Hz8000, "caller-order-status-8k.wav");
-    cfg.audio = AudioSource::Tone { hz: 440.0, ms: 20_000 };
+    let cfg = tone_call(&gw, "asha", SampleRate::Hz8000, 20_000);
     let (report, session, row) = ai_call(&gw, &ai, cfg).await;
     assert!(report.closed_by_bot && report.close_code == Some(1000), "{}", report.summary());
     assert!(
@@ -690,8 +687,7 @@ async fn a_gemini_goodbye_asked_mid_turn_waits_for_the_turn_and_is_heard() {
         json!({ "max_call_secs": 10 }),
     )
     .await;
-    let mut cfg = call(&gw, "gem", SampleRate::Hz8000, "caller-order-status-8k.wav");
-    cfg.audio = AudioSource::Tone { hz: 440.0, ms: 20_000 };
+    let cfg = tone_call(&gw, "gem", SampleRate::Hz8000, 20_000);
     let (report, session, row) = ai_call(&gw, &ai, cfg).await;
     assert!(report.closed_by_bot && report.close_code == Some(1000), "{}", report.summary());
     let live: Vec<&str> = session.messages.iter().filter_map(|m| m["realtimeInput"]["text"].as_str()).collect();
@@ -719,8 +715,7 @@ async fn a_provider_that_goes_away_on_every_connection_is_not_followed_for_ever(
         json!({ "on_failure": "echo" }),
     )
     .await;
-    let mut cfg = call(&gw, "gem", SampleRate::Hz8000, "caller-order-status-8k.wav");
-    cfg.audio = AudioSource::Tone { hz: 440.0, ms: 8000 };
+    let cfg = tone_call(&gw, "gem", SampleRate::Hz8000, 8000);
     let call_sid = cfg.call_sid.clone();
     let report = run_call(cfg).await.unwrap();
     assert_legal(&report);
@@ -752,8 +747,7 @@ async fn a_tool_result_of_a_replaced_connection_is_dropped_not_sent_to_the_new_o
         json!({ "tools": [tool] }),
     )
     .await;
-    let mut cfg = call(&gw, "gem", SampleRate::Hz8000, "caller-order-status-8k.wav");
-    cfg.audio = AudioSource::Tone { hz: 440.0, ms: 6000 };
+    let cfg = tone_call(&gw, "gem", SampleRate::Hz8000, 6000);
     let call_sid = cfg.call_sid.clone();
     let report = run_call(cfg).await.unwrap();
     assert_legal(&report);
@@ -790,8 +784,7 @@ async fn an_openai_session_that_expires_ends_the_call_cleanly() {
         json!({ "on_failure": "echo" }),
     )
     .await;
-    let mut cfg = call(&gw, "asha", SampleRate::Hz8000, "caller-order-status-8k.wav");
-    cfg.audio = AudioSource::Tone { hz: 440.0, ms: 8000 };
+    let cfg = tone_call(&gw, "asha", SampleRate::Hz8000, 8000);
     let (report, _, row) = ai_call(&gw, &ai, cfg).await;
     assert!(report.closed_by_bot && report.close_code == Some(1000), "{}", report.summary());
     assert!(report.duration < Duration::from_secs(6), "{:?}", report.duration);
@@ -816,8 +809,7 @@ async fn gemini_go_away_resumes_the_session_on_a_new_connection() {
         json!({}),
     )
     .await;
-    let mut cfg = call(&gw, "gem", SampleRate::Hz8000, "caller-order-status-8k.wav");
-    cfg.audio = AudioSource::Tone { hz: 440.0, ms: 6000 };
+    let cfg = tone_call(&gw, "gem", SampleRate::Hz8000, 6000);
     let call_sid = cfg.call_sid.clone();
     let report = run_call(cfg).await.unwrap();
     assert_legal(&report);
@@ -855,8 +847,7 @@ async fn gemini_go_away_mid_answer_moves_after_the_turn_with_the_handle_that_cov
     )
     .await;
     // 1.5 s of caller audio: one answer (after 1 s), none on the new connection.
-    let mut cfg = call(&gw, "gem", SampleRate::Hz8000, "caller-order-status-8k.wav");
-    cfg.audio = AudioSource::Tone { hz: 440.0, ms: 1500 };
+    let cfg = tone_call(&gw, "gem", SampleRate::Hz8000, 1500);
     let call_sid = cfg.call_sid.clone();
     let report = run_call(cfg).await.unwrap();
     assert_legal(&report);
